@@ -1,0 +1,189 @@
+"""One frozen Settings object, read from the environment.
+
+Every limit and timeout of the gateway is a field here, with its environment name and a
+default chosen for a small single-process deployment. The README's Configuration table
+lists them all; `tests/test_config.py` checks that the two agree.
+KDCube's names are used where they exist; new settings are `KDC_*`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+MiB = 1024 * 1024
+
+
+def _bool(v: str) -> bool:
+    s = v.strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def _csv(v: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in v.split(",") if p.strip())
+
+
+def _opt_str(v: str) -> str | None:
+    return v or None
+
+
+def setting(env: str, default: Any, parse: Callable[[str], Any] | None = None, doc: str = "") -> Any:
+    """A dataclass field that knows its environment variable, parser and one-line doc."""
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # --- server ---------------------------------------------------------------------------
+    host: str = setting("KDC_HOST", "127.0.0.1", doc="Address to listen on")
+    port: int = setting("KDC_PORT", 8010, int, "TCP port to listen on (0 = any free port)")
+    max_header_bytes: int = setting(
+        "KDC_MAX_HEADER_BYTES", 16 * 1024, int, "Request line + headers limit; larger → 431")
+    max_body_bytes: int = setting(
+        "KDC_MAX_BODY_BYTES", 0, int,
+        "Request body limit; larger → 413. 0 = derived: MESSAGE_MAX_BYTES + 1 MiB of form overhead")
+    read_timeout_s: float = setting(
+        "KDC_READ_TIMEOUT_S", 30.0, float, "Deadline to receive a whole request (headers and body)")
+    keepalive_timeout_s: float = setting(
+        "KDC_KEEPALIVE_TIMEOUT_S", 15.0, float, "Idle time allowed between requests on a kept-alive connection")
+    write_timeout_s: float = setting(
+        "KDC_WRITE_TIMEOUT_S", 10.0, float,
+        "Deadline for one write to a client; a client that stops reading is dropped when it passes")
+    shutdown_grace_s: float = setting(
+        "KDC_SHUTDOWN_GRACE_S", 5.0, float, "On SIGINT/SIGTERM: time streams get to end before they are cancelled")
+    max_connections: int = setting(
+        "KDC_MAX_CONNECTIONS", 20000, int, "Open TCP connections per process; past it new ones are closed at once")
+    cors_origins: tuple[str, ...] = setting(
+        "KDC_CORS_ORIGINS", (), _csv, "Comma-separated origins allowed by CORS (credentials allowed); `*` = any")
+
+    # --- SSE ------------------------------------------------------------------------------
+    sse_heartbeat_s: float = setting("KDC_SSE_HEARTBEAT_S", 15.0, float, "Heartbeat comment interval on idle SSE streams")
+    sse_retry_ms: int = setting("KDC_SSE_RETRY_MS", 3000, int, "`retry:` hint sent to EventSource clients")
+    max_sse_connections: int = setting(
+        "KDC_MAX_SSE_CONNECTIONS", 10000, int, "SSE streams per process; past it a new stream gets 429 + Retry-After")
+    client_queue: int = setting(
+        "SSE_CLIENT_QUEUE", 1000, int,
+        "Outbox depth of one connection (SSE or Socket.IO); a full outbox closes that connection")
+
+    # --- auth -----------------------------------------------------------------------------
+    jwt_secret: str | None = setting("KDC_JWT_SECRET", None, _opt_str, "HS256 secret (also used by `kdc-trio token`)")
+    jwt_public_key_file: str | None = setting(
+        "KDC_JWT_PUBLIC_KEY_FILE", None, _opt_str, "PEM public key for RS256/ES256 tokens")
+    jwks_file: str | None = setting("KDC_JWKS_FILE", None, _opt_str, "JWKS file; the token's `kid` picks the key")
+    jwt_algorithms: tuple[str, ...] = setting(
+        "KDC_JWT_ALGORITHMS", ("HS256", "RS256", "ES256"), _csv, "Accepted algorithms (never `none`)")
+    jwt_issuer: str | None = setting("KDC_JWT_ISSUER", None, _opt_str, "Required `iss`, if set")
+    jwt_audience: str | None = setting("KDC_JWT_AUDIENCE", None, _opt_str, "Required `aud`, if set")
+    jwt_leeway_s: float = setting("KDC_JWT_LEEWAY_S", 30.0, float, "Clock leeway for `exp`/`nbf`/`iat`")
+    roles_claim: str = setting(
+        "KDC_ROLES_CLAIM", "roles", doc="Claim holding roles (dotted path); `realm_access.roles` and "
+        "`cognito:groups` are also read")
+    privileged_roles: tuple[str, ...] = setting(
+        "KDC_PRIVILEGED_ROLES", ("kdcube:role:super-admin", "admin"), _csv,
+        "Roles that make a session `privileged`")
+    auth_token_cookie: str = setting("AUTH_TOKEN_COOKIE_NAME", "__Secure-LATC", doc="Access-token cookie")
+    id_token_header: str = setting("ID_TOKEN_HEADER_NAME", "X-ID-Token", doc="ID-token header")
+    id_token_cookie: str = setting("ID_TOKEN_COOKIE_NAME", "__Secure-LITC", doc="ID-token cookie")
+    sse_reject_anonymous: bool = setting(
+        "CHAT_SSE_REJECT_ANONYMOUS", False, _bool, "Refuse SSE streams and chat posts without a token (401)")
+    ws_reject_anonymous: bool = setting(
+        "CHAT_WS_REJECT_ANONYMOUS", False, _bool, "Refuse Socket.IO connects without a token (CONNECT_ERROR)")
+
+    # --- tenancy and sessions -------------------------------------------------------------
+    default_tenant: str = setting("KDC_DEFAULT_TENANT", "home", doc="Tenant when a client names none")
+    default_project: str = setting("KDC_DEFAULT_PROJECT", "demo", doc="Project when a client names none")
+    session_ttl_s: int = setting("KDC_SESSION_TTL_S", 86400, int, "Session lifetime since last activity")
+    session_log_size: int = setting(
+        "KDC_SESSION_LOG_SIZE", 1000, int, "Events kept per session for replay after a reconnect")
+    session_log_ttl_s: int = setting("KDC_SESSION_LOG_TTL_S", 3600, int, "How long a session's replay log is kept")
+
+    # --- chat turns -----------------------------------------------------------------------
+    max_upload_mb: float = setting("CHAT_MAX_UPLOAD_MB", 20.0, float, "Largest single attachment, MiB")
+    max_files: int = setting("KDC_MAX_FILES_PER_MESSAGE", 10, int, "Attachments per message")
+    message_max_bytes: int = setting(
+        "MESSAGE_MAX_BYTES", 25 * MiB, int, "Whole message: text, metadata and all attachments")
+    max_message_chars: int = setting("CHAT_MAX_MESSAGE_CHARS", 32000, int, "Characters of message text")
+    conv_busy_policy: str = setting(
+        "KDC_CONV_BUSY_POLICY", "reject", doc="A turn for a busy conversation: `reject` (409) or `queue`")
+    turn_queue_size: int = setting(
+        "KDC_TURN_QUEUE_SIZE", 1000, int, "Turns waiting for a worker; past it a post gets 503")
+    worker_concurrency: int = setting("KDC_WORKER_CONCURRENCY", 8, int, "Turns one process runs at once")
+    turn_timeout_s: float = setting("KDC_TURN_TIMEOUT_S", 600.0, float, "A bundle's turn is cancelled after this")
+    bundle: str = setting("KDC_BUNDLE", "kdc_trio.bundles.demo:DemoBundle", doc="`module:Class` of the bundle to run")
+    event_filter: str | None = setting(
+        "KDC_EVENT_FILTER", None, _opt_str, "`module:callable` deciding per event what a user may receive")
+    filter_fail_open: bool = setting(
+        "KDC_FILTER_FAIL_OPEN", False, _bool, "Deliver an event when the filter raises (default: suppress)")
+
+    # --- Redis and the relay --------------------------------------------------------------
+    redis_url: str | None = setting("REDIS_URL", None, _opt_str, "Unset = embedded (memory bus, memory sessions)")
+    redis_backend: str = setting(
+        "KDC_REDIS_BACKEND", "native", doc="`native` (trio RESP client) or `compat` (redis-py under trio-asyncio)")
+    relay_identity: str | None = setting(
+        "CB_RELAY_IDENTITY", None, _opt_str, "Channel prefix; default kdcube.relay.<CB_ORCHESTRATOR_TYPE>")
+    orchestrator_type: str = setting("CB_ORCHESTRATOR_TYPE", "chatbot", doc="Used in the default relay identity")
+    relay_linger_ms: int = setting(
+        "KDC_RELAY_LINGER_MS", 2000, int, "Keep a session subscribed this long after its last connection left")
+    redis_inline_attachment_bytes: int = setting(
+        "KDC_REDIS_INLINE_ATTACHMENT_BYTES", 256 * 1024, int,
+        "Attachments up to this size travel inside the queued turn; larger ones via a Redis key with a TTL")
+
+    # --- Socket.IO ------------------------------------------------------------------------
+    sio_ping_interval_ms: int = setting("KDC_SIO_PING_INTERVAL_MS", 25000, int, "Engine.IO pingInterval")
+    sio_ping_timeout_ms: int = setting("KDC_SIO_PING_TIMEOUT_MS", 20000, int, "Engine.IO pingTimeout")
+    sio_connect_timeout_ms: int = setting(
+        "KDC_SIO_CONNECT_TIMEOUT_MS", 45000, int, "Time a client has to send the Socket.IO CONNECT")
+    sio_max_payload: int = setting(
+        "KDC_SIO_MAX_PAYLOAD", 0, int,
+        "Engine.IO maxPayload; 0 = derived from the largest allowed message (attachments + JSON)")
+
+    # --- logging --------------------------------------------------------------------------
+    log_format: str = setting("KDC_LOG_FORMAT", "text", doc="`text` or `json` (one object a line)")
+    log_level: str = setting("KDC_LOG_LEVEL", "INFO", doc="Python logging level")
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MiB)
+
+    @property
+    def effective_max_body_bytes(self) -> int:
+        return self.max_body_bytes or self.message_max_bytes + MiB
+
+    @property
+    def effective_sio_max_payload(self) -> int:
+        if self.sio_max_payload:
+            return self.sio_max_payload
+        # All attachments at the per-file limit (bounded by the message limit), base64-sized for
+        # polling, plus room for the JSON. Never the 1 MB default that breaks uploads.
+        raw = min(self.max_files * self.max_upload_bytes, self.message_max_bytes)
+        return raw * 4 // 3 + self.max_files * 8 + MiB
+
+    @property
+    def relay_prefix(self) -> str:
+        return self.relay_identity or f"kdcube.relay.{self.orchestrator_type}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            if name and name in env:
+                parse = f.metadata.get("parse") or str
+                try:
+                    kwargs[f.name] = parse(env[name])
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any, str]]:
+        """(ENV_NAME, default, doc) for every setting: the README table is generated from this."""
+        return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(cls) if "env" in f.metadata]
