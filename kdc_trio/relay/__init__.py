@@ -1,1 +1,1 @@
-"""relay"""
+"""The relay: buses (memory, Redis), per-session subscriptions, connection outboxes."""

@@ -1,1 +1,1 @@
-"""transports"""
+"""Transports: SSE, Socket.IO and REST, all on the same auth, sessions, turns and relay."""

@@ -1,0 +1,5 @@
+import sys
+
+from kdc_trio.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""`kdc-trio serve | worker | token | conformance`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+import trio
+
+from kdc_trio.config import Settings
+from kdc_trio.logs import setup_logging
+
+log = logging.getLogger("kdc_trio.cli")
+
+
+async def _watch_signals(gw, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for sig in signals:
+            if gw.server.draining.is_set():
+                log.info("second signal: stopping now")
+                scope.cancel()
+                return
+            log.info("signal %s: draining", signal.Signals(sig).name)
+            gw.drain()
+
+
+async def serve(settings: Settings, *, with_worker: bool = True, port_file: str | None = None) -> None:
+    from kdc_trio.gateway import open_gateway
+
+    async with AsyncExitStack() as stack:
+        gw = await open_gateway(settings, stack, with_worker=with_worker)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, gw, nursery.cancel_scope)
+            ports = await nursery.start(gw.run)
+            print(f"kdc-trio listening on http://{settings.host}:{ports[0]}  (bus: {gw.bus.name})", flush=True)
+            if port_file:
+                with open(port_file, "w") as f:
+                    f.write(str(ports[0]))
+            await trio.sleep(0)
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kdc-trio", description="Realtime gateway for AI chat apps (SSE, Socket.IO)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ps = sub.add_parser("serve", help="run the gateway (with an in-process worker unless --no-worker)")
+    ps.add_argument("--no-worker", action="store_true", help="gateway only: bundles run in `kdc-trio worker`")
+    ps.add_argument("--port-file", help="write the bound port here once listening (for tests and scripts)")
+    sub.add_parser("worker", help="run bundles for queued turns (needs REDIS_URL)")
+    pt = sub.add_parser("token", help="mint a development token signed with KDC_JWT_SECRET")
+    pt.add_argument("--sub", default="dev-user")
+    pt.add_argument("--roles", default="", help="comma-separated roles")
+    pt.add_argument("--ttl", type=int, default=3600)
+    pt.add_argument("--username")
+    pc = sub.add_parser("conformance", help="serve the app the official Socket.IO/Engine.IO suites expect")
+    pc.add_argument("--port", type=int, default=3000)
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    if args.cmd == "token":
+        from kdc_trio.auth.mint import MintError, mint_token
+
+        try:
+            print(mint_token(settings, subject=args.sub, roles=tuple(r for r in args.roles.split(",") if r),
+                             ttl_s=args.ttl, username=args.username))
+        except MintError as exc:
+            print(f"kdc-trio token: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    setup_logging(settings)
+    if args.cmd == "serve":
+        trio.run(lambda: serve(settings, with_worker=not args.no_worker, port_file=args.port_file))
+    elif args.cmd == "worker":
+        from kdc_trio.processor.worker import run_worker
+
+        trio.run(run_worker, settings)
+    elif args.cmd == "conformance":
+        from kdc_trio.transports.conformance import run_conformance
+
+        trio.run(run_conformance, settings, args.port)
+    return 0

@@ -1,0 +1,119 @@
+"""The composition root: settings in, a running gateway out.
+
+`Gateway` holds the parts (auth, sessions, bus, relay, turn queue, processor) and the
+router; `run()` starts them in one nursery, in dependency order, and serves HTTP. Embedded
+defaults (no `REDIS_URL`) put everything in memory in this one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import trio
+
+from kdc_trio.auth.authenticator import Authenticator
+from kdc_trio.config import Settings
+from kdc_trio.processor.bundle import Bundle, load_bundle
+from kdc_trio.processor.conv_status import ConvStatusStore, MemoryConvStatusStore
+from kdc_trio.processor.queue import MemoryTurnQueue, TurnQueue
+from kdc_trio.processor.runner import Processor
+from kdc_trio.relay.bus import Bus, MemoryBus
+from kdc_trio.relay.chat_relay import ChatRelayCommunicator
+from kdc_trio.sdk.communicator import load_event_filter
+from kdc_trio.server import Router, Server
+from kdc_trio.server.cors import CORS
+from kdc_trio.sessions.store import MemorySessionStore, SessionStore
+
+log = logging.getLogger("kdc_trio.gateway")
+
+
+@dataclass
+class Counters:
+    sse_streams: int = 0
+    sio_sockets: int = 0
+    turns_accepted: int = 0
+    turns_refused: int = 0
+    closed_slow: int = 0
+
+
+@dataclass(eq=False)
+class Gateway:
+    settings: Settings
+    store: SessionStore
+    bus: Bus
+    conv_store: ConvStatusStore
+    queue: TurnQueue
+    bundle: Bundle | None
+    authenticator: Authenticator = field(init=False)
+    relay: ChatRelayCommunicator = field(init=False)
+    processor: Processor | None = field(init=False, default=None)
+    server: Server = field(init=False)
+    counters: Counters = field(default_factory=Counters)
+    extras: list = field(default_factory=list)  # async context managers to hold open (Redis clients)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.authenticator = Authenticator(s)
+        self.relay = ChatRelayCommunicator(self.bus, linger_s=s.relay_linger_ms / 1000)
+        if self.bundle is not None:
+            self.processor = Processor(
+                queue=self.queue, bundle=self.bundle, publish=self.relay.publish, conv_store=self.conv_store,
+                concurrency=s.worker_concurrency, turn_timeout_s=s.turn_timeout_s,
+                event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open)
+        cors = CORS(s.cors_origins)
+        self.router = Router()
+        from kdc_trio.transports import rest, sse
+
+        sse.install(self.router, self)
+        rest.install(self.router, self)
+        try:
+            from kdc_trio.transports import socketio
+        except ImportError:  # pragma: no cover - the Socket.IO transport is optional while it lands
+            socketio = None
+        if socketio is not None and hasattr(socketio, "install"):
+            socketio.install(self.router, self)
+        self.server = Server(s, cors.wrap(self.router), cors.headers)
+
+    async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every part; `task_status.started(ports)` once the server listens; return once the
+        server has drained (after `drain()`), cancelling the rest."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.bus.run)
+            await nursery.start(self.relay.run)
+            await nursery.start(self.queue.run)
+            if self.processor is not None:
+                await nursery.start(self.processor.run)
+            ports = await nursery.start(self._serve_then_cancel, nursery.cancel_scope)
+            task_status.started(ports)
+
+    async def _serve_then_cancel(self, scope: trio.CancelScope, *,
+                                 task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.server.serve(task_status=task_status)
+        scope.cancel()
+
+    def drain(self) -> None:
+        self.server.drain()
+
+
+def memory_gateway(settings: Settings, *, bundle: Bundle | None = None, with_worker: bool = True) -> Gateway:
+    """Everything in this process: memory bus, memory sessions, memory queue."""
+    return Gateway(
+        settings=settings,
+        store=MemorySessionStore(ttl_s=settings.session_ttl_s),
+        bus=MemoryBus(log_size=settings.session_log_size, log_ttl_s=settings.session_log_ttl_s),
+        conv_store=MemoryConvStatusStore(),
+        queue=MemoryTurnQueue(settings.turn_queue_size),
+        bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None,
+    )
+
+
+async def open_gateway(settings: Settings, stack: AsyncExitStack, *, bundle: Bundle | None = None,
+                       with_worker: bool = True) -> Gateway:
+    """The gateway the settings ask for: embedded without REDIS_URL, Redis-backed with it."""
+    if not settings.redis_url:
+        return memory_gateway(settings, bundle=bundle, with_worker=with_worker)
+    from kdc_trio.relay.redis_wiring import redis_gateway
+
+    return await redis_gateway(settings, stack, bundle=bundle, with_worker=with_worker)

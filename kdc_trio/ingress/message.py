@@ -1,0 +1,253 @@
+"""Turn a decoded chat payload and its raw files into a validated `ChatMessage`.
+
+Both transports end here: `/sse/chat` (JSON body, or multipart fields + file parts, see
+multipart.py) and Socket.IO `chat_message` (the JSON argument + the binary arguments).
+
+Accepted message forms (KDCube's):
+    {"message": {"text": "...", ...}}   {"message": "..."}   {"text": "...", ...}
+Optional `conversation_id` / `turn_id` and `attachment_meta` at top level (wins) or inside the
+message object. `attachment_meta` is a JSON array of objects, or a JSON string holding one.
+
+Every limit is enforced here (text, file count, per-file size, total); the multipart parser
+enforces the byte limits earlier as well, while streaming. Attachment bytes are never copied:
+each `Attachment.data` is the very object the caller passed in `RawFile.data`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from kdc_trio.ingress.errors import invalid, malformed, too_large
+from kdc_trio.ingress.limits import (
+    LIMIT_FILE_BYTES,
+    LIMIT_FILES,
+    LIMIT_TEXT_CHARS,
+    LIMIT_TOTAL_BYTES,
+    Limits,
+)
+from kdc_trio.ingress.models import Attachment, ChatMessage
+
+# Conversation and turn ids end up in Redis keys, channel names and logs: letters, digits,
+# `_`, `-`, `.` (not leading; no `:` which separates key parts), up to 128 characters, which fits
+# UUIDs, ULIDs and KDCube's prefixed ids with room to spare.
+MAX_ID_CHARS = 128
+_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,%d}" % (MAX_ID_CHARS - 1))
+
+# Longest attachment filename kept: 255 is the common filesystem limit for one name.
+MAX_FILENAME_CHARS = 255
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# `type/subtype` tokens (RFC 9110 §8.3.1); parameters are dropped.
+_MIME_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
+OCTET_STREAM = "application/octet-stream"
+
+MatchMode = Literal["filename", "position"]
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One received attachment before validation: what the transport knows about it."""
+
+    filename: str | None
+    mime: str | None
+    data: bytes | bytearray
+
+
+def build_message(
+    obj: Any, files: Sequence[RawFile], limits: Limits, *, match: str = "filename"
+) -> ChatMessage:
+    """Validate `obj` (the decoded JSON) with `files` and return the ChatMessage.
+
+    `match="filename"`: attachment_meta entries pair with files by filename, the rest by
+    position among the unpaired ones; more entries than files is an error.
+    `match="position"` (Socket.IO): entry i describes file i; the counts must be equal.
+    Raises only IngressError.
+    """
+    if match not in ("filename", "position"):
+        raise ValueError(f"match must be 'filename' or 'position', not {match!r}")
+    if not isinstance(obj, dict):
+        raise invalid(f"the message must be a JSON object, not {_json_type(obj)}")
+
+    inner = _message_object(obj)
+    text = inner.get("text", "")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise invalid(f"message text must be a string, not {_json_type(text)}")
+    _check_text(text, limits)
+
+    conversation_id = _id_field(obj, inner, "conversation_id")
+    turn_id = _id_field(obj, inner, "turn_id")
+    metas = _attachment_meta(obj, inner, limits)
+
+    _check_files(files, limits)
+    pairs = _pair(metas, files, match)
+    attachments = [_attachment(i, raw, meta) for i, (raw, meta) in enumerate(pairs)]
+
+    total = len(text.encode("utf-8")) + sum(len(f.data) for f in files)
+    if total > limits.max_total_bytes:
+        raise too_large(
+            LIMIT_TOTAL_BYTES, f"message is {total} bytes; the limit is {limits.max_total_bytes}")
+    if not text and not attachments:
+        raise invalid("empty message: no text and no attachments")
+
+    payload = {k: v for k, v in inner.items() if k != "attachment_meta"}
+    payload["text"] = text
+    return ChatMessage(
+        text=text, payload=payload, conversation_id=conversation_id, turn_id=turn_id,
+        attachments=attachments)
+
+
+def _message_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """The message as a dict, from any of the three forms."""
+    if "message" in obj:
+        m = obj["message"]
+        if isinstance(m, str):
+            return {"text": m}
+        if isinstance(m, dict):
+            return m
+        raise invalid(f"`message` must be an object or a string, not {_json_type(m)}")
+    if "text" in obj:
+        return obj
+    raise invalid('no message: expected {"message": {"text": ...}}, {"message": "..."} or {"text": ...}')
+
+
+def _check_text(text: str, limits: Limits) -> None:
+    if len(text) > limits.max_text_chars:
+        raise too_large(
+            LIMIT_TEXT_CHARS, f"text is {len(text)} characters; the limit is {limits.max_text_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON "\ud800"): not text any consumer could encode.
+        raise invalid("message text is not valid Unicode (lone surrogate)") from None
+
+
+def _id_field(obj: dict[str, Any], inner: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None or value == "":
+        value = inner.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise invalid(
+            f"`{name}` must be 1-{MAX_ID_CHARS} characters of letters, digits, `_`, `-` or `.`")
+    return value
+
+
+def _attachment_meta(obj: dict[str, Any], inner: dict[str, Any], limits: Limits) -> list[dict[str, Any]] | None:
+    """The attachment_meta entries, or None when the client sent none."""
+    raw = obj.get("attachment_meta")
+    if raw is None and inner is not obj:
+        raw = inner.get("attachment_meta")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise malformed("`attachment_meta` is not valid JSON") from None
+    if not isinstance(raw, list):
+        raise invalid(f"`attachment_meta` must be an array, not {_json_type(raw)}")
+    if len(raw) > limits.max_files:
+        raise too_large(
+            LIMIT_FILES, f"attachment_meta has {len(raw)} entries; the limit is {limits.max_files} files")
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise invalid(f"attachment_meta[{i}] must be an object, not {_json_type(entry)}")
+        name = entry.get("filename")
+        if name is not None and not isinstance(name, str):
+            raise invalid(f"attachment_meta[{i}].filename must be a string")
+        mime = entry.get("mime")
+        if mime is not None and not isinstance(mime, str):
+            raise invalid(f"attachment_meta[{i}].mime must be a string")
+    return raw
+
+
+def _check_files(files: Sequence[RawFile], limits: Limits) -> None:
+    if len(files) > limits.max_files:
+        raise too_large(LIMIT_FILES, f"{len(files)} attachments; the limit is {limits.max_files}")
+    for i, f in enumerate(files):
+        if len(f.data) > limits.max_file_bytes:
+            raise too_large(
+                LIMIT_FILE_BYTES,
+                f"attachment {i} ({f.filename or 'unnamed'}) is {len(f.data)} bytes; "
+                f"the limit is {limits.max_file_bytes}")
+
+
+def _pair(
+    metas: list[dict[str, Any]] | None, files: Sequence[RawFile], match: str
+) -> list[tuple[RawFile, dict[str, Any]]]:
+    if metas is None:
+        if match == "position" and files:
+            raise invalid(f"attachment_meta has 0 entries but {len(files)} attachments were sent")
+        return [(f, {}) for f in files]
+    if len(metas) > len(files) or (match == "position" and len(metas) != len(files)):
+        raise invalid(
+            f"attachment_meta has {len(metas)} entries but {len(files)} attachments were sent")
+    if match == "position":
+        return list(zip(files, metas))
+
+    chosen: list[dict[str, Any] | None] = [None] * len(files)
+    used = [False] * len(metas)
+    for i, f in enumerate(files):  # by filename first, each entry used once, in order
+        if f.filename is None:
+            continue
+        for j, m in enumerate(metas):
+            if not used[j] and m.get("filename") == f.filename:
+                chosen[i], used[j] = m, True
+                break
+    rest = iter([m for j, m in enumerate(metas) if not used[j]])
+    for i in range(len(files)):  # then the leftovers by position
+        if chosen[i] is None:
+            chosen[i] = next(rest, {})
+    return [(f, m if m is not None else {}) for f, m in zip(files, chosen)]
+
+
+def _attachment(i: int, raw: RawFile, meta: dict[str, Any]) -> Attachment:
+    filename = raw.filename or meta.get("filename") or f"attachment-{i + 1}"
+    if len(filename) > MAX_FILENAME_CHARS:
+        raise invalid(f"attachment {i}: filename longer than {MAX_FILENAME_CHARS} characters")
+    if _CONTROL_RE.search(filename):
+        raise invalid(f"attachment {i}: filename contains control characters")
+    try:
+        filename.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(f"attachment {i}: filename is not valid Unicode") from None
+
+    part_mime = clean_mime(raw.mime)
+    meta_mime = clean_mime(meta.get("mime"))
+    if part_mime is None or part_mime == OCTET_STREAM:
+        mime = meta_mime or part_mime or OCTET_STREAM
+    else:
+        mime = part_mime
+    return Attachment(filename=filename, mime=mime, data=raw.data, meta=meta)
+
+
+def clean_mime(value: Any) -> str | None:
+    """`type/subtype` lower-cased, parameters dropped; None when absent or not a MIME type."""
+    if not isinstance(value, str):
+        return None
+    base = value.split(";", 1)[0].strip()
+    if not _MIME_RE.fullmatch(base):
+        return None
+    return base.lower()
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

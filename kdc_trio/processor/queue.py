@@ -1,0 +1,64 @@
+"""The turn queue between ingress and the workers: the interface and the embedded one.
+
+Overflow policy: a full queue refuses the turn (`QueueFull` → 503 + `queue.enqueue_rejected`);
+nothing waits unboundedly and nothing is dropped after it was accepted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+
+import trio
+
+from kdc_trio.processor.turn import Turn
+
+
+class QueueFull(Exception):
+    pass
+
+
+class TurnQueue(ABC):
+    @abstractmethod
+    async def put(self, turn: Turn) -> None:
+        """Enqueue or raise QueueFull."""
+
+    @abstractmethod
+    async def get(self) -> Turn:
+        """The next turn for this worker (waits)."""
+
+    async def ack(self, turn: Turn) -> None:
+        """The turn is finished (success or reported error): never redeliver it."""
+        await trio.lowlevel.checkpoint()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    def statistics(self) -> dict:
+        return {}
+
+
+class MemoryTurnQueue(TurnQueue):
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._q: deque[Turn] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.enqueued = 0
+
+    async def put(self, turn: Turn) -> None:
+        await trio.lowlevel.checkpoint()
+        if len(self._q) >= self.maxlen:
+            raise QueueFull(f"{self.maxlen} turns waiting (KDC_TURN_QUEUE_SIZE)")
+        self._q.append(turn)
+        self.enqueued += 1
+        self._lot.unpark()
+
+    async def get(self) -> Turn:
+        while not self._q:
+            await self._lot.park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return self._q.popleft()
+
+    def statistics(self) -> dict:
+        return {"waiting": len(self._q), "maxlen": self.maxlen, "enqueued": self.enqueued}

@@ -1,0 +1,81 @@
+"""Accepting a turn: the conversation busy check, the queue, conv_status, and refusals told on the stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from kdc_trio.ingress.models import ChatMessage
+from kdc_trio.processor.conv_status import ConvStatus
+from kdc_trio.processor.queue import QueueFull
+from kdc_trio.processor.runner import communicator_for
+from kdc_trio.processor.turn import Turn, new_id
+from kdc_trio.sessions.model import Session
+
+if TYPE_CHECKING:
+    from kdc_trio.gateway import Gateway
+
+log = logging.getLogger("kdc_trio.turns")
+
+
+class TurnRefused(Exception):
+    def __init__(self, status: int, error: str, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
+    conversation_id = message.conversation_id or new_id("conv")
+    turn_id = message.turn_id or new_id("turn")
+    message.conversation_id, message.turn_id = conversation_id, turn_id
+    return Turn(session=session, stream_id=stream_id, message=message, conversation_id=conversation_id,
+                turn_id=turn_id)
+
+
+async def tell_refusal(gw: "Gateway", session: Session, stream_id: str, *, error: str, detail: str,
+                       conversation_id: str | None = None, service_type: str | None = None) -> None:
+    """A refused turn is also told on the sender's stream (`chat_error`, or a `chat_service` notice)."""
+    msg = ChatMessage(text="", payload={}, conversation_id=conversation_id or "-", turn_id="-")
+    comm = communicator_for(_turn(session, stream_id, msg), gw.relay.publish)
+    if service_type:
+        await comm.service_event(service_type, data={"error": error, "detail": detail})
+    await comm.error(detail, step="ingress", title=error, data={"error": error})
+
+
+async def submit_turn(gw: "Gateway", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
+    """Queue a validated message as a turn; returns the 202 body or raises TurnRefused."""
+    turn = _turn(session, stream_id, message)
+    policy_queue = gw.settings.conv_busy_policy == "queue"
+    status = ConvStatus(conversation_id=turn.conversation_id, session_id=session.session_id, state="in_progress",
+                        current_turn_id=turn.turn_id, origin_stream_id=stream_id)
+    ok, previous = await gw.conv_store.begin_turn(status, allow_busy=policy_queue)
+    comm = communicator_for(turn, gw.relay.publish)
+    if not ok:
+        assert previous is not None
+        gw.counters.turns_refused += 1
+        if previous.session_id != session.session_id:
+            raise TurnRefused(404, "conversation_not_found", "no such conversation in this session")
+        detail = f"conversation {turn.conversation_id} already has turn {previous.current_turn_id} in progress"
+        await comm.error(detail, step="ingress", title="conversation_busy", data={"error": "conversation_busy"})
+        raise TurnRefused(409, "conversation_busy", detail)
+    try:
+        await gw.queue.put(turn)
+    except QueueFull as exc:
+        gw.counters.turns_refused += 1
+        rolled = ConvStatus(conversation_id=turn.conversation_id, session_id=session.session_id, state="idle",
+                            current_turn_id=turn.turn_id, completion="rollback", origin_stream_id=stream_id)
+        await gw.conv_store.set(rolled)
+        await comm.conv_status(state=rolled.state, updated_at=rolled.updated_at, current_turn_id=turn.turn_id,
+                               completion="rollback", origin_stream_id=stream_id)
+        await comm.service_event("queue.enqueue_rejected", data={"error": "queue_full", "detail": str(exc)})
+        await comm.error(str(exc), step="ingress", title="queue_full", data={"error": "queue_full"})
+        raise TurnRefused(503, "queue_full", str(exc), retry_after=5) from None
+    gw.counters.turns_accepted += 1
+    queued_behind = previous is not None and previous.state == "in_progress"
+    await comm.conv_status(state="in_progress", updated_at=status.updated_at, current_turn_id=turn.turn_id,
+                           completion="queued_next" if queued_behind else None, origin_stream_id=stream_id)
+    return {"status": "processing_started", "task_id": turn.task_id, "session_id": session.session_id,
+            "user_type": session.user_type.value, "conversation_id": turn.conversation_id, "turn_id": turn.turn_id}

@@ -1,0 +1,61 @@
+"""A queued turn: who sent what, where the replies go, and which attempt this is."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from kdc_trio.ingress.models import Attachment, ChatMessage
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.sessions.model import Session
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(kw_only=True)
+class Turn:
+    session: Session
+    stream_id: str  # the connection that sent the turn: default target of its events
+    message: ChatMessage
+    conversation_id: str
+    turn_id: str = field(default_factory=lambda: new_id("turn"))
+    task_id: str = field(default_factory=lambda: new_id("task"))
+    request_id: str = field(default_factory=lambda: new_id("req"))
+    attempt: int = 1
+    enqueued_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.session.tenant, self.session.project, self.session.session_id)
+
+    def to_dict(self, *, inline_attachments: bool = True) -> dict:
+        """JSON-ready form; attachment bytes inline (base64) unless the caller stores them."""
+        atts = []
+        for a in self.message.attachments:
+            d = {"filename": a.filename, "mime": a.mime, "meta": a.meta, "size": a.size}
+            if inline_attachments:
+                d["data_b64"] = base64.b64encode(a.data).decode("ascii")
+            atts.append(d)
+        return {
+            "session": self.session.to_dict(), "stream_id": self.stream_id, "conversation_id": self.conversation_id,
+            "turn_id": self.turn_id, "task_id": self.task_id, "request_id": self.request_id,
+            "attempt": self.attempt, "enqueued_at": self.enqueued_at,
+            "message": {"text": self.message.text, "payload": self.message.payload, "attachments": atts},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Turn":
+        m = d["message"]
+        atts = [Attachment(filename=a["filename"], mime=a["mime"], meta=a.get("meta") or {},
+                           data=base64.b64decode(a["data_b64"]) if "data_b64" in a else a.get("data", b""))
+                for a in m.get("attachments", [])]
+        msg = ChatMessage(text=m["text"], payload=m.get("payload") or {}, conversation_id=d["conversation_id"],
+                          turn_id=d["turn_id"], attachments=atts)
+        return cls(session=Session.from_dict(d["session"]), stream_id=d["stream_id"], message=msg,
+                   conversation_id=d["conversation_id"], turn_id=d["turn_id"], task_id=d["task_id"],
+                   request_id=d["request_id"], attempt=int(d.get("attempt", 1)),
+                   enqueued_at=float(d.get("enqueued_at") or time.time()))

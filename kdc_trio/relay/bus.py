@@ -1,0 +1,178 @@
+"""The Bus: publish to a session's channel, subscribe to it, read its recent log.
+
+`MemoryBus` is the embedded one (one process); `RedisBus` (kdc_trio/relay/redis_bus.py)
+does the same through Redis. A subscription hands its owner *batches* (everything that
+arrived since the owner last looked), never one await per message.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import trio
+
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.message import RelayMessage
+
+# Messages one subscription may hold before its owner drains them. The owner (the relay)
+# only moves messages into outboxes, so reaching this means the process is starved; the
+# subscription then fails with SubscriptionOverflow and the relay closes the session's
+# connections, which resume from the session log.
+SUBSCRIPTION_BUFFER = 50_000
+
+
+class SubscriptionOverflow(Exception):
+    pass
+
+
+class Subscription:
+    """A bounded buffer between a bus's receiving side and one relay session task."""
+
+    __slots__ = ("key", "_q", "_lot", "_error", "limit")
+
+    def __init__(self, key: SessionKey, limit: int = SUBSCRIPTION_BUFFER) -> None:
+        self.key = key
+        self.limit = limit
+        self._q: deque[RelayMessage] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._error: BaseException | None = None
+
+    def push(self, msg: RelayMessage) -> None:
+        if len(self._q) >= self.limit:
+            self.fail(SubscriptionOverflow(f"{self.limit} messages undelivered on {self.key}"))
+            return
+        self._q.append(msg)
+        if len(self._q) == 1:
+            self._lot.unpark_all()
+
+    def push_many(self, msgs: list[RelayMessage]) -> None:
+        for m in msgs:
+            self.push(m)
+
+    def fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._lot.unpark_all()
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> list[RelayMessage]:
+        while not self._q:
+            if self._error is not None:
+                raise self._error
+            await self._lot.park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        batch = list(self._q)
+        self._q.clear()
+        return batch
+
+
+class Bus(ABC):
+    name = "bus"
+
+    @abstractmethod
+    async def publish(self, key: SessionKey, *, event: str, data: dict,
+                      target_sid: str | None = None) -> int:
+        """Append to the session log and deliver to its subscribers; returns the session seq."""
+
+    @abstractmethod
+    def subscribe(self, key: SessionKey) -> "AsyncIterator[Subscription]":
+        """Async context manager: a Subscription that exists while the block runs."""
+
+    @abstractmethod
+    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
+        """Logged messages of the session with seq > after_seq, oldest first."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work the bus needs (the Redis reader); returns when cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def ping(self) -> bool:
+        return True
+
+    def statistics(self) -> dict:
+        return {}
+
+
+class _Log:
+    __slots__ = ("seq", "entries", "touched")
+
+    def __init__(self, size: int) -> None:
+        self.seq = 0
+        self.entries: deque[RelayMessage] = deque(maxlen=size)
+        self.touched = time.monotonic()
+
+
+class MemoryBus(Bus):
+    """In-process bus: seq and log per session, subscribers in this process only.
+
+    Logs are bounded twice: `log_size` events per session, and `max_logs` sessions (least
+    recently used go first) or `log_ttl_s` of inactivity, whichever comes first.
+    """
+
+    name = "memory"
+
+    def __init__(self, *, log_size: int = 1000, log_ttl_s: float = 3600, max_logs: int = 10_000) -> None:
+        self.log_size = log_size
+        self.log_ttl_s = log_ttl_s
+        self.max_logs = max_logs
+        self._logs: OrderedDict[SessionKey, _Log] = OrderedDict()
+        self._subs: dict[SessionKey, set[Subscription]] = {}
+        self.published = 0
+
+    def _log(self, key: SessionKey) -> _Log:
+        log = self._logs.get(key)
+        now = time.monotonic()
+        if log is None:
+            log = self._logs[key] = _Log(self.log_size)
+        elif now - log.touched > self.log_ttl_s:
+            log.entries.clear()  # expired: forget the events, keep the seq increasing
+        self._logs.move_to_end(key)
+        log.touched = now
+        while len(self._logs) > self.max_logs:
+            self._logs.popitem(last=False)
+        return log
+
+    async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
+        log = self._log(key)
+        log.seq += 1
+        data["seq"] = log.seq
+        msg = RelayMessage(session_id=key.session_id, event=event, data=data, seq=log.seq,
+                           timestamp=time.time(), target_sid=target_sid)
+        log.entries.append(msg)
+        self.published += 1
+        for sub in self._subs.get(key, ()):
+            sub.push(msg)
+        await trio.lowlevel.checkpoint()
+        return log.seq
+
+    @asynccontextmanager
+    async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
+        sub = Subscription(key)
+        self._subs.setdefault(key, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(key)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[key]
+
+    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
+        await trio.lowlevel.checkpoint()
+        log = self._logs.get(key)
+        if log is None:
+            return []
+        return [m for m in log.entries if m.seq > after_seq]
+
+    def subscribed_keys(self) -> set[SessionKey]:
+        return set(self._subs)
+
+    def statistics(self) -> dict:
+        return {"published": self.published, "subscribed_sessions": len(self._subs), "logs": len(self._logs)}

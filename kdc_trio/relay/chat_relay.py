@@ -1,0 +1,167 @@
+"""ChatRelayCommunicator: a session's subscription lives exactly while it has local connections.
+
+The first connection of a session (in this process) starts the session's subscription task
+in the relay's nursery; the last one to leave ends it — after `KDC_RELAY_LINGER_MS`, so a
+client that reconnects at once does not cause an unsubscribe/subscribe pair. Every batch
+the subscription yields is fanned out to the session's outboxes: to all of them, or to the
+one connection a message targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import trio
+
+from kdc_trio.relay.bus import Bus, SubscriptionOverflow
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.message import RelayMessage
+from kdc_trio.relay.outbox import Outbox
+
+log = logging.getLogger("kdc_trio.relay")
+
+# How long a connection waits for its session's subscription to be confirmed (Redis
+# SUBSCRIBE round trip) before giving up: longer than a reconnect backoff step.
+SUBSCRIBE_TIMEOUT_S = 10.0
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: SessionKey
+    outboxes: set[Outbox] = field(default_factory=set)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ready: trio.Event = field(default_factory=trio.Event)
+    failed: BaseException | None = None
+    done: bool = False
+
+
+class ChatRelayCommunicator:
+    def __init__(self, bus: Bus, *, linger_s: float = 0.0) -> None:
+        self.bus = bus
+        self.linger_s = linger_s
+        self._entries: dict[SessionKey, _Entry] = {}
+        self._nursery: trio.Nursery | None = None
+        self.subscriptions_started = 0
+        self.subscriptions_ended = 0
+        self.delivered = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the session tasks; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    # ---- acquire / release ---------------------------------------------------------------
+    def refcount(self, key: SessionKey) -> int:
+        e = self._entries.get(key)
+        return len(e.outboxes) if e else 0
+
+    def local_sessions(self) -> set[SessionKey]:
+        return {k for k, e in self._entries.items() if e.outboxes}
+
+    async def acquire_session_channel(self, key: SessionKey, outbox: Outbox) -> None:
+        """Register a connection; returns once the session's subscription is live."""
+        if self._nursery is None:
+            raise RuntimeError("relay is not running")
+        entry = self._entries.get(key)
+        if entry is None or entry.done or entry.scope.deadline <= trio.current_time():
+            entry = _Entry(key)
+            self._entries[key] = entry
+            self._nursery.start_soon(self._session_task, entry)
+        entry.scope.deadline = math.inf  # a lingering subscription is reused
+        entry.outboxes.add(outbox)
+        try:
+            with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
+                await entry.ready.wait()
+        except BaseException:
+            self._release(entry, outbox)
+            raise
+        if entry.failed is not None:
+            self._release(entry, outbox)
+            raise RuntimeError(f"subscription for {key} failed: {entry.failed}")
+
+    def release_session_channel(self, key: SessionKey, outbox: Outbox) -> None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._release(entry, outbox)
+
+    def _release(self, entry: _Entry, outbox: Outbox) -> None:
+        entry.outboxes.discard(outbox)
+        if not entry.outboxes and not entry.done:
+            if self.linger_s > 0:
+                entry.scope.deadline = trio.current_time() + self.linger_s
+            else:
+                entry.scope.cancel()
+
+    # ---- the session task ----------------------------------------------------------------
+    async def _session_task(self, entry: _Entry) -> None:
+        self.subscriptions_started += 1
+        try:
+            with entry.scope:
+                async with self.bus.subscribe(entry.key) as sub:
+                    entry.ready.set()
+                    async for batch in sub:
+                        self._fanout(entry, batch)
+        except SubscriptionOverflow as exc:
+            entry.failed = exc
+            log.error("relay overflow on %s: closing its connections", entry.key.session_id)
+            for ob in list(entry.outboxes):
+                ob.close(f"relay_overflow: {exc}")
+        except Exception as exc:  # the bus failed for good: tell the session's connections why
+            entry.failed = exc
+            log.exception("subscription for session %s failed", entry.key.session_id)
+            for ob in list(entry.outboxes):
+                ob.close(f"relay_failed: {exc}")
+        finally:
+            entry.done = True
+            entry.ready.set()
+            self.subscriptions_ended += 1
+            if self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+
+    def _fanout(self, entry: _Entry, batch: list[RelayMessage]) -> None:
+        outboxes = entry.outboxes
+        n = 0
+        for msg in batch:
+            target = msg.target_sid
+            if target is None:
+                for ob in outboxes:
+                    ob.offer(msg)
+                n += len(outboxes)
+            else:
+                for ob in outboxes:
+                    if ob.sid == target:
+                        ob.offer(msg)
+                        n += 1
+        self.delivered += n
+
+    # ---- producing -----------------------------------------------------------------------
+    async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
+        return await self.bus.publish(key, event=event, data=data, target_sid=target_sid)
+
+    async def replay(self, key: SessionKey, outbox: Outbox, after_seq: int) -> int:
+        """Queue the logged events after `after_seq` that this connection should see.
+
+        Call after `acquire_session_channel` with the outbox on hold (`outbox.hold()`): live
+        messages wait while the log is read, then follow it without gaps or repeats.
+        """
+        n = 0
+        try:
+            for msg in await self.bus.history(key, after_seq):
+                if msg.target_sid is None or msg.target_sid == outbox.sid:
+                    outbox.offer_replayed(msg)
+                    n += 1
+        finally:
+            outbox.release()
+        return n
+
+    def statistics(self) -> dict:
+        return {"sessions": len(self._entries), "connections": sum(len(e.outboxes) for e in self._entries.values()),
+                "subscriptions_started": self.subscriptions_started, "subscriptions_ended": self.subscriptions_ended,
+                "delivered": self.delivered}

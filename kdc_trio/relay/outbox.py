@@ -1,0 +1,82 @@
+"""A connection's bounded outbox: the relay offers, the connection's writer takes everything ready.
+
+Overflow policy: a full outbox closes its connection (`closed_reason` says why, the writer
+logs it and ends the stream); the client resumes from the session log when it reconnects.
+Nothing is dropped silently and a slow client never slows another: `offer` never blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import trio
+
+from kdc_trio.relay.message import RelayMessage
+
+
+class Outbox:
+    __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "_q", "_lot", "delivered", "_held")
+
+    def __init__(self, sid: str, maxlen: int) -> None:
+        self.sid = sid
+        self.maxlen = maxlen
+        self.closed_reason: str | None = None
+        self.last_seq = 0  # highest seq queued: replay and live delivery never double up
+        self._q: deque[RelayMessage] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.delivered = 0
+        self._held: list[RelayMessage] | None = None
+
+    def hold(self) -> None:
+        """Keep live messages aside while a replay from the session log is queued first."""
+        self._held = []
+
+    def offer_replayed(self, msg: RelayMessage) -> None:
+        """Queue a message from the session log ahead of the held live ones."""
+        held, self._held = self._held, None
+        try:
+            self.offer(msg)
+        finally:
+            self._held = held
+
+    def release(self) -> None:
+        """End a replay: queue the held live messages, skipping any the replay already had."""
+        held, self._held = self._held or [], None
+        for msg in held:
+            self.offer(msg)
+
+    def offer(self, msg: RelayMessage) -> None:
+        if self._held is not None:
+            self._held.append(msg)
+            return
+        if self.closed_reason is not None or msg.seq <= self.last_seq:
+            return
+        if len(self._q) >= self.maxlen:
+            self.close(f"outbox_full: more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
+            return
+        self.last_seq = msg.seq
+        self._q.append(msg)
+        if len(self._q) == 1:
+            self._lot.unpark_all()
+
+    def close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self._lot.unpark_all()
+
+    async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
+        """Everything queued (maybe nothing, after `timeout` or on close); always checkpoints."""
+        if not self._q and self.closed_reason is None:
+            with trio.move_on_after(timeout):
+                await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()
+        batch = list(self._q)
+        self._q.clear()
+        self.delivered += len(batch)
+        return batch
+
+    def statistics(self) -> dict:
+        return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered,
+                "closed_reason": self.closed_reason}

@@ -1,0 +1,283 @@
+"""One TCP connection: the h11 request loop, and the Exchange a handler answers through.
+
+A connection is one task (plus the tasks its handler opens in its own nurseries). Reads
+have a deadline (`KDC_READ_TIMEOUT_S`), the idle time between kept-alive requests has one
+(`KDC_KEEPALIVE_TIMEOUT_S`), and every write has one (`KDC_WRITE_TIMEOUT_S`): a client
+that stops reading is dropped when it passes — our sends are never shielded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterable
+
+import h11
+import trio
+
+from kdc_trio.server.request import Headers, HTTPError, Request
+
+if TYPE_CHECKING:
+    from kdc_trio.config import Settings
+    from kdc_trio.server.websocket import WebSocket
+
+log = logging.getLogger("kdc_trio.http")
+
+# One read's worth: large enough that a 20 MiB upload is ~320 reads, small enough to keep
+# per-connection memory modest at 10k idle connections (the buffer is transient).
+RECV_SIZE = 64 * 1024
+# Bytes a client may send while it holds an SSE stream open (it should send none); past it
+# the client is treated as gone rather than buffered without bound.
+MAX_STRAY_BYTES = 64 * 1024
+
+Handler = Callable[[Request, "Exchange"], Awaitable[None]]
+
+REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Payload Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+class ClientGone(Exception):
+    """The client went away or stopped reading (write deadline passed)."""
+
+
+def json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Exchange:
+    """One request/response: body reading, and the three ways to answer (whole, stream, upgrade)."""
+
+    def __init__(self, conn: "HTTPConnection", request: Request, extra_headers: list[tuple[str, str]]) -> None:
+        self._conn = conn
+        self.request = request
+        self.settings = conn.settings
+        self._extra = extra_headers  # e.g. CORS, added to every response of this exchange
+        self.response_started = False
+        self.body_done = False
+        self.upgraded = False
+
+    # ---- request body --------------------------------------------------------------------
+    async def body_chunks(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The request body as it arrives; more than `limit` bytes → HTTPError 413."""
+        limit = self.settings.effective_max_body_bytes if limit is None else limit
+        h = self._conn.h11
+        length = self.request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HTTPError(413, "payload_too_large", f"body of {length} bytes is over the {limit}-byte limit",
+                            headers=[("connection", "close")])
+        if h.they_are_waiting_for_100_continue:
+            await self._conn.send_event(h11.InformationalResponse(status_code=100, headers=[]))
+        seen = 0
+        while not self.body_done:
+            event = await self._conn.next_event(self.settings.read_timeout_s, mid_request=True)
+            if isinstance(event, h11.Data):
+                seen += len(event.data)
+                if seen > limit:
+                    raise HTTPError(413, "payload_too_large", f"body is over the {limit}-byte limit",
+                                    headers=[("connection", "close")])
+                yield event.data
+            elif isinstance(event, h11.EndOfMessage):
+                self.body_done = True
+
+    async def read_body(self, limit: int | None = None) -> bytes:
+        parts = [c async for c in self.body_chunks(limit)]
+        return b"".join(parts)
+
+    async def _drain_body(self) -> None:
+        async for _ in self.body_chunks():
+            pass
+
+    # ---- whole responses -----------------------------------------------------------------
+    def _headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [*headers, *self._extra]
+
+    async def respond(self, status: int, body: bytes = b"", *, content_type: str | None = None,
+                      headers: Iterable[tuple[str, str]] = ()) -> None:
+        hs = self._headers(headers)
+        if content_type:
+            hs.append(("content-type", content_type))
+        hs.append(("content-length", str(len(body))))
+        self.response_started = True
+        await self._conn.send_event(h11.Response(status_code=status, headers=hs, reason=REASONS.get(status, "")))
+        if body and self.request.method != "HEAD":
+            await self._conn.send_event(h11.Data(data=body))
+        await self._conn.send_event(h11.EndOfMessage())
+
+    async def json(self, status: int, obj: object, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        await self.respond(status, json_bytes(obj), content_type="application/json", headers=headers)
+
+    async def error(self, status: int, error: str, detail: str = "", *,
+                    headers: Iterable[tuple[str, str]] = ()) -> None:
+        await self.json(status, {"error": error, "detail": detail}, headers=headers)
+
+    # ---- streaming responses -------------------------------------------------------------
+    async def start_stream(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        if not self.body_done:
+            await self._drain_body()
+        self.response_started = True
+        await self._conn.send_event(
+            h11.Response(status_code=status, headers=self._headers(headers), reason=REASONS.get(status, "")))
+
+    async def send(self, data: bytes) -> None:
+        """One write (one chunk) under the write deadline; raises ClientGone if it passes."""
+        await self._conn.send_event(h11.Data(data=data))
+
+    async def end_stream(self) -> None:
+        await self._conn.send_event(h11.EndOfMessage())
+
+    async def wait_client_gone(self) -> None:
+        """Return when the client closes its side (EOF) or sends more than it should."""
+        stray = 0
+        while True:
+            try:
+                data = await self._conn.stream.receive_some(RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            stray += len(data)
+            if stray > MAX_STRAY_BYTES:
+                return
+
+    # ---- upgrade -------------------------------------------------------------------------
+    async def accept_websocket(self, *, max_message_bytes: int) -> "WebSocket":
+        from kdc_trio.server.websocket import accept
+
+        if not self.body_done:
+            await self._drain_body()
+        self.response_started = True
+        self.upgraded = True
+        return await accept(self._conn, self.request, max_message_bytes=max_message_bytes, extra=self._extra)
+
+
+class HTTPConnection:
+    def __init__(self, stream: trio.abc.Stream, settings: "Settings", handler: Handler,
+                 cors: Callable[[Request], list[tuple[str, str]]], idle_scopes: set[trio.CancelScope],
+                 client: str | None = None) -> None:
+        self.stream = stream
+        self.settings = settings
+        self.handler = handler
+        self.cors = cors
+        self.idle_scopes = idle_scopes
+        self.client = client
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
+
+    async def send_event(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.send_raw(data)
+
+    async def send_raw(self, data: bytes) -> None:
+        with trio.move_on_after(self.settings.write_timeout_s) as scope:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientGone("connection lost") from exc
+        if scope.cancelled_caught:
+            raise ClientGone(f"write deadline ({self.settings.write_timeout_s}s) passed: client not reading")
+
+    async def next_event(self, timeout: float, *, mid_request: bool) -> h11.Event:
+        with trio.move_on_after(timeout) as scope:
+            while True:
+                event = self.h11.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                try:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ClientGone("connection lost") from exc
+                self.h11.receive_data(data)
+        if mid_request:
+            raise HTTPError(408, "request_timeout", f"no bytes for {timeout}s while reading the request",
+                            headers=[("connection", "close")])
+        raise ClientGone("idle")
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            timeout = self.settings.read_timeout_s if first else self.settings.keepalive_timeout_s
+            first = False
+            try:
+                with trio.CancelScope() as idle:
+                    self.idle_scopes.add(idle)
+                    try:
+                        event = await self.next_event(timeout, mid_request=False)
+                    finally:
+                        self.idle_scopes.discard(idle)
+                if idle.cancelled_caught:  # server is draining and we hold no request
+                    return
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(exc.error_status_hint, "bad_request" if exc.error_status_hint == 400
+                                   else "headers_too_large", str(exc))
+                return
+            except ClientGone:
+                return
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if not isinstance(event, h11.Request):
+                return
+            if not await self._handle(event):
+                return
+            if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is not h11.DONE:
+                return
+            try:
+                self.h11.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _refuse(self, status: int, error: str, detail: str) -> None:
+        """Answer a request we could not parse, if h11 still lets us, then give up the connection."""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = json_bytes({"error": error, "detail": detail})
+        try:
+            await self.send_event(h11.Response(status_code=status, reason=REASONS.get(status, ""), headers=[
+                ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close")]))
+            await self.send_event(h11.Data(data=body))
+            await self.send_event(h11.EndOfMessage())
+        except (ClientGone, h11.LocalProtocolError):
+            pass
+
+    async def _handle(self, event: h11.Request) -> bool:
+        """Run the handler for one request; False when the connection must end."""
+        try:
+            request = Request(method=event.method.decode("ascii", "replace"),
+                              target=event.target.decode("latin-1"),
+                              headers=Headers(list(event.headers)), client=self.client,
+                              http_version=event.http_version.decode("ascii", "replace"))
+        except UnicodeDecodeError as exc:
+            await self._refuse(400, "bad_request", str(exc))
+            return False
+        ex = Exchange(self, request, self.cors(request))
+        try:
+            await self.handler(request, ex)
+            if ex.upgraded:
+                return False
+            if not ex.response_started:
+                raise RuntimeError(f"handler for {request.method} {request.path} sent no response")
+            if not ex.body_done:
+                await ex._drain_body()  # keep-alive needs the unread body consumed
+        except HTTPError as exc:
+            if ex.response_started:
+                return False
+            try:
+                await ex.error(exc.status, exc.error, exc.detail, headers=exc.headers)
+            except ClientGone:
+                return False
+            return not any(k.lower() == "connection" and v == "close" for k, v in exc.headers)
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(exc.error_status_hint, "bad_request", str(exc))
+            return False
+        except ClientGone:
+            return False
+        except Exception:
+            # A bug in a handler: answer 500 on this connection only, log once, keep serving others.
+            log.exception("handler crashed: %s %s", request.method, request.path)
+            if not ex.response_started:
+                await self._refuse(500, "internal_error", "the server hit an error handling this request")
+            return False
+        return True

@@ -1,0 +1,105 @@
+"""The accept loop and the handler nursery (trio.serve_listeners' shape), and graceful shutdown.
+
+`Server.serve` listens, runs one task per connection in the handler nursery, and on
+`drain()` stops accepting, tells streams to finish (`draining` event: SSE sends
+`server_shutdown`, Socket.IO closes), closes idle kept-alive connections at once, and
+cancels whatever is left after `KDC_SHUTDOWN_GRACE_S`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Callable
+
+import trio
+
+from kdc_trio.config import Settings
+from kdc_trio.server.connection import Handler, HTTPConnection
+from kdc_trio.server.request import Request
+
+log = logging.getLogger("kdc_trio.server")
+
+# Accept errors that mean "out of a resource for now": log, wait, retry (as trio does).
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# How long to back off after such an error; short so we recover as soon as fds free up.
+ACCEPT_CAPACITY_SLEEP_S = 0.1
+
+
+class Server:
+    def __init__(self, settings: Settings, handler: Handler,
+                 cors: Callable[[Request], list[tuple[str, str]]] | None = None) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.cors = cors or (lambda request: [])
+        self.draining = trio.Event()
+        self.connections = 0
+        self.accept_errors = 0
+        self._idle_scopes: set[trio.CancelScope] = set()
+        self.ports: list[int] = []
+
+    def drain(self) -> None:
+        """Begin graceful shutdown (idempotent)."""
+        if not self.draining.is_set():
+            log.info("draining: no new connections; streams get %ss", self.settings.shutdown_grace_s)
+            self.draining.set()
+            for scope in list(self._idle_scopes):
+                scope.cancel()
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+        self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
+        try:
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as acceptors:
+                    for ln in listeners:
+                        acceptors.start_soon(self._accept_loop, ln, handlers)
+                    log.info("listening on %s:%s", self.settings.host, self.ports[0])
+                    task_status.started(self.ports)
+                    await self.draining.wait()
+                    acceptors.cancel_scope.cancel()
+                for ln in listeners:
+                    await ln.aclose()
+                handlers.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_grace_s
+        finally:
+            for ln in listeners:
+                await trio.aclose_forcefully(ln)
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    self.accept_errors += 1
+                    log.error("accept failed (%s); retrying in %ss", errno.errorcode.get(exc.errno, exc.errno),
+                              ACCEPT_CAPACITY_SLEEP_S)
+                    await trio.sleep(ACCEPT_CAPACITY_SLEEP_S)
+                    continue
+                raise
+            if self.connections >= self.settings.max_connections:
+                await trio.aclose_forcefully(stream)
+                continue
+            handlers.start_soon(self._run_connection, stream)
+
+    async def _run_connection(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        try:
+            try:
+                peer = stream.socket.getpeername()
+                client = f"{peer[0]}:{peer[1]}"
+            except OSError:
+                client = None
+            conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client)
+            await conn.run()
+        except Exception:
+            log.exception("connection task crashed")  # a bug; this connection only
+        except BaseExceptionGroup as group:  # Cancelled mixed with a bug: log the bug, let Cancelled go on
+            bugs, rest = group.split(Exception)
+            if bugs is not None:
+                log.error("connection task crashed", exc_info=bugs)
+            if rest is not None:
+                raise rest
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)

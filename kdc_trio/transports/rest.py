@@ -1,0 +1,104 @@
+"""REST: health, readiness, metrics, the caller's session, a conversation's status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from kdc_trio.processor.runner import communicator_for
+from kdc_trio.processor.turn import Turn
+from kdc_trio.ingress.models import ChatMessage
+from kdc_trio.server import Exchange, HTTPError, Request, Router
+from kdc_trio.sessions.model import Session
+
+if TYPE_CHECKING:
+    from kdc_trio.gateway import Gateway
+
+# Readiness probes answer within this, whatever the bus or store does.
+READY_TIMEOUT_S = 2.0
+
+
+def install(router: Router, gw: "Gateway") -> None:
+    router.add("GET", "/health", lambda req, ex: health(gw, req, ex))
+    router.add("GET", "/ready", lambda req, ex: ready(gw, req, ex))
+    router.add("GET", "/metrics", lambda req, ex: metrics(gw, req, ex))
+    router.add("GET", "/api/session", lambda req, ex: api_session(gw, req, ex))
+    router.add("GET", "/api/conv_status", lambda req, ex: api_conv_status(gw, req, ex))
+
+
+async def health(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    await ex.json(200, {"status": "ok", "draining": gw.server.draining.is_set()})
+
+
+async def ready(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    checks = {}
+    with trio.move_on_after(READY_TIMEOUT_S):
+        checks["bus"] = await gw.bus.ping()
+        checks["sessions"] = await gw.store.ping()
+    ok = checks.get("bus") is True and checks.get("sessions") is True and not gw.server.draining.is_set()
+    await ex.json(200 if ok else 503, {"ready": ok, "checks": checks, "bus": gw.bus.name,
+                                       "draining": gw.server.draining.is_set()})
+
+
+def _metric_lines(gw: "Gateway") -> list[str]:
+    c = gw.counters
+    rs = gw.relay.statistics()
+    values = {
+        "kdc_connections": gw.server.connections, "kdc_sse_streams": c.sse_streams,
+        "kdc_sio_sockets": c.sio_sockets, "kdc_turns_accepted_total": c.turns_accepted,
+        "kdc_turns_refused_total": c.turns_refused, "kdc_connections_closed_slow_total": c.closed_slow,
+        "kdc_relay_sessions": rs["sessions"], "kdc_relay_delivered_total": rs["delivered"],
+        "kdc_relay_subscriptions_started_total": rs["subscriptions_started"],
+        "kdc_accept_errors_total": gw.server.accept_errors,
+    }
+    for k, v in gw.bus.statistics().items():
+        if isinstance(v, (int, float)):
+            values[f"kdc_bus_{k}"] = v
+    if gw.processor is not None:
+        for k, v in gw.processor.statistics().items():
+            values[f"kdc_turns_{k}"] = v
+    return [f"{k} {v}" for k, v in values.items()]
+
+
+async def metrics(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    body = ("\n".join(_metric_lines(gw)) + "\n").encode()
+    await ex.respond(200, body, content_type="text/plain; version=0.0.4")
+
+
+async def api_session(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    from kdc_trio.transports.sse import request_session
+
+    session = await request_session(gw, req)
+    d = session.to_dict()
+    await ex.json(200, d)
+
+
+async def publish_conv_status(gw: "Gateway", session: Session, conversation_id: str,
+                              stream_id: str | None) -> dict:
+    """The conversation's status for its owner; also published as `conv_status` (to `stream_id`
+    when given, else to the whole session)."""
+    status = await gw.conv_store.get(conversation_id)
+    if status is None or status.session_id != session.session_id:
+        raise HTTPError(404, "conversation_not_found", "no such conversation in this session")
+    msg = ChatMessage(text="", payload={}, conversation_id=conversation_id, turn_id=status.current_turn_id or "-")
+    turn = Turn(session=session, stream_id=stream_id or "-", message=msg, conversation_id=conversation_id,
+                turn_id=status.current_turn_id or "-")
+    comm = communicator_for(turn, gw.relay.publish)
+    await comm.conv_status(state=status.state, updated_at=status.updated_at, current_turn_id=status.current_turn_id,
+                           completion=status.completion, origin_stream_id=status.origin_stream_id,
+                           broadcast=stream_id is None)
+    return {"conversation_id": conversation_id, **status.public()}
+
+
+async def api_conv_status(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    from kdc_trio.transports.sse import request_session
+
+    conversation_id = req.query.get("conversation_id")
+    if not conversation_id:
+        raise HTTPError(400, "bad_request", "conversation_id is required")
+    session = await request_session(gw, req)
+    status = await gw.conv_store.get(conversation_id)
+    if status is None or status.session_id != session.session_id:
+        raise HTTPError(404, "conversation_not_found", "no such conversation in this session")
+    await ex.json(200, {"conversation_id": conversation_id, **status.public()})

@@ -1,0 +1,201 @@
+"""SSE transport: `GET /sse/stream`, `POST /sse/chat`, `POST /sse/conv_status.get`.
+
+A stream is one connection task tree: the writer loop here, a watcher for the client going
+away, and one for server shutdown. Everything ready for the connection goes out in one
+write; idle streams get heartbeat comments; a full outbox ends the stream with a logged
+reason and the client resumes with `Last-Event-ID`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from kdc_trio.ingress.errors import IngressError
+from kdc_trio.ingress.limits import Limits
+from kdc_trio.ingress.multipart import parse_chat_body
+from kdc_trio.processor.submit import TurnRefused, submit_turn, tell_refusal
+from kdc_trio.processor.turn import new_id
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.outbox import Outbox
+from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router
+from kdc_trio.sessions.model import Session
+from kdc_trio.transports.identify import Refused, session_for, stream_id_from
+from protocol.errors import RemoteProtocolError
+from protocol.sse import encode_comment, encode_event, parse_last_event_id
+
+if TYPE_CHECKING:
+    from kdc_trio.gateway import Gateway
+
+log = logging.getLogger("kdc_trio.sse")
+
+# Retry-After for a refused stream (429): long enough to shed a reconnect storm.
+STREAM_RETRY_AFTER_S = 5
+# Largest JSON body of a conv_status request: it holds two ids.
+CONV_STATUS_BODY_LIMIT = 4096
+SHUTDOWN = "server_shutdown"
+TRUTHY = ("1", "true", "yes", "on")
+
+SSE_HEADERS = [
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache, no-transform"),
+    ("x-accel-buffering", "no"),
+]
+
+
+def install(router: Router, gw: "Gateway") -> None:
+    router.add("GET", "/sse/stream", lambda req, ex: stream(gw, req, ex))
+    router.add("POST", "/sse/chat", lambda req, ex: chat(gw, req, ex))
+    router.add("POST", "/sse/conv_status.get", lambda req, ex: conv_status_get(gw, req, ex))
+
+
+def refused(exc: Refused | TurnRefused) -> HTTPError:
+    headers = []
+    if exc.status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="kdc-trio"'))
+    retry = getattr(exc, "retry_after", None)
+    if retry:
+        headers.append(("retry-after", str(retry)))
+    return HTTPError(exc.status, exc.error, exc.detail, headers=headers)
+
+
+async def request_session(gw: "Gateway", req: Request) -> Session:
+    try:
+        return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
+                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous)
+    except Refused as exc:
+        raise refused(exc) from None
+
+
+# ---- GET /sse/stream ----------------------------------------------------------------------
+async def stream(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    s = gw.settings
+    if gw.counters.sse_streams >= s.max_sse_connections:
+        raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
+                        headers=[("retry-after", str(STREAM_RETRY_AFTER_S))])
+    try:
+        stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
+        last_id = parse_last_event_id(req.headers.get("last-event-id") or req.query.get("last_event_id"))
+    except Refused as exc:
+        raise refused(exc) from None
+    except RemoteProtocolError as exc:
+        raise HTTPError(400, exc.reason, exc.msg) from None
+    session = await request_session(gw, req)
+    key = SessionKey(session.tenant, session.project, session.session_id)
+    keys = [key]
+    if req.query.get("project_events", "").lower() in TRUTHY:
+        keys.append(SessionKey.project_wide(session.tenant, session.project))
+    outbox = Outbox(stream_id, s.client_queue)
+    gw.counters.sse_streams += 1
+    acquired: list[SessionKey] = []
+    try:
+        if last_id is not None:
+            outbox.hold()
+        for k in keys:
+            await gw.relay.acquire_session_channel(k, outbox)
+            acquired.append(k)
+        await ex.start_stream(200, SSE_HEADERS)
+        ready = {"timestamp": time.time(), "session_id": session.session_id, "user_type": session.user_type.value,
+                 "user_id": session.user_id, "stream_id": stream_id, "tenant": session.tenant,
+                 "project": session.project}
+        await ex.send(encode_event(retry=s.sse_retry_ms) +
+                      encode_event(event="ready", data=json.dumps(ready, separators=(",", ":"))))
+        if last_id is not None:
+            await gw.relay.replay(key, outbox, last_id)
+        await pump(gw, ex, outbox)
+    except ClientGone:
+        pass
+    finally:
+        gw.counters.sse_streams -= 1
+        for k in acquired:
+            gw.relay.release_session_channel(k, outbox)
+
+
+async def pump(gw: "Gateway", ex: Exchange, outbox: Outbox) -> None:
+    """Write the outbox to the client until it goes, the outbox closes, or the server drains."""
+
+    async def watch_client() -> None:
+        await ex.wait_client_gone()
+        outbox.close("client_gone")
+
+    async def watch_drain() -> None:
+        await gw.server.draining.wait()
+        outbox.close(SHUTDOWN)
+
+    heartbeat = gw.settings.sse_heartbeat_s
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_client)
+        nursery.start_soon(watch_drain)
+        try:
+            await _write_loop(ex, outbox, heartbeat)
+        except ClientGone as exc:
+            outbox.close(f"client_gone: {exc}")
+        nursery.cancel_scope.cancel()
+    reason = outbox.closed_reason or ""
+    if reason.startswith(("outbox_full", "relay_")) or "deadline" in reason:
+        gw.counters.closed_slow += 1
+        log.warning("closed SSE stream %s: %s", outbox.sid, reason)
+
+
+async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
+    while True:
+        batch = await outbox.take(heartbeat)
+        reason = outbox.closed_reason
+        if reason is not None and reason.startswith(("client_gone", "outbox_full")):
+            return
+        if batch:
+            await ex.send(b"".join([m.sse_bytes() for m in batch]))
+        elif reason is None:
+            await ex.send(b": heartbeat\n\n")
+        if reason is not None:
+            if reason == SHUTDOWN:
+                data = json.dumps({"reason": "draining", "timestamp": time.time()})
+                await ex.send(encode_event(event=SHUTDOWN, data=data))
+            else:
+                await ex.send(encode_comment(f"closing: {reason}"))
+            await ex.end_stream()
+            return
+
+
+# ---- POST /sse/chat -----------------------------------------------------------------------
+async def chat(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    if not req.query.get("stream_id"):
+        raise HTTPError(400, "bad_request", "stream_id is required: it names the stream that gets the replies")
+    try:
+        stream_id = stream_id_from(req.query["stream_id"])
+    except Refused as exc:
+        raise refused(exc) from None
+    session = await request_session(gw, req)
+    try:
+        message = await parse_chat_body(req.content_type, ex.body_chunks(), Limits.from_settings(gw.settings))
+    except IngressError as exc:
+        await tell_refusal(gw, session, stream_id, error=exc.error, detail=exc.detail)
+        headers = [("connection", "close")] if exc.status == 413 else []
+        raise HTTPError(exc.status, exc.error, exc.detail, headers=headers) from None
+    try:
+        result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
+    except TurnRefused as exc:
+        raise refused(exc) from None
+    await ex.json(202, result)
+
+
+# ---- POST /sse/conv_status.get ------------------------------------------------------------
+async def conv_status_get(gw: "Gateway", req: Request, ex: Exchange) -> None:
+    session = await request_session(gw, req)
+    body = await ex.read_body(CONV_STATUS_BODY_LIMIT)
+    try:
+        obj = json.loads(body or b"{}")
+        conversation_id = obj["conversation_id"]
+        stream_id = obj.get("stream_id") or req.query.get("stream_id")
+        if not isinstance(conversation_id, str) or (stream_id is not None and not isinstance(stream_id, str)):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise HTTPError(400, "bad_request", 'expected JSON {"conversation_id": str, "stream_id": str}') from None
+    from kdc_trio.transports.rest import publish_conv_status
+
+    status = await publish_conv_status(gw, session, conversation_id, stream_id)
+    await ex.json(200, status)
