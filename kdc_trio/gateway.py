@@ -51,7 +51,7 @@ class Gateway:
     processor: Processor | None = field(init=False, default=None)
     server: Server = field(init=False)
     counters: Counters = field(default_factory=Counters)
-    extras: list = field(default_factory=list)  # async context managers to hold open (Redis clients)
+    base_url: str = ""  # set once listening (tests, logs)
 
     def __post_init__(self) -> None:
         s = self.settings

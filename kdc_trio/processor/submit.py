@@ -42,7 +42,7 @@ async def tell_refusal(gw: "Gateway", session: Session, stream_id: str, *, error
     comm = communicator_for(_turn(session, stream_id, msg), gw.relay.publish)
     if service_type:
         await comm.service_event(service_type, data={"error": error, "detail": detail})
-    await comm.error(detail, step="ingress", title=error, data={"error": error})
+    await comm.error(detail, step="ingress", title=error, data={"code": error})
 
 
 async def submit_turn(gw: "Gateway", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
@@ -59,7 +59,7 @@ async def submit_turn(gw: "Gateway", *, session: Session, stream_id: str, messag
         if previous.session_id != session.session_id:
             raise TurnRefused(404, "conversation_not_found", "no such conversation in this session")
         detail = f"conversation {turn.conversation_id} already has turn {previous.current_turn_id} in progress"
-        await comm.error(detail, step="ingress", title="conversation_busy", data={"error": "conversation_busy"})
+        await comm.error(detail, step="ingress", title="conversation_busy", data={"code": "conversation_busy"})
         raise TurnRefused(409, "conversation_busy", detail)
     try:
         await gw.queue.put(turn)
@@ -71,7 +71,7 @@ async def submit_turn(gw: "Gateway", *, session: Session, stream_id: str, messag
         await comm.conv_status(state=rolled.state, updated_at=rolled.updated_at, current_turn_id=turn.turn_id,
                                completion="rollback", origin_stream_id=stream_id)
         await comm.service_event("queue.enqueue_rejected", data={"error": "queue_full", "detail": str(exc)})
-        await comm.error(str(exc), step="ingress", title="queue_full", data={"error": "queue_full"})
+        await comm.error(str(exc), step="ingress", title="queue_full", data={"code": "queue_full"})
         raise TurnRefused(503, "queue_full", str(exc), retry_after=5) from None
     gw.counters.turns_accepted += 1
     queued_behind = previous is not None and previous.state == "in_progress"

@@ -111,8 +111,8 @@ class Exchange:
         await self.respond(status, json_bytes(obj), content_type="application/json", headers=headers)
 
     async def error(self, status: int, error: str, detail: str = "", *,
-                    headers: Iterable[tuple[str, str]] = ()) -> None:
-        await self.json(status, {"error": error, "detail": detail}, headers=headers)
+                    headers: Iterable[tuple[str, str]] = (), extra: dict | None = None) -> None:
+        await self.json(status, {"error": error, "detail": detail, **(extra or {})}, headers=headers)
 
     # ---- streaming responses -------------------------------------------------------------
     async def start_stream(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
@@ -264,8 +264,15 @@ class HTTPConnection:
         except HTTPError as exc:
             if ex.response_started:
                 return False
+            if not ex.body_done and exc.status not in (408, 413):
+                # Read the unread body first: closing on a client still sending makes it see a
+                # reset instead of our answer. Bounded by the body limit and the read deadline.
+                try:
+                    await ex._drain_body()
+                except (HTTPError, ClientGone, h11.RemoteProtocolError):
+                    exc.headers.append(("connection", "close"))
             try:
-                await ex.error(exc.status, exc.error, exc.detail, headers=exc.headers)
+                await ex.error(exc.status, exc.error, exc.detail, headers=exc.headers, extra=exc.extra)
             except ClientGone:
                 return False
             return not any(k.lower() == "connection" and v == "close" for k, v in exc.headers)

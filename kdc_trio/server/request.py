@@ -14,13 +14,15 @@ class HTTPError(Exception):
     """Raised by a handler to answer `status` with JSON `{error, detail}` (and extra headers)."""
 
     def __init__(
-        self, status: int, error: str, detail: str = "", *, headers: Iterable[tuple[str, str]] = ()
+        self, status: int, error: str, detail: str = "", *, headers: Iterable[tuple[str, str]] = (),
+        extra: dict | None = None,
     ) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status = status
         self.error = error
         self.detail = detail
         self.headers = list(headers)
+        self.extra = extra or {}  # more fields for the JSON body (e.g. the violated `limit`)
 
 
 class Headers:

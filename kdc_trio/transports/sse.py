@@ -102,8 +102,8 @@ async def stream(gw: "Gateway", req: Request, ex: Exchange) -> None:
         ready = {"timestamp": time.time(), "session_id": session.session_id, "user_type": session.user_type.value,
                  "user_id": session.user_id, "stream_id": stream_id, "tenant": session.tenant,
                  "project": session.project}
-        await ex.send(encode_event(retry=s.sse_retry_ms) +
-                      encode_event(event="ready", data=json.dumps(ready, separators=(",", ":"))))
+        await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
+                                   data=json.dumps(ready, separators=(",", ":"))))
         if last_id is not None:
             await gw.relay.replay(key, outbox, last_id)
         await pump(gw, ex, outbox)
@@ -175,7 +175,8 @@ async def chat(gw: "Gateway", req: Request, ex: Exchange) -> None:
     except IngressError as exc:
         await tell_refusal(gw, session, stream_id, error=exc.error, detail=exc.detail)
         headers = [("connection", "close")] if exc.status == 413 else []
-        raise HTTPError(exc.status, exc.error, exc.detail, headers=headers) from None
+        raise HTTPError(exc.status, exc.error, exc.detail, headers=headers,
+                        extra={"limit": exc.limit} if exc.limit else None) from None
     try:
         result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
     except TurnRefused as exc:

@@ -1,0 +1,71 @@
+"""A real SSE client (httpx + httpx-sse) that collects events in a background task."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+from httpx_sse import aconnect_sse
+
+
+@dataclass
+class Received:
+    event: str
+    id: str
+    data: Any
+
+
+@dataclass
+class SSEStream:
+    events: list[Received] = field(default_factory=list)
+    ready: dict | None = None
+    status: int | None = None
+    error_body: Any = None
+    _opened: trio.Event = field(default_factory=trio.Event)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def of(self, event: str) -> list[Received]:
+        return [e for e in self.events if e.event == event]
+
+    async def wait_for(self, pred, timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while not pred(self):
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+    async def wait_event(self, event: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        await self.wait_for(lambda s: len(s.of(event)) >= count, timeout)
+        return self.of(event)
+
+
+async def _run(client: httpx.AsyncClient, url: str, st: SSEStream, headers: dict) -> None:
+    try:
+        async with aconnect_sse(client, "GET", url, headers=headers) as source:
+            st.status = source.response.status_code
+            if st.status != 200:
+                await source.response.aread()
+                st.error_body = source.response.json()
+                return
+            async for sse in source.aiter_sse():
+                data = json.loads(sse.data) if sse.data else None
+                if sse.event == "ready":
+                    st.ready = data
+                    st._opened.set()
+                st.events.append(Received(sse.event, sse.id, data))
+                st._changed.set()
+    finally:
+        st._opened.set()
+        st._changed.set()
+
+
+async def open_stream(nursery: trio.Nursery, client: httpx.AsyncClient, url: str, *,
+                      headers: dict | None = None, timeout: float = 10.0) -> SSEStream:
+    """Open a stream in `nursery`; returns once `ready` arrived (or the stream was refused)."""
+    st = SSEStream()
+    nursery.start_soon(_run, client, url, st, headers or {})
+    with trio.fail_after(timeout):
+        await st._opened.wait()
+    return st
