@@ -56,9 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--roles", default="", help="comma-separated roles")
     pt.add_argument("--ttl", type=int, default=3600)
     pt.add_argument("--username")
+    sub.add_parser("settings", help="print every setting (environment name, default, meaning) as Markdown")
     pc = sub.add_parser("conformance", help="serve the app the official Socket.IO/Engine.IO suites expect")
     pc.add_argument("--port", type=int, default=3000)
     args = p.parse_args(argv)
+    if args.cmd == "settings":
+        from kdc_trio.settings_doc import settings_markdown
+
+        print(settings_markdown())
+        return 0
     settings = Settings.from_env()
     if args.cmd == "token":
         from kdc_trio.auth.mint import MintError, mint_token
