@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("settings", help="print every setting (environment name, default, meaning) as Markdown")
     pc = sub.add_parser("conformance", help="serve the app the official Socket.IO/Engine.IO suites expect")
     pc.add_argument("--port", type=int, default=3000)
+    pc.add_argument("--host", default="localhost", help="the suites connect to localhost:3000 (IPv4 or IPv6)")
     args = p.parse_args(argv)
     if args.cmd == "settings":
         from kdc_trio.settings_doc import settings_markdown
@@ -86,5 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "conformance":
         from kdc_trio.transports.conformance import run_conformance
 
-        trio.run(run_conformance, settings, args.port)
+        import dataclasses
+
+        trio.run(run_conformance, dataclasses.replace(settings, host=args.host), args.port)
     return 0

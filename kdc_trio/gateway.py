@@ -68,13 +68,11 @@ class Gateway:
 
         sse.install(self.router, self)
         rest.install(self.router, self)
-        try:
-            from kdc_trio.transports import socketio
-        except ImportError:  # pragma: no cover - the Socket.IO transport is optional while it lands
-            socketio = None
-        if socketio is not None and hasattr(socketio, "install"):
-            socketio.install(self.router, self)
+        from kdc_trio.transports import socketio
+
+        self.engineio = socketio.install(self.router, self)
         self.server = Server(s, cors.wrap(self.router), cors.headers)
+        self.engineio.draining = self.server.draining
 
     async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every part; `task_status.started(ports)` once the server listens; return once the
@@ -85,6 +83,7 @@ class Gateway:
             await nursery.start(self.queue.run)
             if self.processor is not None:
                 await nursery.start(self.processor.run)
+            await nursery.start(self.engineio.run)
             ports = await nursery.start(self._serve_then_cancel, nursery.cancel_scope)
             task_status.started(ports)
 

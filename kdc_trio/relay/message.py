@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from protocol.socketio import encode_event_text
 from protocol.sse import encode_event
 
 
@@ -42,7 +43,7 @@ class RelayMessage:
     def sio_text(self) -> str:
         """Engine.IO message + Socket.IO EVENT on the default namespace: `42["event",{...}]`."""
         if self._sio is None:
-            self._sio = f'42["{self.event}",{self.data_json()}]'
+            self._sio = "4" + encode_event_text(self.event, self.data_json())
         return self._sio
 
     def to_wire(self) -> dict:

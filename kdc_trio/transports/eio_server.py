@@ -1,0 +1,392 @@
+"""The Engine.IO v4 server on our HTTP server: polling, WebSocket, the upgrade, heartbeats.
+
+One `EIOSocket` per Engine.IO session. Its lifetime is a task (`_session_task`) in the
+server's nursery, owning the heartbeat and the application's per-socket task; HTTP requests
+(polls, posts) and the WebSocket connection are I/O endpoints that feed it and drain it.
+The outgoing queue holds Engine.IO frames already encoded for the WebSocket (`str` text
+frames such as `42["chat_delta",{...}]`, `bytes` binary frames); a writer takes everything
+queued in one go, so a busy socket gets one write per batch.
+
+Overflow policy: the queue is bounded (`max_queue`); a socket whose queue is full is closed
+with a logged reason, never blocks its producers.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Protocol
+
+import trio
+
+from kdc_trio.server import ClientGone, Exchange, Request
+from kdc_trio.server.websocket import WebSocket, WebSocketClosed
+from protocol.eio_state import EIOEvent, EIOState, initial_state, transition
+from protocol.engineio import (
+    PROBE,
+    EIOError,
+    Packet,
+    PacketType,
+    decode_payload,
+    decode_ws,
+    encode_payload,
+    error_json,
+    open_packet,
+)
+from protocol.errors import ProtocolError, RemoteProtocolError
+
+log = logging.getLogger("kdc_trio.engineio")
+
+# Time a client has, after `2probe`, to finish the upgrade with `5`.
+UPGRADE_TIMEOUT_S = 10.0
+# Time a polling client may go without polling before its pending data is considered stale is
+# bounded by the heartbeat: a ping is queued every pingInterval and must be answered.
+CLOSE = "1"
+NOOP = "6"
+POLL_HEADERS = [("content-type", "text/plain; charset=UTF-8"), ("cache-control", "no-store")]
+
+
+class EIOApp(Protocol):
+    """What runs on top of Engine.IO (Socket.IO, or the conformance echo)."""
+
+    async def run_socket(self, sock: "EIOSocket") -> None:
+        """The socket's own task (in the session nursery); return or be cancelled at close."""
+
+    async def on_message(self, sock: "EIOSocket", data: str | bytes) -> None:
+        """One Engine.IO message from the client, in order."""
+
+    def on_close(self, sock: "EIOSocket", reason: str) -> None:
+        """The socket is gone (called once)."""
+
+
+def frames_to_payload(frames: list[str | bytes]) -> bytes:
+    """Frames queued for the WebSocket, as one polling payload."""
+    return encode_payload([decode_ws(f) for f in frames])
+
+
+class EIOSocket:
+    def __init__(self, server: "EIOServer", request: Request, transport: str) -> None:
+        self.server = server
+        self.sid = secrets.token_urlsafe(15)
+        self.request = request  # the handshake request: headers and cookies for auth
+        self.transport = transport
+        self.state = initial_state(transport)
+        self.app_state: object = None
+        self.close_reason: str | None = None
+        self.closed = trio.Event()
+        self._out: list[str | bytes] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._pong = trio.Event()
+        self._poll_pending = False
+        self._noop_pending_poll = False
+        self._send_close_packet = False
+        self.ws: WebSocket | None = None
+        self.nursery: trio.Nursery | None = None  # the session task's: per-socket tasks live here
+        self.ws_close_code = 1000
+
+    # ---- sending -------------------------------------------------------------------------
+    def send(self, frame: str | bytes) -> None:
+        """Queue one Engine.IO frame (WebSocket encoding: `4…` text, raw bytes binary)."""
+        self.send_many((frame,))
+
+    def send_many(self, frames) -> None:
+        if self.close_reason is not None:
+            return
+        was_empty = not self._out
+        self._out.extend(frames)
+        if len(self._out) > self.server.max_queue:
+            self.close(f"outbox_full: more than {self.server.max_queue} frames waiting (SSE_CLIENT_QUEUE)")
+            return
+        if was_empty:
+            self._lot.unpark_all()
+
+    def take(self) -> list[str | bytes]:
+        out, self._out = self._out, []
+        return out
+
+    async def flush(self) -> None:
+        """Write what is queued now, on a WebSocket (a reply that must not share a TCP read
+        with what follows it); polling sockets wait for their next poll."""
+        ws = self.ws
+        if ws is not None and self.transport == "websocket":
+            frames = self.take()
+            if frames:
+                try:
+                    await ws.send_many(frames)
+                except (ClientGone, WebSocketClosed) as exc:
+                    self.close(f"write failed: {exc}")
+
+    async def wait_output(self) -> None:
+        if not self._out and self.close_reason is None:
+            await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def close(self, reason: str, *, send_close_packet: bool = True) -> None:
+        """End the socket (idempotent): its session task ends, its transports are told."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._send_close_packet = send_close_packet
+            self.state = transition(self.state, EIOEvent.CLOSE)
+            self.closed.set()
+            self._lot.unpark_all()
+
+    def pong(self) -> None:
+        self._pong.set()
+
+
+class EIOServer:
+    def __init__(self, app: EIOApp, *, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int,
+                 max_queue: int, draining: trio.Event | None = None) -> None:
+        self.app = app
+        self.ping_interval_ms = ping_interval_ms
+        self.ping_timeout_ms = ping_timeout_ms
+        self.max_payload = max_payload
+        self.max_queue = max_queue
+        self.sockets: dict[str, EIOSocket] = {}
+        self.draining = draining
+        self._nursery: trio.Nursery | None = None
+        self.opened = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.draining is not None:
+                nursery.start_soon(self._close_all_on_drain)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def _close_all_on_drain(self) -> None:
+        assert self.draining is not None
+        await self.draining.wait()
+        for sock in list(self.sockets.values()):
+            sock.close("server_shutdown")
+
+    # ---- HTTP entry point ----------------------------------------------------------------
+    async def handle(self, req: Request, ex: Exchange) -> None:
+        q = req.query
+        if q.get("EIO") != "4":
+            return await self._refuse(ex, EIOError.UNSUPPORTED_PROTOCOL_VERSION)
+        transport = q.get("transport")
+        if transport not in ("polling", "websocket"):
+            return await self._refuse(ex, EIOError.UNKNOWN_TRANSPORT)
+        if self._nursery is None or (self.draining is not None and self.draining.is_set()):
+            return await ex.json(503, {"code": EIOError.FORBIDDEN, "message": "server is shutting down"})
+        sid = q.get("sid")
+        is_ws = (req.headers.get("upgrade") or "").lower() == "websocket"
+        if transport == "websocket":
+            if not is_ws or req.method != "GET":
+                return await self._refuse(ex, EIOError.BAD_REQUEST)
+            if sid is None:
+                return await self._open_websocket(req, ex)
+            sock = self.sockets.get(sid)
+            if sock is None:
+                return await self._refuse(ex, EIOError.UNKNOWN_SID)
+            return await self._upgrade(sock, ex)
+        if sid is None:
+            if req.method != "GET":
+                return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            return await self._open_polling(req, ex)
+        sock = self.sockets.get(sid)
+        if sock is None or sock.transport != "polling":
+            return await self._refuse(ex, EIOError.UNKNOWN_SID if sock is None else EIOError.BAD_REQUEST)
+        if req.method == "GET":
+            return await self._poll(sock, ex)
+        if req.method == "POST":
+            return await self._post(sock, ex)
+        return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+
+    async def _refuse(self, ex: Exchange, code: EIOError) -> None:
+        await ex.json(400, error_json(code))
+
+    def _new_socket(self, req: Request, transport: str) -> EIOSocket:
+        assert self._nursery is not None
+        sock = EIOSocket(self, req, transport)
+        self.sockets[sock.sid] = sock
+        self.opened += 1
+        self._nursery.start_soon(self._session_task, sock)
+        return sock
+
+    def _open_frame(self, sock: EIOSocket, upgrades: list[str]) -> str:
+        packet = open_packet(sock.sid, upgrades=upgrades, ping_interval_ms=self.ping_interval_ms,
+                             ping_timeout_ms=self.ping_timeout_ms, max_payload=self.max_payload)
+        assert isinstance(packet.data, str)
+        return "0" + packet.data
+
+    # ---- the session task ----------------------------------------------------------------
+    async def _session_task(self, sock: EIOSocket) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                sock.nursery = nursery
+                nursery.start_soon(self._heartbeat, sock)
+                nursery.start_soon(self.app.run_socket, sock)
+                await sock.closed.wait()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("Engine.IO socket %s failed", sock.sid)
+            sock.close("internal error")
+        finally:
+            self.sockets.pop(sock.sid, None)
+            try:
+                self.app.on_close(sock, sock.close_reason or "closed")
+            except Exception:
+                log.exception("on_close failed for %s", sock.sid)
+
+    async def _heartbeat(self, sock: EIOSocket) -> None:
+        interval, timeout = self.ping_interval_ms / 1000, self.ping_timeout_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            sock._pong = trio.Event()
+            sock.send("2")
+            with trio.move_on_after(timeout):
+                await sock._pong.wait()
+                continue
+            sock.close("ping timeout", send_close_packet=False)
+            return
+
+    # ---- messages from the client ---------------------------------------------------------
+    async def _on_packet(self, sock: EIOSocket, packet: Packet) -> None:
+        t = packet.type
+        if t is PacketType.MESSAGE:
+            assert packet.data is not None
+            await self.app.on_message(sock, packet.data)
+        elif t is PacketType.PONG:
+            sock.pong()
+        elif t is PacketType.CLOSE:
+            sock.close("client close", send_close_packet=False)
+        elif t is PacketType.NOOP:
+            pass
+        else:
+            raise RemoteProtocolError(f"unexpected Engine.IO packet {t.name} from the client")
+
+    # ---- polling ---------------------------------------------------------------------------
+    async def _open_polling(self, req: Request, ex: Exchange) -> None:
+        sock = self._new_socket(req, "polling")
+        await ex.respond(200, self._open_frame(sock, ["websocket"]).encode(), headers=POLL_HEADERS)
+
+    async def _poll(self, sock: EIOSocket, ex: Exchange) -> None:
+        if sock._poll_pending:
+            sock.close("duplicate poll")
+            return await self._refuse(ex, EIOError.BAD_REQUEST)
+        if sock.state is EIOState.UPGRADING:
+            return await ex.respond(200, NOOP.encode(), headers=POLL_HEADERS)
+        sock._poll_pending = True
+        try:
+            while not sock._out and sock.close_reason is None and not sock._noop_pending_poll:
+                await sock.wait_output()
+            if sock._noop_pending_poll:
+                sock._noop_pending_poll = False
+                body = NOOP.encode()
+            elif sock.close_reason is not None and not sock._out:
+                body = (CLOSE if sock._send_close_packet else NOOP).encode()
+            else:
+                frames = sock.take()
+                if sock.close_reason is not None and sock._send_close_packet:
+                    frames.append(CLOSE)
+                body = frames_to_payload(frames)
+        finally:
+            sock._poll_pending = False
+        try:
+            await ex.respond(200, body, headers=POLL_HEADERS)
+        except ClientGone:
+            sock.close("poll write failed", send_close_packet=False)
+            raise
+
+    async def _post(self, sock: EIOSocket, ex: Exchange) -> None:
+        try:
+            body = await ex.read_body(self.max_payload)
+        except Exception:
+            sock.close("payload too large", send_close_packet=False)
+            raise
+        try:
+            packets = decode_payload(body, max_payload=self.max_payload)
+            for packet in packets:
+                await self._on_packet(sock, packet)
+        except ProtocolError as exc:
+            log.info("closing Engine.IO socket %s: %s", sock.sid, exc.msg)
+            sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
+            return await ex.json(400, {**error_json(EIOError.BAD_REQUEST), "detail": exc.msg})
+        await ex.respond(200, b"ok", content_type="text/html")
+
+    # ---- WebSocket -------------------------------------------------------------------------
+    async def _open_websocket(self, req: Request, ex: Exchange) -> None:
+        ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
+        sock = self._new_socket(req, "websocket")
+        sock.ws = ws
+        await ws.send(self._open_frame(sock, []))
+        await self._run_websocket(sock, ws)
+
+    async def _upgrade(self, sock: EIOSocket, ex: Exchange) -> None:
+        try:
+            sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)
+        except ProtocolError:
+            return await self._refuse(ex, EIOError.BAD_REQUEST)
+        ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
+        try:
+            with trio.move_on_after(UPGRADE_TIMEOUT_S):
+                if await self._probe(sock, ws):
+                    sock.ws = ws
+                    sock.transport = "websocket"
+                    sock.state = transition(sock.state, EIOEvent.UPGRADE)
+                    sock._lot.unpark_all()
+                    await self._run_websocket(sock, ws)
+                    return
+            log.info("upgrade of %s did not complete", sock.sid)
+        except (ClientGone, WebSocketClosed):
+            pass
+        finally:
+            if sock.state in (EIOState.PROBING, EIOState.UPGRADING):
+                # the upgrade failed: the socket stays on polling
+                sock.state = transition(sock.state, EIOEvent.PROBE_FAILED)
+        await ws.close(1002, "upgrade failed")
+
+    async def _probe(self, sock: EIOSocket, ws: WebSocket) -> bool:
+        """`2probe` → `3probe`, the pending poll gets a noop, then `5`. False if anything else."""
+        if await ws.receive() != "2" + PROBE:
+            return False
+        sock.state = transition(sock.state, EIOEvent.PROBE)
+        await ws.send("3" + PROBE)
+        sock._noop_pending_poll = sock._poll_pending
+        sock._lot.unpark_all()
+        while True:
+            frame = await ws.receive()
+            if frame == "5":
+                return sock.close_reason is None
+            if frame == "2" + PROBE:
+                await ws.send("3" + PROBE)
+                continue
+            return False
+
+    async def _run_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ws_reader, sock, ws, nursery.cancel_scope)
+            await self._ws_writer(sock, ws)
+            nursery.cancel_scope.cancel()
+
+    async def _ws_reader(self, sock: EIOSocket, ws: WebSocket, scope: trio.CancelScope) -> None:
+        try:
+            while sock.close_reason is None:
+                frame = await ws.receive()
+                await self._on_packet(sock, decode_ws(frame))
+        except WebSocketClosed as exc:
+            sock.close(f"websocket closed ({exc.code})", send_close_packet=False)
+        except ProtocolError as exc:
+            log.info("closing Engine.IO socket %s: %s", sock.sid, exc.msg)
+            sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
+            sock.ws_close_code = exc.close_code_hint
+
+    async def _ws_writer(self, sock: EIOSocket, ws: WebSocket) -> None:
+        try:
+            while True:
+                await sock.wait_output()
+                frames = sock.take()
+                if frames:
+                    await ws.send_many(frames)
+                if sock.close_reason is not None:
+                    break
+            await ws.close(sock.ws_close_code, (sock.close_reason or "")[:100])
+        except (ClientGone, WebSocketClosed) as exc:
+            sock.close(f"write failed: {exc}", send_close_packet=False)

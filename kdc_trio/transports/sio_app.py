@@ -1,0 +1,175 @@
+"""Socket.IO v5 on top of the Engine.IO server: namespaces, connect timeout, events, acks.
+
+`SocketIOApp` decodes each Engine.IO message with the sans-IO `protocol.socketio.Decoder`
+(binary attachments reassembled there), handles CONNECT/DISCONNECT per namespace, and hands
+events to `on_event`. Subclasses decide what a namespace is and what its events do: the chat
+gateway (`transports/socketio.py`) and the conformance app (`transports/conformance.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from kdc_trio.transports.eio_server import EIOSocket
+from protocol.errors import ProtocolError
+from protocol.socketio import Decoder, Packet, PacketType, encode
+
+log = logging.getLogger("kdc_trio.socketio")
+
+
+class ConnectRefused(Exception):
+    """A namespace refuses a CONNECT: `message` (and optional `data`) go in CONNECT_ERROR."""
+
+    def __init__(self, message: str, data: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+@dataclass(eq=False)
+class NamespaceConn:
+    """One client's membership of one namespace."""
+
+    sock: EIOSocket
+    namespace: str
+    sid: str = field(default_factory=lambda: secrets.token_urlsafe(15))
+    state: Any = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def emit(self, event: str, *args: Any) -> None:
+        self.sock.send_many(["4" + f if isinstance(f, str) else f
+                             for f in encode(Packet(PacketType.EVENT, self.namespace, [event, *args]))])
+
+    def ack(self, ack_id: int, args: list) -> None:
+        self.sock.send_many(["4" + f if isinstance(f, str) else f
+                             for f in encode(Packet(PacketType.ACK, self.namespace, args, id=ack_id))])
+
+
+@dataclass(eq=False)
+class SioSocketState:
+    decoder: Decoder
+    connected: trio.Event = field(default_factory=trio.Event)
+    namespaces: dict[str, NamespaceConn] = field(default_factory=dict)
+
+
+class SocketIOApp:
+    """Engine.IO app speaking Socket.IO; subclasses implement the on_* hooks."""
+
+    namespaces: tuple[str, ...] = ("/",)
+
+    def __init__(self, *, connect_timeout_s: float, max_attachments: int, max_payload: int) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.max_attachments = max_attachments
+        self.max_payload = max_payload
+
+    # ---- hooks -------------------------------------------------------------------------------
+    async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
+        """Accept (return) or refuse (raise ConnectRefused) a CONNECT to a known namespace."""
+
+    async def after_connect(self, conn: NamespaceConn) -> None:
+        """Runs once the CONNECT reply has been flushed: emit greetings, join rooms."""
+
+    async def on_event(self, conn: NamespaceConn, event: str, args: list, ack_id: int | None) -> None:
+        """A client event."""
+
+    def on_disconnect(self, conn: NamespaceConn, reason: str) -> None:
+        """The namespace connection ended (client DISCONNECT or socket closed)."""
+
+    async def run_namespace(self, conn: NamespaceConn) -> None:
+        """A task per namespace connection, for the life of the socket (e.g. an outbox pump)."""
+
+    # ---- Engine.IO app interface -------------------------------------------------------------
+    def _state(self, sock: EIOSocket) -> SioSocketState:
+        if sock.app_state is None:
+            sock.app_state = SioSocketState(Decoder(max_attachments=self.max_attachments,
+                                                    max_payload=self.max_payload))
+        assert isinstance(sock.app_state, SioSocketState)
+        return sock.app_state
+
+    async def run_socket(self, sock: EIOSocket) -> None:
+        state = self._state(sock)
+        with trio.move_on_after(self.connect_timeout_s):
+            await state.connected.wait()
+            await trio.sleep_forever()  # the session task cancels us at close
+        if not state.namespaces:
+            sock.close("no Socket.IO CONNECT within the connect timeout")
+
+    async def on_message(self, sock: EIOSocket, data: str | bytes) -> None:
+        state = self._state(sock)
+        try:
+            packet = state.decoder.feed(data)
+        except ProtocolError as exc:
+            log.info("Socket.IO socket %s: %s", sock.sid, exc.msg)
+            sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
+            return
+        if packet is None:
+            return  # waiting for binary attachments
+        await self._dispatch(sock, state, packet)
+
+    def on_close(self, sock: EIOSocket, reason: str) -> None:
+        state = sock.app_state
+        if isinstance(state, SioSocketState):
+            for conn in list(state.namespaces.values()):
+                self._leave(state, conn, reason)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    async def _dispatch(self, sock: EIOSocket, state: SioSocketState, packet: Packet) -> None:
+        t, ns = packet.type, packet.namespace
+        if t is PacketType.CONNECT:
+            await self._connect(sock, state, packet)
+            return
+        conn = state.namespaces.get(ns)
+        if conn is None:
+            if t is PacketType.DISCONNECT:
+                return
+            sock.close(f"{t.name} on namespace {ns} that is not connected", send_close_packet=False)
+            return
+        if t is PacketType.DISCONNECT:
+            self._leave(state, conn, "client namespace disconnect")
+        elif t in (PacketType.EVENT, PacketType.BINARY_EVENT):
+            data = packet.data
+            await self.on_event(conn, data[0], list(data[1:]), packet.id)
+        elif t in (PacketType.ACK, PacketType.BINARY_ACK):
+            pass  # the server sends no ack requests
+        else:
+            sock.close(f"unexpected {t.name} from a client", send_close_packet=False)
+
+    async def _connect(self, sock: EIOSocket, state: SioSocketState, packet: Packet) -> None:
+        ns = packet.namespace
+        if ns not in self.namespaces:
+            sock.send("4" + encode(Packet(PacketType.CONNECT_ERROR, ns, {"message": "Invalid namespace"}))[0])
+            return
+        if ns in state.namespaces:
+            sock.close(f"second CONNECT to {ns}", send_close_packet=False)
+            return
+        conn = NamespaceConn(sock, ns)
+        try:
+            await self.on_connect(conn, packet.data)
+        except ConnectRefused as exc:
+            body: dict = {"message": exc.message}
+            if exc.data is not None:
+                body["data"] = exc.data
+            sock.send("4" + encode(Packet(PacketType.CONNECT_ERROR, ns, body))[0])
+            return
+        state.namespaces[ns] = conn
+        state.connected.set()
+        sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))[0])
+        await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
+        await self.after_connect(conn)
+        if sock.nursery is not None:
+            sock.nursery.start_soon(self._run_namespace, conn)
+
+    async def _run_namespace(self, conn: NamespaceConn) -> None:
+        with conn.scope:
+            await self.run_namespace(conn)
+
+    def _leave(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> None:
+        if state.namespaces.get(conn.namespace) is conn:
+            del state.namespaces[conn.namespace]
+            conn.scope.cancel()
+            self.on_disconnect(conn, reason)

@@ -1,0 +1,200 @@
+"""Socket.IO v4 transport of the chat gateway, at `/socket.io/`.
+
+Same auth, sessions, turns, events and relay as SSE. A socket authenticates with its
+CONNECT auth payload `{user_session_id, bearer_token, id_token, tenant, project}` (plus the
+handshake request's headers and cookies), joins its session's relay channel with its own
+outbox (its Socket.IO sid is its `stream_id`, the `target_sid` of its turns' events), and
+gets `session_info`. Client events: `chat_message` (JSON, then one binary per attachment),
+`conv_status.get`, `ping`. Server events: the SSE families, same envelopes, same names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kdc_trio.ingress.errors import IngressError
+from kdc_trio.ingress.limits import Limits
+from kdc_trio.ingress.message import RawFile, build_message
+from kdc_trio.processor.submit import TurnRefused, submit_turn
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.outbox import Outbox
+from kdc_trio.server import HTTPError, Router
+from kdc_trio.sessions.model import Session
+from kdc_trio.transports.eio_server import EIOServer
+from kdc_trio.transports.identify import Refused, session_for
+from kdc_trio.transports.sio_app import ConnectRefused, NamespaceConn, SocketIOApp
+
+if TYPE_CHECKING:
+    from kdc_trio.gateway import Gateway
+
+log = logging.getLogger("kdc_trio.socketio")
+
+PATH = "/socket.io/"
+# Largest JSON arguments of conv_status.get / ping: they hold an id or nothing.
+SMALL_EVENT = 4096
+
+
+@dataclass(eq=False)
+class ChatConn:
+    session: Session
+    key: SessionKey
+    outbox: Outbox
+
+
+def _binaries(value: Any, out: list[bytes]) -> Any:
+    """Take the binary values out of a decoded argument (lists and dicts walked in order)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        out.append(value if isinstance(value, bytes) else bytes(value))
+        return None
+    if isinstance(value, list):
+        kept = [v for v in (_binaries(v, out) for v in value) if v is not None]
+        return kept
+    if isinstance(value, dict):
+        return {k: _binaries(v, out) for k, v in value.items()}
+    return value
+
+
+def split_attachments(args: list) -> tuple[Any, list[bytes]]:
+    """`chat_message` arguments → (the JSON object, its attachments in order)."""
+    if not args:
+        raise IngressError(422, "invalid_message", "chat_message needs a JSON object argument")
+    files: list[bytes] = []
+    obj = _binaries(args[0], files)
+    for extra in args[1:]:
+        if not isinstance(extra, (bytes, bytearray, memoryview)):
+            raise IngressError(422, "invalid_message",
+                               "arguments after the message object must be binary attachments")
+        _binaries(extra, files)
+    return obj, files
+
+
+class ChatSocketIO(SocketIOApp):
+    namespaces = ("/",)
+
+    def __init__(self, gw: "Gateway") -> None:
+        s = gw.settings
+        super().__init__(connect_timeout_s=s.sio_connect_timeout_ms / 1000, max_attachments=s.max_files,
+                         max_payload=s.effective_sio_max_payload)
+        self.gw = gw
+        self.limits = Limits.from_settings(s)
+
+    # ---- connect / disconnect ----------------------------------------------------------------
+    async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
+        gw = self.gw
+        if auth is not None and not isinstance(auth, dict):
+            raise ConnectRefused("bad_request", {"detail": "the auth payload must be an object"})
+        auth = auth or {}
+        req = conn.sock.request
+        try:
+            session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
+                                        sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous)
+        except Refused as exc:
+            raise ConnectRefused(exc.error, {"status": exc.status, "detail": exc.detail}) from None
+        key = SessionKey(session.tenant, session.project, session.session_id)
+        outbox = Outbox(conn.sid, gw.settings.client_queue)
+        last = auth.get("last_event_id", auth.get("offset"))
+        replay_after = int(last) if isinstance(last, (int, str)) and str(last).isdigit() else None
+        if replay_after is not None:
+            outbox.hold()
+        try:
+            await gw.relay.acquire_session_channel(key, outbox)
+        except Exception as exc:
+            raise ConnectRefused("relay_unavailable", {"detail": str(exc)}) from None
+        conn.state = ChatConn(session, key, outbox)
+        gw.counters.sio_sockets += 1
+        if replay_after is not None:
+            await gw.relay.replay(key, outbox, replay_after)
+
+    async def after_connect(self, conn: NamespaceConn) -> None:
+        s: Session = conn.state.session
+        conn.emit("session_info", {"session_id": s.session_id, "user_type": s.user_type.value, "user_id": s.user_id,
+                                   "username": s.username, "tenant": s.tenant, "project": s.project,
+                                   "stream_id": conn.sid})
+
+    def on_disconnect(self, conn: NamespaceConn, reason: str) -> None:
+        state = conn.state
+        if isinstance(state, ChatConn):
+            conn.state = None
+            self.gw.counters.sio_sockets -= 1
+            state.outbox.close(reason)
+            self.gw.relay.release_session_channel(state.key, state.outbox)
+
+    async def run_namespace(self, conn: NamespaceConn) -> None:
+        """Pump the relay outbox into the socket: everything ready goes out as one batch."""
+        outbox: Outbox = conn.state.outbox
+        sock = conn.sock
+        while True:
+            batch = await outbox.take()
+            if batch:
+                sock.send_many([m.sio_text() for m in batch])
+            reason = outbox.closed_reason
+            if reason is not None:
+                if reason.startswith(("outbox_full", "relay_")):
+                    self.gw.counters.closed_slow += 1
+                    log.warning("closing Socket.IO socket %s: %s", conn.sid, reason)
+                    sock.close(reason)
+                return
+
+    # ---- client events -----------------------------------------------------------------------
+    async def on_event(self, conn: NamespaceConn, event: str, args: list, ack_id: int | None) -> None:
+        state = conn.state
+        if not isinstance(state, ChatConn):
+            return
+        if event == "chat_message":
+            reply = await self._chat_message(conn, state, args)
+        elif event == "conv_status.get":
+            reply = await self._conv_status(conn, state, args)
+        elif event == "ping":
+            conn.emit("pong", {"timestamp": time.time()})
+            reply = {"timestamp": time.time()}
+        else:
+            reply = {"error": "unknown_event", "detail": f"no handler for client event {event!r}"}
+        if ack_id is not None:
+            conn.ack(ack_id, [reply])
+
+    async def _chat_message(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
+        gw = self.gw
+        try:
+            obj, blobs = split_attachments(args)
+            metas = obj.get("attachment_meta") if isinstance(obj, dict) else None
+            names = [m.get("filename") if isinstance(m, dict) else None for m in metas] \
+                if isinstance(metas, list) else []
+            files = [RawFile(filename=names[i] if i < len(names) else None, mime=None, data=b)
+                     for i, b in enumerate(blobs)]
+            message = build_message(obj, files, self.limits, match="position")
+        except IngressError as exc:
+            from kdc_trio.processor.submit import tell_refusal
+
+            await tell_refusal(gw, state.session, conn.sid, error=exc.error, detail=exc.detail)
+            return {"error": exc.error, "detail": exc.detail, "status": exc.status,
+                    **({"limit": exc.limit} if exc.limit else {})}
+        try:
+            result = await submit_turn(gw, session=state.session, stream_id=conn.sid, message=message)
+        except TurnRefused as exc:
+            return {"error": exc.error, "detail": exc.detail, "status": exc.status}
+        return result
+
+    async def _conv_status(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
+        from kdc_trio.transports.rest import publish_conv_status
+
+        obj = args[0] if args else None
+        conversation_id = obj.get("conversation_id") if isinstance(obj, dict) else None
+        if not isinstance(conversation_id, str) or len(conversation_id) > SMALL_EVENT:
+            return {"error": "bad_request", "detail": 'expected {"conversation_id": str}'}
+        try:
+            return await publish_conv_status(self.gw, state.session, conversation_id, conn.sid)
+        except HTTPError as exc:
+            return {"error": exc.error, "detail": exc.detail, "status": exc.status}
+
+
+def install(router: Router, gw: "Gateway") -> EIOServer:
+    s = gw.settings
+    server = EIOServer(ChatSocketIO(gw), ping_interval_ms=s.sio_ping_interval_ms,
+                       ping_timeout_ms=s.sio_ping_timeout_ms, max_payload=s.effective_sio_max_payload,
+                       max_queue=s.client_queue * 2)
+    # Every method reaches the Engine.IO server: a wrong one is its 400, as the protocol says.
+    router.add("GET POST PUT DELETE PATCH", PATH, server.handle, prefix=True)
+    return server
