@@ -138,6 +138,8 @@ class Settings:
     sio_ping_timeout_ms: int = setting("KDC_SIO_PING_TIMEOUT_MS", 20000, int, "Engine.IO pingTimeout")
     sio_connect_timeout_ms: int = setting(
         "KDC_SIO_CONNECT_TIMEOUT_MS", 45000, int, "Time a client has to send the Socket.IO CONNECT")
+    sio_upgrade_timeout_ms: int = setting(
+        "KDC_SIO_UPGRADE_TIMEOUT_MS", 10000, int, "Time a client has to finish the polling→WebSocket upgrade")
     sio_max_payload: int = setting(
         "KDC_SIO_MAX_PAYLOAD", 0, int,
         "Engine.IO maxPayload; 0 = derived from the largest allowed message (attachments + JSON)")

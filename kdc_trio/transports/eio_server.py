@@ -37,8 +37,8 @@ from protocol.errors import ProtocolError, RemoteProtocolError
 
 log = logging.getLogger("kdc_trio.engineio")
 
-# Time a client has, after `2probe`, to finish the upgrade with `5`.
-UPGRADE_TIMEOUT_S = 10.0
+# How long a poll that arrives mid-upgrade waits for the upgrade to settle before its noop.
+UPGRADE_SETTLE_S = 0.05
 # Time a polling client may go without polling before its pending data is considered stale is
 # bounded by the heartbeat: a ping is queued every pingInterval and must be answered.
 CLOSE = "1"
@@ -77,6 +77,8 @@ class EIOSocket:
         self._out: list[str | bytes] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._pong = trio.Event()
+        self.opened_at = trio.current_time()
+        self.upgrade_settled = trio.Event()  # set when a probe ends, upgraded or not
         self._poll_pending = False
         self._noop_pending_poll = False
         self._send_close_packet = False
@@ -137,12 +139,13 @@ class EIOSocket:
 
 class EIOServer:
     def __init__(self, app: EIOApp, *, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int,
-                 max_queue: int, draining: trio.Event | None = None) -> None:
+                 max_queue: int, upgrade_timeout_s: float = 10.0, draining: trio.Event | None = None) -> None:
         self.app = app
         self.ping_interval_ms = ping_interval_ms
         self.ping_timeout_ms = ping_timeout_ms
         self.max_payload = max_payload
         self.max_queue = max_queue
+        self.upgrade_timeout_s = upgrade_timeout_s  # from the probe's WebSocket to `5`
         self.sockets: dict[str, EIOSocket] = {}
         self.draining = draining
         self._nursery: trio.Nursery | None = None
@@ -236,13 +239,18 @@ class EIOServer:
                 log.exception("on_close failed for %s", sock.sid)
 
     async def _heartbeat(self, sock: EIOSocket) -> None:
+        # Deadlines count from the handshake, not from when this task got scheduled, so the
+        # close lands at pingInterval + pingTimeout after the open packet, as clients expect.
         interval, timeout = self.ping_interval_ms / 1000, self.ping_timeout_ms / 1000
+        ping_at = sock.opened_at
         while True:
-            await trio.sleep(interval)
+            ping_at += interval
+            await trio.sleep_until(ping_at)
             sock._pong = trio.Event()
             sock.send("2")
-            with trio.move_on_after(timeout):
+            with trio.move_on_at(ping_at + timeout):
                 await sock._pong.wait()
+                ping_at = trio.current_time()
                 continue
             sock.close("ping timeout", send_close_packet=False)
             return
@@ -272,7 +280,14 @@ class EIOServer:
             sock.close("duplicate poll")
             return await self._refuse(ex, EIOError.BAD_REQUEST)
         if sock.state is EIOState.UPGRADING:
-            return await ex.respond(200, NOOP.encode(), headers=POLL_HEADERS)
+            # The client may have sent `5` just before this request: give the WebSocket reader
+            # a moment so the answer reflects the finished upgrade (400) rather than a noop.
+            with trio.move_on_after(UPGRADE_SETTLE_S):
+                await sock.upgrade_settled.wait()
+            if sock.state is EIOState.UPGRADING:
+                return await ex.respond(200, NOOP.encode(), headers=POLL_HEADERS)
+            if sock.transport != "polling" or sock.close_reason is not None:
+                return await self._refuse(ex, EIOError.BAD_REQUEST)
         sock._poll_pending = True
         try:
             while not sock._out and sock.close_reason is None and not sock._noop_pending_poll:
@@ -320,27 +335,32 @@ class EIOServer:
         await self._run_websocket(sock, ws)
 
     async def _upgrade(self, sock: EIOSocket, ex: Exchange) -> None:
-        try:
-            sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)
-        except ProtocolError:
-            return await self._refuse(ex, EIOError.BAD_REQUEST)
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         try:
-            with trio.move_on_after(UPGRADE_TIMEOUT_S):
-                if await self._probe(sock, ws):
-                    sock.ws = ws
-                    sock.transport = "websocket"
-                    sock.state = transition(sock.state, EIOEvent.UPGRADE)
-                    sock._lot.unpark_all()
-                    await self._run_websocket(sock, ws)
-                    return
-            log.info("upgrade of %s did not complete", sock.sid)
+            sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)
+        except ProtocolError as exc:
+            # Already upgraded or being upgraded: as the reference server does, the WebSocket
+            # handshake completes and the connection is closed at once; the session is untouched.
+            return await ws.close(1008, exc.msg)
+        upgraded = False
+        try:
+            with trio.move_on_after(self.upgrade_timeout_s):
+                upgraded = await self._probe(sock, ws)
         except (ClientGone, WebSocketClosed):
             pass
         finally:
-            if sock.state in (EIOState.PROBING, EIOState.UPGRADING):
+            if upgraded:
+                sock.ws = ws
+                sock.transport = "websocket"
+                sock.state = transition(sock.state, EIOEvent.UPGRADE)
+                sock._lot.unpark_all()
+            elif sock.state in (EIOState.PROBING, EIOState.UPGRADING):
                 # the upgrade failed: the socket stays on polling
                 sock.state = transition(sock.state, EIOEvent.PROBE_FAILED)
+            sock.upgrade_settled.set()
+        if upgraded:
+            return await self._run_websocket(sock, ws)
+        log.info("upgrade of %s did not complete", sock.sid)
         await ws.close(1002, "upgrade failed")
 
     async def _probe(self, sock: EIOSocket, ws: WebSocket) -> bool:

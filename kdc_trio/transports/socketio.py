@@ -194,7 +194,7 @@ def install(router: Router, gw: "Gateway") -> EIOServer:
     s = gw.settings
     server = EIOServer(ChatSocketIO(gw), ping_interval_ms=s.sio_ping_interval_ms,
                        ping_timeout_ms=s.sio_ping_timeout_ms, max_payload=s.effective_sio_max_payload,
-                       max_queue=s.client_queue * 2)
+                       max_queue=s.client_queue * 2, upgrade_timeout_s=s.sio_upgrade_timeout_ms / 1000)
     # Every method reaches the Engine.IO server: a wrong one is its 400, as the protocol says.
     router.add("GET POST PUT DELETE PATCH", PATH, server.handle, prefix=True)
     return server

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import httpx
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from kdc_trio.relay.keys import SessionKey
 from tests.support.gateway import running_gateway, test_settings
+from tests.support.raw_ws import Closed, RawWS
 from tests.support.sio_client import run_sio
 from tests.support.sse_client import open_stream
 
@@ -69,32 +68,16 @@ async def test_one_sse_stream_and_two_sockets_get_every_event():
 async def test_socket_that_stops_answering_pings_is_closed():
     settings = test_settings(sio_ping_interval_ms=200, sio_ping_timeout_ms=150)
     async with running_gateway(settings) as gw:
-        port = int(gw.base_url.rsplit(":", 1)[1])
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        ws = WSConnection(ConnectionType.CLIENT)
-        await stream.send_all(ws.send(Request(host="127.0.0.1", target="/socket.io/?EIO=4&transport=websocket")))
-        texts: list[str] = []
-        closed = None
+        ws = await RawWS.connect(gw.base_url, "/socket.io/?EIO=4&transport=websocket")
         start = trio.current_time()
-        with trio.fail_after(5):
-            while closed is None:
-                data = await stream.receive_some(65536)
-                if not data:
-                    break
-                ws.receive_data(data)
-                for ev in ws.events():
-                    if isinstance(ev, TextMessage):
-                        texts.append(ev.data)
-                        if ev.data.startswith("0"):
-                            await stream.send_all(ws.send(TextMessage(data="40")))
-                    elif isinstance(ev, CloseConnection):
-                        closed = trio.current_time() - start
-                    elif isinstance(ev, AcceptConnection):
-                        pass
-        assert closed is not None, texts
+        texts = [await ws.recv()]
+        await ws.send("40")
+        while not isinstance(texts[-1], Closed):  # never answers the pings
+            texts.append(await ws.recv())
+        closed = trio.current_time() - start
         assert 0.3 <= closed < 1.5, closed  # pingInterval + pingTimeout = 0.35 s, never answered
-        assert "2" in texts and any(t.startswith("40") for t in texts)
+        assert "2" in texts and any(isinstance(t, str) and t.startswith("40") for t in texts)
         with trio.fail_after(5):
             while gw.engineio.sockets or gw.counters.sio_sockets:
                 await trio.sleep(0.01)
-        await stream.aclose()
+        await ws.aclose()
