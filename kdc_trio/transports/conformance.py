@@ -27,6 +27,9 @@ PING_TIMEOUT_MS = 200
 MAX_PAYLOAD = 1_000_000
 CONNECT_TIMEOUT_S = 1.0
 MAX_QUEUE = 10_000
+# The suites read one frame per 'message' event: the CONNECT reply must not share a TCP read
+# with the `auth` event that follows it (see SocketIOApp.connect_reply_gap_s).
+CONNECT_REPLY_GAP_S = 0.02
 
 
 class EchoEngineIO:
@@ -46,7 +49,8 @@ class ConformanceSocketIO(SocketIOApp):
     namespaces = ("/", "/custom")
 
     def __init__(self) -> None:
-        super().__init__(connect_timeout_s=CONNECT_TIMEOUT_S, max_attachments=16, max_payload=MAX_PAYLOAD)
+        super().__init__(connect_timeout_s=CONNECT_TIMEOUT_S, max_attachments=16, max_payload=MAX_PAYLOAD,
+                         connect_reply_gap_s=CONNECT_REPLY_GAP_S)
 
     async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
         conn.state = auth if isinstance(auth, dict) else {}

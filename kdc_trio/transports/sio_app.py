@@ -62,8 +62,13 @@ class SocketIOApp:
 
     namespaces: tuple[str, ...] = ("/",)
 
-    def __init__(self, *, connect_timeout_s: float, max_attachments: int, max_payload: int) -> None:
+    def __init__(self, *, connect_timeout_s: float, max_attachments: int, max_payload: int,
+                 connect_reply_gap_s: float = 0.0) -> None:
         self.connect_timeout_s = connect_timeout_s
+        # A pause between the flushed CONNECT reply and the first event, so that a client which
+        # handles one WebSocket frame per read (as the official test suites do) never finds
+        # both in one TCP read. Real Socket.IO clients parse every frame and need none.
+        self.connect_reply_gap_s = connect_reply_gap_s
         self.max_attachments = max_attachments
         self.max_payload = max_payload
 
@@ -160,6 +165,8 @@ class SocketIOApp:
         state.connected.set()
         sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))[0])
         await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
+        if self.connect_reply_gap_s:
+            await trio.sleep(self.connect_reply_gap_s)
         await self.after_connect(conn)
         if sock.nursery is not None:
             sock.nursery.start_soon(self._run_namespace, conn)
