@@ -114,6 +114,10 @@ class Settings:
         "KDC_TURN_QUEUE_SIZE", 1000, int, "Turns waiting for a worker; past it a post gets 503")
     worker_concurrency: int = setting("KDC_WORKER_CONCURRENCY", 8, int, "Turns one process runs at once")
     turn_timeout_s: float = setting("KDC_TURN_TIMEOUT_S", 600.0, float, "A bundle's turn is cancelled after this")
+    turn_max_attempts: int = setting(
+        "KDC_TURN_MAX_ATTEMPTS", 3, int, "Runs of one turn whose worker died before it is failed with chat_error")
+    turn_lease_ms: int = setting(
+        "KDC_TURN_LEASE_MS", 15000, int, "A running turn not renewed this long (its worker died) is taken over")
     bundle: str = setting("KDC_BUNDLE", "kdc_trio.bundles.demo:DemoBundle", doc="`module:Class` of the bundle to run")
     event_filter: str | None = setting(
         "KDC_EVENT_FILTER", None, _opt_str, "`module:callable` deciding per event what a user may receive")
@@ -132,6 +136,9 @@ class Settings:
     redis_inline_attachment_bytes: int = setting(
         "KDC_REDIS_INLINE_ATTACHMENT_BYTES", 256 * 1024, int,
         "Attachments up to this size travel inside the queued turn; larger ones via a Redis key with a TTL")
+    redis_attachment_ttl_s: int = setting(
+        "KDC_REDIS_ATTACHMENT_TTL_S", 3600, int, "Lifetime of an attachment stored beside its queued turn")
+    redis_prefix: str = setting("KDC_REDIS_PREFIX", "kdc", doc="Prefix of kdc-trio's own Redis keys (sessions, turns, logs)")
 
     # --- Socket.IO ------------------------------------------------------------------------
     sio_ping_interval_ms: int = setting("KDC_SIO_PING_INTERVAL_MS", 25000, int, "Engine.IO pingInterval")

@@ -61,7 +61,8 @@ class Gateway:
             self.processor = Processor(
                 queue=self.queue, bundle=self.bundle, publish=self.relay.publish, conv_store=self.conv_store,
                 concurrency=s.worker_concurrency, turn_timeout_s=s.turn_timeout_s,
-                event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open)
+                event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open,
+                max_attempts=s.turn_max_attempts)
         cors = CORS(s.cors_origins)
         self.router = Router()
         from kdc_trio.transports import rest, sse

@@ -31,13 +31,13 @@ def communicator_for(turn: Turn, publish: Publish, *, event_filter: EventFilter 
                          user_type=s.user_type.value)
     conv = env.ConvCtx(session_id=s.session_id, conversation_id=turn.conversation_id, turn_id=turn.turn_id)
     return ChatCommunicator(publish=publish, key=turn.key, svc=svc, conv=conv, origin_sid=turn.stream_id,
-                            event_filter=event_filter, filter_fail_open=filter_fail_open)
+                            event_filter=event_filter, filter_fail_open=filter_fail_open, attempt=turn.attempt)
 
 
 class Processor:
     def __init__(self, *, queue: TurnQueue, bundle: Bundle, publish: Publish, conv_store: ConvStatusStore,
                  concurrency: int, turn_timeout_s: float, event_filter: EventFilter | None = None,
-                 filter_fail_open: bool = False) -> None:
+                 filter_fail_open: bool = False, max_attempts: int = 3) -> None:
         self.queue = queue
         self.bundle = bundle
         self.publish = publish
@@ -46,6 +46,7 @@ class Processor:
         self.turn_timeout_s = turn_timeout_s
         self.event_filter = event_filter
         self.filter_fail_open = filter_fail_open
+        self.max_attempts = max_attempts
         self.running = 0
         self.completed = 0
         self.failed = 0
@@ -68,10 +69,19 @@ class Processor:
         self.running += 1
         completion, state = "error", "error"
         try:
-            with trio.fail_after(self.turn_timeout_s):
-                await self.bundle.run(turn, comm)
-            completion, state = "success", "idle"
-            self.completed += 1
+            refusal = turn.error
+            if refusal is None and turn.attempt > self.max_attempts:
+                refusal = (f"the turn was started {turn.attempt - 1} times and its worker stopped each time "
+                           f"(KDC_TURN_MAX_ATTEMPTS={self.max_attempts})")
+            if refusal is not None:
+                self.failed += 1
+                log.error("turn %s cannot run: %s", turn.turn_id, refusal)
+                await comm.error(refusal, step="turn", title="Turn failed")
+            else:
+                with trio.fail_after(self.turn_timeout_s):
+                    await self.bundle.run(turn, comm)
+                completion, state = "success", "idle"
+                self.completed += 1
         except trio.TooSlowError:
             self.failed += 1
             log.error("turn %s timed out after %ss", turn.turn_id, self.turn_timeout_s)

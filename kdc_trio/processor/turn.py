@@ -27,6 +27,10 @@ class Turn:
     request_id: str = field(default_factory=lambda: new_id("req"))
     attempt: int = 1
     enqueued_at: float = field(default_factory=time.time)
+    # Not serialised: where the queue keeps the turn (a stream entry id), and why it cannot run
+    # (an attachment that expired in Redis) — the processor then reports a chat_error.
+    receipt: str | None = field(default=None, compare=False)
+    error: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> SessionKey:

@@ -53,8 +53,8 @@ class RelayMessage:
     @classmethod
     def from_wire(cls, obj: dict) -> "RelayMessage":
         data = obj["data"]
-        seq = int(obj["seq"])
-        if isinstance(data, dict):
+        seq = int(obj.get("seq") or 0)  # 0: a producer that assigns none (KDCube's own)
+        if isinstance(data, dict) and seq:
             data["seq"] = seq
         return cls(session_id=str(obj["session_id"]), event=str(obj["event"]), data=data, seq=seq,
                    timestamp=float(obj.get("timestamp") or 0.0), target_sid=obj.get("target_sid") or None)

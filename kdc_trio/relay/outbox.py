@@ -50,12 +50,13 @@ class Outbox:
         if self._held is not None:
             self._held.append(msg)
             return
-        if self.closed_reason is not None or msg.seq <= self.last_seq:
+        if self.closed_reason is not None or (msg.seq and msg.seq <= self.last_seq):
             return
         if len(self._q) >= self.maxlen:
             self.close(f"outbox_full: more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
-        self.last_seq = msg.seq
+        if msg.seq:
+            self.last_seq = msg.seq
         self._q.append(msg)
         if len(self._q) == 1:
             self._lot.unpark_all()

@@ -26,8 +26,9 @@ class EventFilter(Protocol):
 class ChatCommunicator:
     def __init__(self, *, publish: Publish, key: SessionKey, svc: env.ServiceCtx, conv: env.ConvCtx,
                  origin_sid: str | None, event_filter: EventFilter | None = None,
-                 filter_fail_open: bool = False, project_key: SessionKey | None = None) -> None:
+                 filter_fail_open: bool = False, project_key: SessionKey | None = None, attempt: int = 1) -> None:
         self._publish = publish
+        self.attempt = attempt  # >1 when a worker died mid-turn and another one runs it again
         self.key = key
         self.svc = svc
         self.conv = conv
@@ -41,6 +42,8 @@ class ChatCommunicator:
     # ---- families ------------------------------------------------------------------------
     async def start(self, message: str | None = None, *, agent: str | None = None, data: dict | None = None,
                     broadcast: bool = False) -> int | None:
+        if self.attempt > 1:  # a retried turn says so, so clients can drop the partial first try
+            data = {**(data or {}), "attempt": self.attempt, "retried": True}
         return await self._emit(env.start(self.svc, self.conv, message=message, agent=agent, data=data), broadcast)
 
     async def step(self, step: str, status: str = "running", title: str | None = None, agent: str | None = None,

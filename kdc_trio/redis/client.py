@@ -1,0 +1,97 @@
+"""`RedisClient`: a bounded pool of RESP connections with per-command deadlines.
+
+Each call borrows one connection for one exchange (a command or a pipeline), so concurrent
+tasks never interleave on a connection; at most `max_connections` are open, further callers
+wait for one. A connection that broke (lost, or interrupted by cancellation or a deadline)
+is closed instead of returned; the next caller opens a fresh one, so a Redis restart costs
+the commands in flight and nothing else.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+import trio
+
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.url import RedisURL, parse_redis_url
+
+
+class RedisClient:
+    def __init__(self, url: str | RedisURL, *, max_connections: int = 16, connect_timeout: float = 5.0,
+                 command_timeout: float = 10.0) -> None:
+        self.url = parse_redis_url(url) if isinstance(url, str) else url
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._slots = trio.Semaphore(max_connections)
+        self._idle: list[Connection] = []
+        self.opened = 0
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Borrow a connection (opened on demand); broken ones are closed, not returned."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = await Connection.open(self.url, timeout=self.connect_timeout)
+                self.opened += 1
+            try:
+                yield conn
+            finally:
+                if conn.broken:
+                    await conn.aclose()
+                else:
+                    self._idle.append(conn)
+
+    async def execute(self, *args: Any, timeout: float | None = None) -> Any:
+        """One command; an error reply raises RedisError, a lost connection RedisConnectionError."""
+        (reply,) = await self.pipeline([args], timeout=timeout)
+        if isinstance(reply, RedisError):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]], *, timeout: float | None = None) -> list[Any]:
+        """Many commands in one write and one round trip; error replies are returned in place.
+
+        A pooled connection found dead (the server restarted or dropped it while idle) is
+        replaced and the exchange tried once more on a fresh one: the server closed it before
+        it could have read our commands. A connection lost mid-exchange is not retried."""
+        if not commands:
+            return []
+        with trio.fail_after(self.command_timeout if timeout is None else timeout):
+            for attempt in (1, 2):
+                async with self.connection() as conn:
+                    reused = conn.exchanges > 0
+                    conn.exchanges += 1
+                    try:
+                        return await conn.pipeline(commands)
+                    except RedisConnectionError:
+                        if not reused or attempt == 2 or conn.reader.has_data():
+                            raise
+                await self._drop_idle()
+        raise AssertionError("unreachable")
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
+
+    async def publish(self, channel: str, message: bytes | str) -> int:
+        return int(await self.execute("PUBLISH", channel, message))
+
+    async def aclose(self) -> None:
+        await self._drop_idle()
+
+
+@asynccontextmanager
+async def open_redis(url: str, **options: Any) -> AsyncIterator[RedisClient]:
+    client = RedisClient(url, **options)
+    try:
+        await client.execute("PING")
+        yield client
+    finally:
+        await client.aclose()
+
+
+__all__ = ["RedisClient", "RedisError", "RedisConnectionError", "open_redis"]

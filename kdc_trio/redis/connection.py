@@ -1,0 +1,110 @@
+"""One RESP connection on a trio stream: `hiredis.pack_command` out, `hiredis.Reader` in.
+
+A connection that was interrupted mid-command (cancelled, timed out, peer gone) is broken:
+its reply stream is out of step, so it is closed and never reused.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Sequence
+
+import hiredis
+import trio
+
+from kdc_trio.redis.url import RedisURL
+
+READ_SIZE = 256 * 1024
+
+
+class RedisError(Exception):
+    """The server answered with an error reply (its text is the message)."""
+
+
+class RedisConnectionError(ConnectionError):
+    """The connection could not be opened, or it was lost."""
+
+
+async def open_stream(url: RedisURL, timeout: float) -> trio.abc.Stream:
+    try:
+        with trio.fail_after(timeout):
+            if url.unix_path:
+                return await trio.open_unix_socket(url.unix_path)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, url.port)
+            if url.ssl:
+                tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=url.host)
+                await tls.do_handshake()
+                stream = tls
+            return stream
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        raise RedisConnectionError(f"cannot connect to {url!r}: {exc or type(exc).__name__}") from None
+
+
+class Connection:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.reader = hiredis.Reader(replyError=RedisError)
+        self.broken = False
+        self.exchanges = 0  # completed or attempted exchanges (the pool retries only reused ones)
+
+    @classmethod
+    async def open(cls, url: RedisURL, *, timeout: float = 5.0) -> "Connection":
+        conn = cls(await open_stream(url, timeout))
+        try:
+            with trio.fail_after(timeout):
+                if url.password:
+                    auth = ("AUTH", url.username, url.password) if url.username else ("AUTH", url.password)
+                    await conn.execute(*auth)
+                if url.db:
+                    await conn.execute("SELECT", url.db)
+        except BaseException:
+            await conn.aclose()
+            raise
+        return conn
+
+    async def send(self, commands: Sequence[Sequence[Any]]) -> None:
+        data = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.broken = True
+            raise RedisConnectionError(f"connection lost while sending: {exc}") from None
+
+    async def fill(self) -> None:
+        """One network read into the parser."""
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.broken = True
+            raise RedisConnectionError(f"connection lost: {exc}") from None
+        if not data:
+            self.broken = True
+            raise RedisConnectionError("connection closed by the server")
+        self.reader.feed(data)
+
+    async def read_reply(self) -> Any:
+        while True:
+            reply = self.reader.gets()
+            if reply is not False:
+                return reply
+            await self.fill()
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send all, read all; error replies come back in place as RedisError instances."""
+        try:
+            await self.send(commands)
+            return [await self.read_reply() for _ in commands]
+        except BaseException:
+            self.broken = True  # interrupted mid-exchange: replies would be out of step
+            raise
+
+    async def execute(self, *args: Any) -> Any:
+        (reply,) = await self.pipeline([args])
+        if isinstance(reply, RedisError):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        self.broken = True
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)

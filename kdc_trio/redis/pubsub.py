@@ -1,0 +1,151 @@
+"""`PubSub`: one dedicated connection carrying every channel this process listens to.
+
+- Subscriptions are *wanted* state. Callers add or remove channels; one writer task turns the
+  difference between what is wanted and what the server was asked for into one SUBSCRIBE and
+  one UNSUBSCRIBE carrying many channels, so churn from many sessions shares round trips.
+  `subscribe()` returns once the server confirmed (bounded by `confirm_timeout`).
+- The reader hands messages on in batches: everything parsed from one network read goes to
+  `on_batch(list[(channel, data)])` in one call — never one await per message. `on_batch`
+  must not block (the relay only moves messages into bounded buffers).
+- A lost connection is survived: reconnect with capped exponential backoff and full jitter,
+  re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
+  `on_reconnect()` so the owner can recover what was published while it was away.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Callable
+
+import trio
+
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.url import RedisURL, parse_redis_url
+
+log = logging.getLogger("kdc_trio.redis.pubsub")
+
+Batch = list[tuple[bytes, bytes]]
+# Channels per SUBSCRIBE/UNSUBSCRIBE command: keeps one command's size sane.
+CHUNK = 1000
+
+
+class PubSub:
+    def __init__(self, url: str | RedisURL, *, on_batch: Callable[[Batch], None],
+                 on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
+                 confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0) -> None:
+        self.url = parse_redis_url(url) if isinstance(url, str) else url
+        self.on_batch = on_batch
+        self.on_reconnect = on_reconnect
+        self.connect_timeout = connect_timeout
+        self.confirm_timeout = confirm_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.wanted: set[str] = set()
+        self._asked: set[str] = set()       # what this connection asked the server for
+        self._confirmed: set[str] = set()   # what the server confirmed on this connection
+        self._changed = trio.Event()        # wanted changed: the writer has work
+        self._confirm = trio.lowlevel.ParkingLot()
+        self.connected = False
+        self.gaps = 0
+        self.received = 0
+        self.batches = 0
+
+    # ---- the owner's side -------------------------------------------------------------------
+    async def subscribe(self, *channels: str) -> None:
+        self.wanted.update(channels)
+        self._changed.set()
+        with trio.fail_after(self.confirm_timeout):
+            while not all(c in self._confirmed for c in channels if c in self.wanted):
+                await self._confirm.park()
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Stop wanting the channels; the UNSUBSCRIBE goes out with the next batch (no wait)."""
+        self.wanted.difference_update(channels)
+        self._changed.set()
+        await trio.lowlevel.checkpoint()
+
+    # ---- the connection's life ----------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        delay = self.backoff_initial
+        first = True
+        while True:
+            try:
+                conn = await Connection.open(self.url, timeout=self.connect_timeout)
+            except (RedisConnectionError, RedisError, OSError) as exc:
+                if first:
+                    raise
+                log.warning("Redis pub/sub reconnect failed (%s); next try in %.2fs", exc, delay)
+                await trio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.backoff_initial
+            self._asked, self._confirmed = set(), set()
+            self._changed.set()
+            self.connected = True
+            if first:
+                task_status.started()
+            else:
+                log.warning("Redis pub/sub reconnected after gap #%d; re-subscribing %d channels",
+                            self.gaps, len(self.wanted))
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, conn)
+                    if not first and self.on_reconnect is not None:
+                        nursery.start_soon(self._after_reconnect)
+                    first = False
+                    await self._reader(conn)  # returns only by raising
+            except* RedisConnectionError as group:
+                self.gaps += 1
+                log.warning("Redis pub/sub connection lost (%s): gap #%d", group.exceptions[0], self.gaps)
+            finally:
+                self.connected = False
+                self._confirmed = set()
+                await conn.aclose()
+
+    async def _after_reconnect(self) -> None:
+        with trio.move_on_after(self.confirm_timeout):
+            while not self.wanted <= self._confirmed:
+                await self._confirm.park()
+        assert self.on_reconnect is not None
+        self.on_reconnect()
+
+    async def _writer(self, conn: Connection) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            add = sorted(self.wanted - self._asked)
+            drop = sorted(self._asked - self.wanted)
+            cmds: list[tuple[Any, ...]] = []
+            for i in range(0, len(add), CHUNK):
+                cmds.append(("SUBSCRIBE", *add[i:i + CHUNK]))
+            for i in range(0, len(drop), CHUNK):
+                cmds.append(("UNSUBSCRIBE", *drop[i:i + CHUNK]))
+            if cmds:
+                self._asked.update(add)
+                self._asked.difference_update(drop)
+                await conn.send(cmds)
+
+    async def _reader(self, conn: Connection) -> None:
+        reader = conn.reader
+        while True:
+            await conn.fill()
+            batch: Batch = []
+            confirmed = False
+            while (reply := reader.gets()) is not False:
+                if isinstance(reply, RedisError):
+                    raise RedisConnectionError(f"pub/sub error reply: {reply}")
+                kind = reply[0]
+                if kind == b"message":
+                    batch.append((reply[1], reply[2]))
+                elif kind == b"subscribe":
+                    self._confirmed.add(reply[1].decode())
+                    confirmed = True
+                elif kind == b"unsubscribe":
+                    self._confirmed.discard(reply[1].decode())
+            if confirmed:
+                self._confirm.unpark_all()
+            if batch:
+                self.received += len(batch)
+                self.batches += 1
+                self.on_batch(batch)

@@ -1,0 +1,218 @@
+"""RedisBus: the Bus through Redis, for many gateway and worker processes.
+
+Publishing runs one script: `INCR` the session's sequence, append the message (with its seq)
+to the session log (a capped list with a TTL) and `PUBLISH` it on the session's channel — one
+round trip, so the sequence is strictly increasing whichever process produced. Receiving is
+one pub/sub connection per process: a channel is subscribed while at least one local
+Subscription wants it (the relay keeps that equal to "the session has a live connection
+here"), each message is decoded once per process and pushed to every local subscriber, in
+batches (one list per network read).
+
+After a Redis reconnect the pub/sub layer re-subscribes what is wanted now; the bus then
+fetches each channel's log past the last seq it delivered and pushes what the outage
+swallowed, before the live messages that arrived meanwhile, so order and completeness hold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Protocol
+
+import trio
+
+from kdc_trio.redis.commands import Commands, Script, text
+from kdc_trio.relay.bus import Bus, Subscription
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.message import RelayMessage, dumps
+
+log = logging.getLogger("kdc_trio.redis_bus")
+
+# KEYS: seq key, log key. ARGV: channel, message JSON (an object without seq), log size,
+# log TTL s, seq TTL s. Returns the seq. The published/logged text is the message with
+# `"seq":N,` put first, so no JSON is decoded in Redis.
+PUBLISH = Script("""
+local seq = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('RPUSH', KEYS[2], msg)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+redis.call('PUBLISH', ARGV[1], msg)
+return seq
+""")
+
+
+class PubSubLike(Protocol):
+    """What the bus needs from a pub/sub connection (kdc_trio.redis.pubsub and the compat one)."""
+
+    async def subscribe(self, *channels: str) -> None: ...
+
+    async def unsubscribe(self, *channels: str) -> None: ...
+
+
+class RedisBus(Bus):
+    name = "redis"
+
+    def __init__(self, redis: Commands, *, channel_prefix: str, key_prefix: str = "kdc", log_size: int = 1000,
+                 log_ttl_s: int = 3600, seq_ttl_s: int = 86400, host_id: str | None = None) -> None:
+        self.redis = redis
+        self.pubsub: PubSubLike | None = None  # attached by the wiring once its task runs
+        self.channel_prefix = channel_prefix
+        self.key_prefix = key_prefix
+        self.log_size = log_size
+        self.log_ttl_s = int(log_ttl_s)
+        self.seq_ttl_s = int(seq_ttl_s)
+        self.host_id = host_id or f"{socket.gethostname()}:{id(self):x}"
+        self._subs: dict[str, set[Subscription]] = {}
+        self._keys: dict[str, SessionKey] = {}
+        self._last_seq: dict[str, int] = {}
+        self._resyncing: dict[str, list[RelayMessage]] = {}
+        self._nursery: trio.Nursery | None = None
+        self.published = 0
+        self.received = 0
+        self.undecodable = 0
+        self.recovered = 0
+
+    def _channel(self, key: SessionKey) -> str:
+        return key.channel(self.channel_prefix)
+
+    def _log_key(self, key: SessionKey) -> str:
+        return f"{self.key_prefix}:log:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
+
+    def _seq_key(self, key: SessionKey) -> str:
+        return f"{self.key_prefix}:seq:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
+
+    # ---- Bus -----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
+        wire = {"target_sid": target_sid, "session_id": key.session_id, "event": event, "data": data,
+                "timestamp": time.time(), "host_id": self.host_id}
+        seq = await PUBLISH.run(self.redis, keys=[self._seq_key(key), self._log_key(key)],
+                                args=[self._channel(key), dumps(wire), self.log_size, self.log_ttl_s,
+                                      self.seq_ttl_s])
+        self.published += 1
+        data["seq"] = int(seq)
+        return int(seq)
+
+    @asynccontextmanager
+    async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
+        if self.pubsub is None:
+            raise RuntimeError("the Redis pub/sub connection is not running")
+        channel = self._channel(key)
+        sub = Subscription(key)
+        first = channel not in self._subs
+        self._subs.setdefault(channel, set()).add(sub)
+        self._keys[channel] = key
+        try:
+            if first:
+                await self.pubsub.subscribe(channel)
+            yield sub
+        finally:
+            subs = self._subs.get(channel)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[channel]
+                    self._keys.pop(channel, None)
+                    self._last_seq.pop(channel, None)
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await self.pubsub.unsubscribe(channel)
+
+    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
+        raw = await self.redis.execute("LRANGE", self._log_key(key), 0, -1)
+        out = []
+        for item in raw or ():
+            msg = self._decode(item)
+            if msg is not None and msg.seq > after_seq:
+                out.append(msg)
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            return text(await self.redis.execute("PING")) == "PONG"
+        except Exception:
+            return False
+
+    def subscribed_channels(self) -> set[str]:
+        return set(self._subs)
+
+    def statistics(self) -> dict:
+        return {"published": self.published, "received": self.received, "undecodable": self.undecodable,
+                "recovered_after_gap": self.recovered, "subscribed_channels": len(self._subs)}
+
+    # ---- from the pub/sub connection -------------------------------------------------------
+    def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
+        """Messages of one network read: decode each once, hand it to every local subscriber."""
+        for channel_raw, payload in batch:
+            channel = text(channel_raw)
+            subs = self._subs.get(channel)
+            if not subs:
+                continue
+            msg = self._decode(payload)
+            if msg is None:
+                continue
+            self.received += 1
+            held = self._resyncing.get(channel)
+            if held is not None:
+                held.append(msg)
+                continue
+            self._deliver(channel, subs, [msg])
+
+    def on_reconnect(self) -> None:
+        """The pub/sub connection came back (and re-subscribed): fill each channel's gap."""
+        if self._nursery is None:
+            return
+        for channel in list(self._subs):
+            if channel not in self._resyncing:
+                self._resyncing[channel] = []
+                self._nursery.start_soon(self._resync, channel)
+
+    async def _resync(self, channel: str) -> None:
+        key = self._keys.get(channel)
+        try:
+            missed = await self.history(key, self._last_seq.get(channel, 0)) if key else []
+        except Exception:
+            log.exception("could not read the log of %s after a Redis gap", channel)
+            missed = []
+        held = self._resyncing.pop(channel, [])
+        subs = self._subs.get(channel)
+        if subs:
+            self.recovered += len(missed)
+            if missed:
+                log.warning("recovered %d events on %s from the session log after a Redis gap",
+                            len(missed), channel)
+            self._deliver(channel, subs, missed + held)
+
+    def _deliver(self, channel: str, subs: set[Subscription], msgs: list[RelayMessage]) -> None:
+        last = self._last_seq.get(channel, 0)
+        fresh = []
+        for m in msgs:
+            if m.seq and m.seq <= last:
+                continue  # already delivered (a replayed log entry, or a duplicate)
+            if m.seq:
+                last = m.seq
+            fresh.append(m)
+        self._last_seq[channel] = last
+        if fresh:
+            for sub in subs:
+                sub.push_many(fresh)
+
+    def _decode(self, payload: bytes | str) -> RelayMessage | None:
+        try:
+            return RelayMessage.from_wire(json.loads(payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            self.undecodable += 1
+            log.warning("undecodable relay message dropped: %s", exc)
+            return None

@@ -1,0 +1,84 @@
+"""A real `redis-server` on a free port, owned by one test: started, killed, restarted.
+
+Without redis-server on the PATH a test skips — or fails under KDC_REQUIRE_SERVICES=1 (CI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from tests.support.node import services_required
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        msg = "redis-server is not on the PATH"
+        if services_required():
+            pytest.fail(msg + " (KDC_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+    return path
+
+
+class RedisServer:
+    def __init__(self, *extra_args: str) -> None:
+        self.binary = redis_server_binary()
+        self.port = free_port()
+        self.extra = list(extra_args)
+        self.dir = tempfile.mkdtemp(prefix="kdc-redis-")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@contextmanager
+def redis_server(*extra_args: str) -> Iterator[RedisServer]:
+    server = RedisServer(*extra_args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(server.dir, ignore_errors=True)
