@@ -53,6 +53,8 @@ class PubSubLike(Protocol):
 
     async def unsubscribe(self, *channels: str) -> None: ...
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+
 
 class RedisBus(Bus):
     name = "redis"
@@ -60,7 +62,7 @@ class RedisBus(Bus):
     def __init__(self, redis: Commands, *, channel_prefix: str, key_prefix: str = "kdc", log_size: int = 1000,
                  log_ttl_s: int = 3600, seq_ttl_s: int = 86400, host_id: str | None = None) -> None:
         self.redis = redis
-        self.pubsub: PubSubLike | None = None  # attached by the wiring once its task runs
+        self.pubsub: PubSubLike | None = None  # attached by the wiring; run() runs it
         self.channel_prefix = channel_prefix
         self.key_prefix = key_prefix
         self.log_size = log_size
@@ -90,6 +92,8 @@ class RedisBus(Bus):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.pubsub is not None:  # a gateway listens; a worker process only publishes
+                await nursery.start(self.pubsub.run)
             task_status.started()
             try:
                 await trio.sleep_forever()

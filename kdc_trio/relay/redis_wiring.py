@@ -1,0 +1,74 @@
+"""The Redis-backed parts, built from the settings: one client pool, the pub/sub connection,
+the bus, the session store, the conversation-status store and the turn queue.
+
+`redis_gateway` is the gateway of a multi-process deployment; `open_redis_parts(listen=False)`
+is what a worker process (`kdc-trio worker`) needs: it publishes, it never subscribes.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from kdc_trio.config import Settings
+from kdc_trio.processor.bundle import Bundle, load_bundle
+from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
+from kdc_trio.processor.redis_queue import RedisTurnQueue
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.relay.redis_bus import RedisBus
+from kdc_trio.sessions.redis_store import RedisSessionStore
+
+# Connections one process opens for commands (publishes, sessions, the queue's writes).
+COMMAND_CONNECTIONS = 32
+
+
+@dataclass
+class RedisParts:
+    client: Any
+    bus: RedisBus
+    store: RedisSessionStore
+    conv_store: RedisConvStatusStore
+    queue: RedisTurnQueue
+
+
+def _clients(settings: Settings) -> tuple[Any, Any, Any]:
+    """(command client, blocking-read client, pub/sub factory) of the configured backend."""
+    url = settings.redis_url
+    assert url
+    if settings.redis_backend == "compat":
+        from kdc_trio.redis.compat import CompatClient, CompatPubSub
+
+        return (CompatClient(url, max_connections=COMMAND_CONNECTIONS), CompatClient(url, max_connections=2),
+                CompatPubSub)
+    if settings.redis_backend != "native":
+        raise ValueError(f"KDC_REDIS_BACKEND must be native or compat, not {settings.redis_backend!r}")
+    return RedisClient(url, max_connections=COMMAND_CONNECTIONS), RedisClient(url, max_connections=2), PubSub
+
+
+async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen: bool) -> RedisParts:
+    client, read_client, pubsub_cls = _clients(settings)
+    stack.push_async_callback(client.aclose)
+    stack.push_async_callback(read_client.aclose)
+    await client.execute("PING")  # fail at start, with the reason, when Redis is unreachable
+    s = settings
+    bus = RedisBus(client, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix, log_size=s.session_log_size,
+                   log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s)
+    if listen:
+        bus.pubsub = pubsub_cls(s.redis_url, on_batch=bus.on_batch, on_reconnect=bus.on_reconnect)
+    queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
+                           lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
+                           attachment_ttl_s=s.redis_attachment_ttl_s)
+    return RedisParts(client=client, bus=bus, queue=queue,
+                      store=RedisSessionStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s),
+                      conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s))
+
+
+async def redis_gateway(settings: Settings, stack: AsyncExitStack, *, bundle: Bundle | None = None,
+                        with_worker: bool = True):
+    from kdc_trio.gateway import Gateway
+
+    parts = await open_redis_parts(settings, stack, listen=True)
+    return Gateway(settings=settings, store=parts.store, bus=parts.bus, conv_store=parts.conv_store,
+                   queue=parts.queue, bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None)
