@@ -35,7 +35,12 @@ async def serve(settings: Settings, *, with_worker: bool = True, port_file: str 
         gw = await open_gateway(settings, stack, with_worker=with_worker)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, gw, nursery.cancel_scope)
-            ports = await nursery.start(gw.run)
+
+            async def run_gateway(*, task_status: trio.TaskStatus[list[int]]) -> None:
+                await gw.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop watching for signals too
+
+            ports = await nursery.start(run_gateway)
             print(f"kdc-trio listening on http://{settings.host}:{ports[0]}  (bus: {gw.bus.name})", flush=True)
             if port_file:
                 with open(port_file, "w") as f:

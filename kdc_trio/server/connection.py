@@ -157,8 +157,9 @@ class Exchange:
 class HTTPConnection:
     def __init__(self, stream: trio.abc.Stream, settings: "Settings", handler: Handler,
                  cors: Callable[[Request], list[tuple[str, str]]], idle_scopes: set[trio.CancelScope],
-                 client: str | None = None) -> None:
+                 client: str | None = None, draining: trio.Event | None = None) -> None:
         self.stream = stream
+        self.draining = draining  # once set, a finished request closes the connection
         self.settings = settings
         self.handler = handler
         self.cors = cors
@@ -199,6 +200,8 @@ class HTTPConnection:
     async def run(self) -> None:
         first = True
         while True:
+            if not first and self.draining is not None and self.draining.is_set():
+                return  # shutting down: no next request on this connection
             timeout = self.settings.read_timeout_s if first else self.settings.keepalive_timeout_s
             first = False
             try:

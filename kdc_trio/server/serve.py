@@ -90,7 +90,8 @@ class Server:
                 client = f"{peer[0]}:{peer[1]}"
             except OSError:
                 client = None
-            conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client)
+            conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client,
+                                  draining=self.draining)
             await conn.run()
         except Exception:
             log.exception("connection task crashed")  # a bug; this connection only

@@ -1,0 +1,20 @@
+"""Bundles for tests that run the gateway or a worker in another process (importable by name)."""
+
+from __future__ import annotations
+
+import trio
+
+SLOW_DELTAS = 12
+SLOW_DELTA_S = 0.1
+
+
+class SlowBroadcastBundle:
+    """A turn of SLOW_DELTAS deltas, one every SLOW_DELTA_S, to every connection of the session:
+    long enough to kill its worker in the middle."""
+
+    async def run(self, turn, comm):
+        await comm.start(message=turn.message.text, broadcast=True)
+        for i in range(SLOW_DELTAS):
+            await comm.delta(f"d{i} ", index=i, marker="answer", broadcast=True)
+            await trio.sleep(SLOW_DELTA_S)
+        await comm.complete(data={"deltas": SLOW_DELTAS}, broadcast=True)
