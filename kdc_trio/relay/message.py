@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kdc_trio.relay.keys import PROJECT_SESSION
 from protocol.socketio import encode_event_text
 from protocol.sse import encode_event
 
@@ -35,9 +36,16 @@ class RelayMessage:
             self._json = dumps(self.data)
         return self._json
 
+    @property
+    def resumable(self) -> bool:
+        """A session event: its seq is the session's sequence (the SSE `id:`, the replay cursor).
+        Project-wide events have a sequence of their own and are live-only."""
+        return self.session_id != PROJECT_SESSION and self.seq > 0
+
     def sse_bytes(self) -> bytes:
         if self._sse is None:
-            self._sse = encode_event(event=self.event, id=self.seq, data=self.data_json())
+            self._sse = encode_event(event=self.event, id=self.seq if self.resumable else None,
+                                     data=self.data_json())
         return self._sse
 
     def sio_text(self) -> str:

@@ -22,7 +22,7 @@ class Outbox:
         self.sid = sid
         self.maxlen = maxlen
         self.closed_reason: str | None = None
-        self.last_seq = 0  # highest seq queued: replay and live delivery never double up
+        self.last_seq = 0  # highest session seq queued: replay and live delivery never double up
         self._q: deque[RelayMessage] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self.delivered = 0
@@ -50,12 +50,13 @@ class Outbox:
         if self._held is not None:
             self._held.append(msg)
             return
-        if self.closed_reason is not None or (msg.seq and msg.seq <= self.last_seq):
+        resumable = msg.resumable
+        if self.closed_reason is not None or (resumable and msg.seq <= self.last_seq):
             return
         if len(self._q) >= self.maxlen:
             self.close(f"outbox_full: more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
-        if msg.seq:
+        if resumable:
             self.last_seq = msg.seq
         self._q.append(msg)
         if len(self._q) == 1:

@@ -90,3 +90,25 @@ async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log():
     ids = [int(e.id) for e in st.events if e.id]
     assert ids == sorted(ids) and len(ids) == len(set(ids)), "the session sequence only grows"
     assert [e.data["n"] for e in st.of("chat_service")] == [0, 1, 2]
+
+
+async def test_a_client_back_within_the_linger_causes_no_unsubscribe_subscribe_pair():
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        settings = test_settings(redis_url=srv.url, relay_linger_ms=400)
+        async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+            async with trio.open_nursery() as nursery:
+                first = await open_stream(nursery, client, "/sse/stream?stream_id=a")
+                nursery.cancel_scope.cancel()
+            sid = first.ready["session_id"]
+            async with trio.open_nursery() as nursery:  # back at once: the subscription was kept
+                await open_stream(nursery, client, f"/sse/stream?stream_id=a&user_session_id={sid}")
+                assert await command_calls(redis, "subscribe") == 1
+                assert await command_calls(redis, "unsubscribe") == 0
+                nursery.cancel_scope.cancel()
+            with trio.fail_after(5):  # gone for longer than the linger: unsubscribed once
+                while await channels(redis):
+                    await trio.sleep(0.02)
+            assert await command_calls(redis, "unsubscribe") == 1
+            assert gw.relay.subscriptions_started == 1
+        await redis.aclose()
