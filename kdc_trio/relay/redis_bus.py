@@ -2,11 +2,11 @@
 
 Publishing runs one script: `INCR` the session's sequence, append the message (with its seq)
 to the session log (a capped list with a TTL) and `PUBLISH` it on the session's channel — one
-round trip, so the sequence is strictly increasing whichever process produced. Receiving is
-one pub/sub connection per process: a channel is subscribed while at least one local
-Subscription wants it (the relay keeps that equal to "the session has a live connection
-here"), each message is decoded once per process and pushed to every local subscriber, in
-batches (one list per network read).
+round trip, so the sequence is strictly increasing whichever process produced. Receiving goes
+through the ServiceCommunicator's one pub/sub connection per process: a channel is listened
+to while at least one local Subscription wants it (the relay keeps that equal to "the session
+has a live connection here"), each message is decoded once per process and pushed to every
+local subscriber, in batches (one list per network read).
 
 After a Redis reconnect the pub/sub layer re-subscribes what is wanted now; the bus then
 fetches each channel's log past the last seq it delivered and pushes what the outage
@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator
 
 import trio
 
@@ -28,6 +27,7 @@ from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.relay.bus import Bus, Subscription
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage, dumps
+from kdc_trio.relay.service import ServiceCommunicator
 
 log = logging.getLogger("kdc_trio.redis_bus")
 
@@ -46,29 +46,20 @@ return seq
 """)
 
 
-class PubSubLike(Protocol):
-    """What the bus needs from a pub/sub connection (kdc_trio.redis.pubsub and the compat one)."""
-
-    async def subscribe(self, *channels: str) -> None: ...
-
-    async def unsubscribe(self, *channels: str) -> None: ...
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
-
-
 class RedisBus(Bus):
     name = "redis"
 
-    def __init__(self, redis: Commands, *, channel_prefix: str, key_prefix: str = "kdc", log_size: int = 1000,
-                 log_ttl_s: int = 3600, seq_ttl_s: int = 86400, host_id: str | None = None) -> None:
+    def __init__(self, redis: Commands, service: ServiceCommunicator, *, channel_prefix: str,
+                 key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
+                 seq_ttl_s: int = 86400) -> None:
         self.redis = redis
-        self.pubsub: PubSubLike | None = None  # attached by the wiring; run() runs it
+        self.service = service  # the pub/sub plumbing (and the host_id every message carries)
+        service.on_reconnect_call(self.on_reconnect)
         self.channel_prefix = channel_prefix
         self.key_prefix = key_prefix
         self.log_size = log_size
         self.log_ttl_s = int(log_ttl_s)
         self.seq_ttl_s = int(seq_ttl_s)
-        self.host_id = host_id or f"{socket.gethostname()}:{id(self):x}"
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}
@@ -76,7 +67,7 @@ class RedisBus(Bus):
         self._nursery: trio.Nursery | None = None
         self.published = 0
         self.received = 0
-        self.undecodable = 0
+        self.undecodable = 0  # JSON that is not a relay message
         self.recovered = 0
 
     def _channel(self, key: SessionKey) -> str:
@@ -92,8 +83,7 @@ class RedisBus(Bus):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.pubsub is not None:  # a gateway listens; a worker process only publishes
-                await nursery.start(self.pubsub.run)
+            await nursery.start(self.service.run)  # a gateway listens; a worker only publishes
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -102,7 +92,7 @@ class RedisBus(Bus):
 
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
         wire = {"target_sid": target_sid, "session_id": key.session_id, "event": event, "data": data,
-                "timestamp": time.time(), "host_id": self.host_id}
+                "timestamp": time.time(), "host_id": self.service.host_id}
         seq = await PUBLISH.run(self.redis, keys=[self._seq_key(key), self._log_key(key)],
                                 args=[self._channel(key), dumps(wire), self.log_size, self.log_ttl_s,
                                       self.seq_ttl_s])
@@ -112,8 +102,6 @@ class RedisBus(Bus):
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
-        if self.pubsub is None:
-            raise RuntimeError("the Redis pub/sub connection is not running")
         channel = self._channel(key)
         sub = Subscription(key)
         first = channel not in self._subs
@@ -121,7 +109,7 @@ class RedisBus(Bus):
         self._keys[channel] = key
         try:
             if first:
-                await self.pubsub.subscribe(channel)
+                await self.service.listen(channel, lambda objs: self._on_messages(channel, objs))
             yield sub
         finally:
             subs = self._subs.get(channel)
@@ -132,13 +120,16 @@ class RedisBus(Bus):
                     self._keys.pop(channel, None)
                     self._last_seq.pop(channel, None)
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await self.pubsub.unsubscribe(channel)
+                        await self.service.unlisten(channel)
 
     async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
         raw = await self.redis.execute("LRANGE", self._log_key(key), 0, -1)
         out = []
         for item in raw or ():
-            msg = self._decode(item)
+            try:
+                msg = self._decode(json.loads(item))
+            except ValueError:
+                msg = None
             if msg is not None and msg.seq > after_seq:
                 out.append(msg)
         return out
@@ -157,22 +148,18 @@ class RedisBus(Bus):
                 "recovered_after_gap": self.recovered, "subscribed_channels": len(self._subs)}
 
     # ---- from the pub/sub connection -------------------------------------------------------
-    def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
-        """Messages of one network read: decode each once, hand it to every local subscriber."""
-        for channel_raw, payload in batch:
-            channel = text(channel_raw)
-            subs = self._subs.get(channel)
-            if not subs:
-                continue
-            msg = self._decode(payload)
-            if msg is None:
-                continue
-            self.received += 1
-            held = self._resyncing.get(channel)
-            if held is not None:
-                held.append(msg)
-                continue
-            self._deliver(channel, subs, [msg])
+    def _on_messages(self, channel: str, objs: list[dict]) -> None:
+        """A channel's messages of one network read, decoded once, for every local subscriber."""
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        msgs = [m for m in map(self._decode, objs) if m is not None]
+        self.received += len(msgs)
+        held = self._resyncing.get(channel)
+        if held is not None:
+            held.extend(msgs)
+        else:
+            self._deliver(channel, subs, msgs)
 
     def on_reconnect(self) -> None:
         """The pub/sub connection came back (and re-subscribed): fill each channel's gap."""
@@ -213,10 +200,10 @@ class RedisBus(Bus):
             for sub in subs:
                 sub.push_many(fresh)
 
-    def _decode(self, payload: bytes | str) -> RelayMessage | None:
+    def _decode(self, obj: dict) -> RelayMessage | None:
         try:
-            return RelayMessage.from_wire(json.loads(payload))
-        except (ValueError, KeyError, TypeError) as exc:
+            return RelayMessage.from_wire(obj)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.undecodable += 1
             log.warning("undecodable relay message dropped: %s", exc)
             return None

@@ -18,6 +18,7 @@ from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.relay.redis_bus import RedisBus
+from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.sessions.redis_store import RedisSessionStore
 
 # Connections one process opens for commands (publishes, sessions, the queue's writes).
@@ -53,10 +54,11 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     stack.push_async_callback(read_client.aclose)
     await client.execute("PING")  # fail at start, with the reason, when Redis is unreachable
     s = settings
-    bus = RedisBus(client, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix, log_size=s.session_log_size,
-                   log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s)
+    service = ServiceCommunicator(client)
     if listen:
-        bus.pubsub = pubsub_cls(s.redis_url, on_batch=bus.on_batch, on_reconnect=bus.on_reconnect)
+        service.pubsub = pubsub_cls(s.redis_url, on_batch=service.on_batch, on_reconnect=service.on_reconnect)
+    bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,
+                   log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s)
     queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
                            attachment_ttl_s=s.redis_attachment_ttl_s)

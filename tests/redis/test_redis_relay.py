@@ -82,7 +82,7 @@ async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log():
                 await redis.pipeline(cmds)
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=10)
                 nursery.cancel_scope.cancel()
-            assert bus.pubsub.gaps == 1 and bus.recovered == 2
+            assert bus.service.pubsub.gaps == 1 and bus.recovered == 2
         await redis.aclose()
     names = [e.event for e in st.events]
     assert names[names.index("chat_start")] == "chat_start" and "chat_complete" in names

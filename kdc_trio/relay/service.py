@@ -1,0 +1,97 @@
+"""ServiceCommunicator: low-level JSON publish/subscribe between processes over Redis.
+
+Every message it publishes is tagged with the publishing process's `host_id`. On the receiving
+side one pub/sub connection carries every channel this process listens to; each message is
+decoded once, and each channel's listener gets the channel's messages of one network read as
+one list (the relay's session subscriptions sit on top of this, see redis_bus.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from typing import Any, Callable, Protocol
+
+import trio
+
+from kdc_trio.redis.commands import Commands, text
+from kdc_trio.relay.message import dumps
+
+log = logging.getLogger("kdc_trio.service")
+
+Listener = Callable[[list[dict]], None]
+
+
+class PubSubLike(Protocol):
+    """A pub/sub connection (kdc_trio.redis.pubsub.PubSub, or the compat backend's)."""
+
+    async def subscribe(self, *channels: str) -> None: ...
+
+    async def unsubscribe(self, *channels: str) -> None: ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+
+def default_host_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ServiceCommunicator:
+    def __init__(self, redis: Commands, *, host_id: str | None = None) -> None:
+        self.redis = redis
+        self.host_id = host_id or default_host_id()
+        self.pubsub: PubSubLike | None = None  # None in a process that only publishes
+        self._listeners: dict[str, Listener] = {}
+        self._reconnect_hooks: list[Callable[[], None]] = []
+        self.undecodable = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.pubsub is None:
+            task_status.started()
+            return
+        await self.pubsub.run(task_status=task_status)
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> int:
+        """PUBLISH the JSON of `message` plus `host_id`; returns how many connections got it."""
+        return int(await self.redis.execute("PUBLISH", channel, dumps({**message, "host_id": self.host_id})))
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        """Deliver the channel's messages to `listener` (one per channel); returns once subscribed."""
+        if self.pubsub is None:
+            raise RuntimeError("this process does not listen to Redis (no pub/sub connection)")
+        self._listeners[channel] = listener
+        try:
+            await self.pubsub.subscribe(channel)
+        except BaseException:
+            self._listeners.pop(channel, None)
+            raise
+
+    async def unlisten(self, channel: str) -> None:
+        if self._listeners.pop(channel, None) is not None and self.pubsub is not None:
+            await self.pubsub.unsubscribe(channel)
+
+    def on_reconnect_call(self, hook: Callable[[], None]) -> None:
+        self._reconnect_hooks.append(hook)
+
+    # ---- from the pub/sub connection ----------------------------------------------------------
+    def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
+        per_channel: dict[str, list[dict]] = {}
+        for channel_raw, payload in batch:
+            channel = text(channel_raw)
+            if channel not in self._listeners:
+                continue  # unsubscribed while the message was in flight
+            try:
+                obj = json.loads(payload)
+            except ValueError as exc:
+                self.undecodable += 1
+                log.warning("undecodable message on %s dropped: %s", channel, exc)
+                continue
+            per_channel.setdefault(channel, []).append(obj)
+        for channel, objs in per_channel.items():
+            self._listeners[channel](objs)
+
+    def on_reconnect(self) -> None:
+        for hook in self._reconnect_hooks:
+            hook()

@@ -1,0 +1,60 @@
+"""ServiceCommunicator on a real Redis: host_id tagging, batches per channel, decode once."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.service import ServiceCommunicator
+from tests.support.gateway import running_gateway, test_settings
+from tests.support.redis_server import redis_server
+from tests.support.sse_client import open_stream
+
+
+async def test_messages_carry_the_publisher_host_id_and_arrive_in_batches():
+    with redis_server() as srv:
+        client = RedisClient(srv.url)
+        listener = ServiceCommunicator(client, host_id="listener")
+        listener.pubsub = PubSub(srv.url, on_batch=listener.on_batch, on_reconnect=listener.on_reconnect)
+        speaker = ServiceCommunicator(client, host_id="speaker-1")
+        got: list[list[dict]] = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            await listener.listen("svc", got.append)
+            await client.pipeline([("PUBLISH", "svc", '{"n": %d}' % i) for i in range(200)])
+            await client.execute("PUBLISH", "svc", "not json")
+            assert await speaker.publish("svc", {"n": 200}) == 1
+            with trio.fail_after(5):
+                while sum(map(len, got)) < 201:
+                    await trio.sleep(0.01)
+            await listener.unlisten("svc")
+            assert await speaker.publish("svc", {"n": 201}) == 0, "unlisten unsubscribed"
+            nursery.cancel_scope.cancel()
+        flat = [m for batch in got for m in batch]
+        assert [m["n"] for m in flat] == list(range(201))
+        assert flat[-1]["host_id"] == "speaker-1"
+        assert len(got) < 201, "one call per network read, not per message"
+        assert listener.undecodable == 1
+        await client.aclose()
+
+
+async def test_one_message_is_decoded_once_for_all_local_connections_of_a_session():
+    with redis_server() as srv:
+        settings = test_settings(redis_url=srv.url)
+        async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client, \
+                trio.open_nursery() as nursery:
+            streams = [await open_stream(nursery, client, "/sse/stream?stream_id=s0")]
+            sid = streams[0].ready["session_id"]
+            for i in (1, 2):
+                streams.append(await open_stream(nursery, client, f"/sse/stream?stream_id=s{i}&user_session_id={sid}"))
+            key = SessionKey(streams[0].ready["tenant"], streams[0].ready["project"], sid)
+            before = gw.bus.received
+            for n in range(10):
+                await gw.bus.publish(key, event="chat_service", data={"n": n})
+            for st in streams:
+                await st.wait_event("chat_service", count=10)
+            assert gw.bus.received - before == 10, "decoded once per process, not once per connection"
+            nursery.cancel_scope.cancel()
