@@ -49,6 +49,10 @@ def _clients(settings: Settings) -> tuple[Any, Any, Any]:
 
 
 async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen: bool) -> RedisParts:
+    if settings.redis_backend == "compat":  # redis-py runs on asyncio: open its loop for every task below
+        from kdc_trio.redis.compat import open_compat_loop
+
+        await stack.enter_async_context(open_compat_loop())
     client, read_client, pubsub_cls = _clients(settings)
     stack.push_async_callback(client.aclose)
     stack.push_async_callback(read_client.aclose)

@@ -4,6 +4,7 @@ and a pub/sub gap filled from the session log."""
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 
 from kdc_trio.redis.client import RedisClient
@@ -54,10 +55,11 @@ async def test_two_streams_of_a_session_make_one_subscribe_and_one_unsubscribe()
         await redis.aclose()
 
 
-async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log():
+@pytest.mark.parametrize("backend", ["native", "compat"])
+async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log(backend):
     with redis_server() as srv:
         redis = RedisClient(srv.url)
-        settings = test_settings(redis_url=srv.url)
+        settings = test_settings(redis_url=srv.url, redis_backend=backend)
         async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
             async with trio.open_nursery() as nursery:
                 st = await open_stream(nursery, client, "/sse/stream?stream_id=s1")

@@ -11,18 +11,19 @@ from kdc_trio.processor.queue import QueueFull
 from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.processor.turn import Turn
-from kdc_trio.redis.client import RedisClient
 from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.sessions.redis_store import RedisSessionStore
+from tests.redis.backends import backend  # noqa: F401  (the fixture)
 from tests.support.redis_server import redis_server
 
 
 @pytest.fixture
-async def redis():
+async def redis(backend):
     with redis_server() as srv:
-        client = RedisClient(srv.url)
-        yield client
-        await client.aclose()
+        async with backend.loop():
+            client = backend.client(srv.url)
+            yield client
+            await client.aclose()
 
 
 async def test_sessions_round_trip_with_ttl_and_user_index(redis):
