@@ -145,7 +145,8 @@ class RedisBus(Bus):
 
     def statistics(self) -> dict:
         return {"published": self.published, "received": self.received, "undecodable": self.undecodable,
-                "recovered_after_gap": self.recovered, "subscribed_channels": len(self._subs)}
+                "relay_gap": getattr(self.service.pubsub, "gaps", 0), "recovered_after_gap": self.recovered,
+                "subscribed_channels": len(self._subs)}
 
     # ---- from the pub/sub connection -------------------------------------------------------
     def _on_messages(self, channel: str, objs: list[dict]) -> None:

@@ -83,6 +83,8 @@ async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log(bac
                         bus.log_size, bus.log_ttl_s, bus.seq_ttl_s))
                 await redis.pipeline(cmds)
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=10)
+                metrics = (await client.get("/metrics")).text
+                assert "kdc_bus_relay_gap 1" in metrics and "kdc_bus_recovered_after_gap 2" in metrics
                 nursery.cancel_scope.cancel()
             assert bus.service.pubsub.gaps == 1 and bus.recovered == 2
         await redis.aclose()
