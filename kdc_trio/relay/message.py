@@ -14,22 +14,37 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+# Marks a wire message whose "data" is its last key (our publisher's layout), so a receiver can
+# take the data's JSON text as it is instead of decoding and re-encoding it.
+DATA_LAST = "kdc1"
+_DATA_KEY = ',"data":'
+
+
 class RelayMessage:
-    """`{target_sid, session_id, event, data, timestamp, seq}`; `data` is the envelope (with `seq`)."""
+    """`{target_sid, session_id, event, data, timestamp, seq}`; `data` is the envelope (with `seq`).
 
-    __slots__ = ("session_id", "target_sid", "event", "data", "timestamp", "seq", "_json", "_sse", "_sio")
+    Either `data` or its JSON text is known; the other is made on first use, at most once.
+    """
 
-    def __init__(self, *, session_id: str, event: str, data: dict, seq: int, timestamp: float,
-                 target_sid: str | None = None) -> None:
+    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio")
+
+    def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
+                 target_sid: str | None = None, data_json: str | None = None) -> None:
         self.session_id = session_id
         self.target_sid = target_sid
         self.event = event
-        self.data = data
+        self._data = data
         self.timestamp = timestamp
         self.seq = seq
-        self._json: str | None = None
+        self._json = data_json
         self._sse: bytes | None = None
         self._sio: str | None = None
+
+    @property
+    def data(self) -> Any:
+        if self._data is None and self._json is not None:
+            self._data = json.loads(self._json)
+        return self._data
 
     def data_json(self) -> str:
         if self._json is None:
@@ -57,6 +72,23 @@ class RelayMessage:
     def to_wire(self) -> dict:
         return {"target_sid": self.target_sid, "session_id": self.session_id, "event": self.event,
                 "data": self.data, "timestamp": self.timestamp, "seq": self.seq}
+
+    @classmethod
+    def from_raw(cls, raw: bytes | str) -> "RelayMessage":
+        """A message as published. Ours (`fmt` DATA_LAST) keep their data's JSON text as is;
+        anything else is decoded whole. Raises ValueError/KeyError/TypeError on garbage."""
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        i = text.find(_DATA_KEY)
+        if i > 0 and text.endswith("}"):
+            try:
+                head = json.loads(text[:i] + "}")  # only scalars precede "data" in our layout
+            except ValueError:
+                head = None
+            if isinstance(head, dict) and head.get("fmt") == DATA_LAST:
+                return cls(session_id=str(head["session_id"]), event=str(head["event"]), data=None,
+                           seq=int(head.get("seq") or 0), timestamp=float(head.get("timestamp") or 0.0),
+                           target_sid=head.get("target_sid") or None, data_json=text[i + len(_DATA_KEY):-1])
+        return cls.from_wire(json.loads(text))
 
     @classmethod
     def from_wire(cls, obj: dict) -> "RelayMessage":

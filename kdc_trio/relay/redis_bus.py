@@ -15,7 +15,6 @@ swallowed, before the live messages that arrived meanwhile, so order and complet
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -26,21 +25,24 @@ import trio
 from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.relay.bus import Bus, Subscription
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.message import RelayMessage, dumps
+from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
 from kdc_trio.relay.service import ServiceCommunicator
 
 log = logging.getLogger("kdc_trio.redis_bus")
 
-# KEYS: seq key, log key. ARGV: channel, message JSON (an object without seq), log size,
-# log TTL s, seq TTL s. Returns the seq. The published/logged text is the message with
-# `"seq":N,` put first, so no JSON is decoded in Redis.
+# KEYS: seq key, log key. ARGV: channel, the message's head JSON (scalars only), its data
+# JSON (an object), log size, log TTL s, seq TTL s. Returns the seq. The published/logged text
+# is `{"seq":N,<head>,"data":{"seq":N,<data>}}`, built by concatenation: no JSON is decoded in
+# Redis, and receivers take the data's text as it is (RelayMessage.from_raw).
 PUBLISH = Script("""
 local seq = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+local rest = string.sub(ARGV[3], 2)
+local data = '{"seq":' .. seq .. (rest == '}' and '}' or (',' .. rest))
+local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"data":' .. data .. '}'
 redis.call('RPUSH', KEYS[2], msg)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[1], msg)
 return seq
 """)
@@ -91,14 +93,19 @@ class RedisBus(Bus):
                 self._nursery = None
 
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
-        wire = {"target_sid": target_sid, "session_id": key.session_id, "event": event, "data": data,
-                "timestamp": time.time(), "host_id": self.service.host_id}
-        seq = await PUBLISH.run(self.redis, keys=[self._seq_key(key), self._log_key(key)],
-                                args=[self._channel(key), dumps(wire), self.log_size, self.log_ttl_s,
-                                      self.seq_ttl_s])
+        keys, args = self.publish_script_args(key, event=event, data=data, target_sid=target_sid)
+        seq = await PUBLISH.run(self.redis, keys=keys, args=args)
         self.published += 1
         data["seq"] = int(seq)
         return int(seq)
+
+    def publish_script_args(self, key: SessionKey, *, event: str, data: dict,
+                            target_sid: str | None = None) -> tuple[list[str], list]:
+        """KEYS and ARGV of the PUBLISH script for one event."""
+        head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
+                "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
+        return ([self._seq_key(key), self._log_key(key)],
+                [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s])
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
@@ -109,7 +116,7 @@ class RedisBus(Bus):
         self._keys[channel] = key
         try:
             if first:
-                await self.service.listen(channel, lambda objs: self._on_messages(channel, objs))
+                await self.service.listen(channel, lambda raws: self._on_messages(channel, raws), raw=True)
             yield sub
         finally:
             subs = self._subs.get(channel)
@@ -126,10 +133,7 @@ class RedisBus(Bus):
         raw = await self.redis.execute("LRANGE", self._log_key(key), 0, -1)
         out = []
         for item in raw or ():
-            try:
-                msg = self._decode(json.loads(item))
-            except ValueError:
-                msg = None
+            msg = self._decode(item)
             if msg is not None and msg.seq > after_seq:
                 out.append(msg)
         return out
@@ -149,12 +153,12 @@ class RedisBus(Bus):
                 "subscribed_channels": len(self._subs)}
 
     # ---- from the pub/sub connection -------------------------------------------------------
-    def _on_messages(self, channel: str, objs: list[dict]) -> None:
+    def _on_messages(self, channel: str, raws: list[bytes]) -> None:
         """A channel's messages of one network read, decoded once, for every local subscriber."""
         subs = self._subs.get(channel)
         if not subs:
             return
-        msgs = [m for m in map(self._decode, objs) if m is not None]
+        msgs = [m for m in map(self._decode, raws) if m is not None]
         self.received += len(msgs)
         held = self._resyncing.get(channel)
         if held is not None:
@@ -201,9 +205,9 @@ class RedisBus(Bus):
             for sub in subs:
                 sub.push_many(fresh)
 
-    def _decode(self, obj: dict) -> RelayMessage | None:
+    def _decode(self, raw: bytes) -> RelayMessage | None:
         try:
-            return RelayMessage.from_wire(obj)
+            return RelayMessage.from_raw(raw)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.undecodable += 1
             log.warning("undecodable relay message dropped: %s", exc)

@@ -21,7 +21,7 @@ from kdc_trio.relay.message import dumps
 
 log = logging.getLogger("kdc_trio.service")
 
-Listener = Callable[[list[dict]], None]
+Listener = Callable[[list[Any]], None]
 
 
 class PubSubLike(Protocol):
@@ -44,6 +44,7 @@ class ServiceCommunicator:
         self.host_id = host_id or default_host_id()
         self.pubsub: PubSubLike | None = None  # None in a process that only publishes
         self._listeners: dict[str, Listener] = {}
+        self._raw: set[str] = set()  # channels whose listener takes the published bytes
         self._reconnect_hooks: list[Callable[[], None]] = []
         self.undecodable = 0
 
@@ -57,11 +58,16 @@ class ServiceCommunicator:
         """PUBLISH the JSON of `message` plus `host_id`; returns how many connections got it."""
         return int(await self.redis.execute("PUBLISH", channel, dumps({**message, "host_id": self.host_id})))
 
-    async def listen(self, channel: str, listener: Listener) -> None:
-        """Deliver the channel's messages to `listener` (one per channel); returns once subscribed."""
+    async def listen(self, channel: str, listener: Listener, *, raw: bool = False) -> None:
+        """Deliver the channel's messages to `listener` (one per channel), decoded from JSON or,
+        with `raw`, as published (the listener decodes them itself); returns once subscribed."""
         if self.pubsub is None:
             raise RuntimeError("this process does not listen to Redis (no pub/sub connection)")
         self._listeners[channel] = listener
+        if raw:
+            self._raw.add(channel)
+        else:
+            self._raw.discard(channel)
         try:
             await self.pubsub.subscribe(channel)
         except BaseException:
@@ -69,6 +75,7 @@ class ServiceCommunicator:
             raise
 
     async def unlisten(self, channel: str) -> None:
+        self._raw.discard(channel)
         if self._listeners.pop(channel, None) is not None and self.pubsub is not None:
             await self.pubsub.unsubscribe(channel)
 
@@ -77,11 +84,14 @@ class ServiceCommunicator:
 
     # ---- from the pub/sub connection ----------------------------------------------------------
     def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
-        per_channel: dict[str, list[dict]] = {}
+        per_channel: dict[str, list[Any]] = {}
         for channel_raw, payload in batch:
             channel = text(channel_raw)
             if channel not in self._listeners:
                 continue  # unsubscribed while the message was in flight
+            if channel in self._raw:
+                per_channel.setdefault(channel, []).append(payload)
+                continue
             try:
                 obj = json.loads(payload)
             except ValueError as exc:

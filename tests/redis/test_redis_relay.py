@@ -77,10 +77,8 @@ async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log(bac
                 bus = gw.bus
                 cmds = [("CLIENT", "KILL", "TYPE", "pubsub")]
                 for n in (1, 2):
-                    wire = ('{"target_sid":null,"session_id":"%s","event":"chat_service","data":{"n":%d},'
-                            '"timestamp":0}' % (sid, n))
-                    cmds.append(("EVALSHA", PUBLISH.sha, 2, bus._seq_key(key), bus._log_key(key), key.channel(settings.relay_prefix), wire,
-                        bus.log_size, bus.log_ttl_s, bus.seq_ttl_s))
+                    keys, args = bus.publish_script_args(key, event="chat_service", data={"n": n})
+                    cmds.append(("EVALSHA", PUBLISH.sha, len(keys), *keys, *args))
                 await redis.pipeline(cmds)
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=10)
                 metrics = (await client.get("/metrics")).text

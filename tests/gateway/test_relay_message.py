@@ -1,0 +1,41 @@
+"""RelayMessage from the wire: our data-last layout keeps the data's JSON text; anything else
+(KDCube producers, other key orders) is decoded whole; garbage is an error, never a wrong message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdc_trio.relay.message import DATA_LAST, RelayMessage
+
+
+def test_our_layout_keeps_the_data_text_verbatim():
+    data = '{"seq":7,"type":"chat.delta","delta":{"text":"a,\\"data\\":b","index":0}}'
+    raw = ('{"seq":7,"target_sid":"s1","session_id":"x","event":"chat_delta","timestamp":1.5,'
+           f'"host_id":"h","fmt":"{DATA_LAST}","data":{data}}}').encode()
+    m = RelayMessage.from_raw(raw)
+    assert m.data_json() == data, "no decode/re-encode on the hot path"
+    assert (m.seq, m.target_sid, m.session_id, m.event) == (7, "s1", "x", "chat_delta")
+    assert m.data == json.loads(data)
+    assert m.sio_text() == '42["chat_delta",' + data + "]"
+
+
+@pytest.mark.parametrize("raw", [
+    # a KDCube producer: no seq, no format marker
+    '{"target_sid":null,"session_id":"x","event":"chat_step","data":{"a":1},"timestamp":0}',
+    # data not last
+    '{"seq":3,"session_id":"x","event":"e","data":{"a":1},"timestamp":0,"fmt":"other"}',
+    # a nested object with a "data" key before the top-level one
+    '{"seq":3,"meta":{"x":1,"data":2},"session_id":"x","event":"e","timestamp":0,"data":{"a":1}}',
+])
+def test_other_layouts_are_decoded_whole(raw):
+    m = RelayMessage.from_raw(raw)
+    assert m.data["a"] == 1 and m.session_id == "x"
+    assert json.loads(m.data_json()) == m.data
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b'{"seq":1}', b'{"fmt":"kdc1","data":', b"[1,2]"])
+def test_garbage_raises(raw):
+    with pytest.raises((ValueError, KeyError, TypeError, AttributeError)):
+        RelayMessage.from_raw(raw)
