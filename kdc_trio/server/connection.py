@@ -149,9 +149,10 @@ class Exchange:
 
         if not self.body_done:
             await self._drain_body()
-        self.response_started = True
+        ws = await accept(self._conn, self.request, max_message_bytes=max_message_bytes, extra=self._extra)
+        self.response_started = True  # only now: a refused handshake still gets its 400
         self.upgraded = True
-        return await accept(self._conn, self.request, max_message_bytes=max_message_bytes, extra=self._extra)
+        return ws
 
 
 class HTTPConnection:
@@ -192,7 +193,7 @@ class HTTPConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ClientGone("connection lost") from exc
                 self.h11.receive_data(data)
-        if mid_request:
+        if mid_request or self.h11.trailing_data[0]:  # a request had begun: tell the client why
             raise HTTPError(408, "request_timeout", f"no bytes for {timeout}s while reading the request",
                             headers=[("connection", "close")])
         raise ClientGone("idle")
@@ -216,6 +217,9 @@ class HTTPConnection:
             except h11.RemoteProtocolError as exc:
                 await self._refuse(exc.error_status_hint, "bad_request" if exc.error_status_hint == 400
                                    else "headers_too_large", str(exc))
+                return
+            except HTTPError as exc:  # the request line/headers did not arrive in time
+                await self._refuse(exc.status, exc.error, exc.detail)
                 return
             except ClientGone:
                 return
@@ -246,6 +250,13 @@ class HTTPConnection:
             pass
 
     async def _handle(self, event: h11.Request) -> bool:
+        # h11 bounds only a header block that arrives in pieces; one that came in a single
+        # read is measured here, so the limit holds however the bytes were split.
+        size = len(event.method) + len(event.target) + 12 + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if size > self.settings.max_header_bytes:
+            await self._refuse(431, "headers_too_large", f"request line and headers of {size} bytes are over "
+                               f"the {self.settings.max_header_bytes}-byte limit (KDC_MAX_HEADER_BYTES)")
+            return False
         """Run the handler for one request; False when the connection must end."""
         try:
             request = Request(method=event.method.decode("ascii", "replace"),
