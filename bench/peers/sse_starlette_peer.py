@@ -1,0 +1,102 @@
+"""bench peer: sse-starlette on uvicorn doing what kdc-trio's bench bundle does over SSE.
+
+    python3 bench/peers/sse_starlette_peer.py <port> [redis-url]
+
+GET /sse/stream?stream_id=…[&session=…] opens a stream (first event `ready` {session_id});
+POST /sse/chat?stream_id=…&session=… with {"message": {"text": JSON {n, size, rate, broadcast}}}
+makes the server emit n `chat_delta` events (text "<time_ns>|" + filler) to that stream or to
+every stream of the session. With a Redis URL events go through one redis.asyncio pub/sub
+channel per session (each stream subscribes), as a typical deployment of it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import uvicorn
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+port = int(sys.argv[1])
+redis_url = sys.argv[2] if len(sys.argv) > 2 else None
+redis = None
+if redis_url:
+    import redis.asyncio as aioredis
+
+    redis = aioredis.Redis.from_url(redis_url)
+QUEUE = 100_000
+streams: dict[str, dict[str, asyncio.Queue]] = {}  # session → stream id → queue
+
+
+async def stream(request: Request):
+    stream_id = request.query_params.get("stream_id") or str(time.monotonic_ns())
+    session = request.query_params.get("session") or stream_id
+    queue: asyncio.Queue = asyncio.Queue(QUEUE)
+    streams.setdefault(session, {})[stream_id] = queue
+
+    async def events():
+        yield {"event": "ready", "data": json.dumps({"session_id": session, "stream_id": stream_id})}
+        try:
+            if redis is None:
+                while True:
+                    yield await queue.get()
+            else:
+                pubsub = redis.pubsub()
+                await pubsub.subscribe(f"bench:{session}")
+                async for msg in pubsub.listen():
+                    if msg["type"] == "message":
+                        item = json.loads(msg["data"])
+                        if item.get("target") in (None, stream_id):
+                            yield {"event": item["event"], "data": item["data"]}
+        finally:
+            streams.get(session, {}).pop(stream_id, None)
+
+    return EventSourceResponse(events(), sep="\n", ping=15)
+
+
+async def produce(session: str, stream_id: str, spec: dict) -> None:
+    n, size, rate = int(spec.get("n", 100)), int(spec.get("size", 100)), float(spec.get("rate", 0))
+    broadcast = bool(spec.get("broadcast"))
+    interval = 1 / rate if rate > 0 else 0
+    start = time.monotonic()
+    for i in range(n + 1):
+        if i < n:
+            head = f"{time.time_ns()}|"
+            text = head + "x" * max(0, size - len(head))
+            event, data = "chat_delta", json.dumps({"type": "chat.delta", "seq": i + 1, "delta": {
+                "text": text, "index": i, "marker": "answer", "completed": False}}, separators=(",", ":"))
+        else:
+            event, data = "chat_complete", json.dumps({"type": "chat.complete", "data": {"n": n}})
+        if redis is not None:
+            await redis.publish(f"bench:{session}", json.dumps(
+                {"event": event, "data": data, "target": None if broadcast else stream_id}))
+        else:
+            targets = streams.get(session, {})
+            for sid, q in list(targets.items()):
+                if broadcast or sid == stream_id:
+                    q.put_nowait({"event": event, "data": data})
+            await asyncio.sleep(0)
+        if interval:
+            await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+
+async def chat(request: Request):
+    body = await request.json()
+    spec = json.loads(body["message"]["text"])
+    stream_id = request.query_params["stream_id"]
+    session = request.query_params.get("session") or stream_id
+    asyncio.get_running_loop().create_task(produce(session, stream_id, spec))
+    return JSONResponse({"status": "processing_started"}, status_code=202)
+
+
+app = Starlette(routes=[Route("/sse/stream", stream), Route("/sse/chat", chat, methods=["POST"])])
+
+if __name__ == "__main__":
+    print(f"listening {port}", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

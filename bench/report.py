@@ -1,0 +1,81 @@
+"""The printed table, the ratios and the PNG of one bench/ report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.targets import TARGETS
+from bench.workloads import HEADLINE, LOWER_IS_BETTER
+
+COLUMNS = {
+    "stream": [("deliveries_per_s", "deliv/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
+               ("max_ms", "max ms", "{:.1f}"), ("server_cpu_s_per_100k", "CPU s/100k", "{:.2f}"),
+               ("server_rss_mb", "RSS MB", "{:.0f}")],
+    "idle": [("kib_per_connection", "KiB/conn", "{:.1f}"), ("rss_after_mb", "RSS MB", "{:.0f}"),
+             ("open_s", "open s", "{:.1f}")],
+    "churn": [("cycles_per_s", "conn/s", "{:,.0f}"), ("errors", "errors", "{}"),
+              ("server_cpu_s_per_1k_cycles", "CPU s/1k", "{:.2f}"), ("server_rss_mb", "RSS MB", "{:.0f}")],
+}
+COLUMNS["fan-out"] = COLUMNS["stream"]
+COLUMNS["many"] = COLUMNS["stream"][:3] + [("server_cpu_pct", "CPU %", "{:.0f}"),
+                                            ("sustained_events_per_s", "C×R ok/s", "{:,.0f}"),
+                                            ("sessions", "C", "{}")]
+
+
+def _fmt(fmt: str, v) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def print_table(report: dict) -> None:
+    w = report["workload"]
+    cols = COLUMNS[w]
+    print(f"\n{w}{' (redis)' if report['redis'] else ''}: median of {report['runs']} run(s), "
+          f"params {{{', '.join(f'{k}={v}' for k, v in report['params'].items() if k != 'quick')}}}")
+    print(f"{'target':<15}" + "".join(f"{h:>13}" for _, h, _ in cols) + "  notes")
+    for name, res in report["targets"].items():
+        m = res["median"]
+        notes = []
+        if m.get("client_cpu_bound"):
+            notes.append("client-bound")
+        if m.get("complete") is False:
+            notes.append(f"incomplete {m['deliveries']}/{m['expected']}")
+        print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>13}" for k, _, f in cols) + "  " + ", ".join(notes))
+    for line in ratios(report):
+        print(line)
+
+
+def ratios(report: dict) -> list[str]:
+    key = HEADLINE[report["workload"]]
+    res = report["targets"]
+    lines = []
+    for kdc in ("kdc-sse", "kdc-sio"):
+        if kdc not in res:
+            continue
+        mine = res[kdc]["median"].get(key)
+        for peer, r in res.items():
+            if TARGETS[peer].flavor == "kdc" or TARGETS[peer].proto != TARGETS[kdc].proto:
+                continue
+            theirs = r["median"].get(key)
+            if mine and theirs:
+                ratio = theirs / mine if key in LOWER_IS_BETTER else mine / theirs
+                lines.append(f"{kdc} / {peer}: {ratio:.2f}x {'(lower is better, inverted)' if key in LOWER_IS_BETTER else ''}")
+    return lines
+
+
+def write_png(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = HEADLINE[report["workload"]]
+    names = list(report["targets"])
+    values = [report["targets"][n]["median"].get(key) or 0 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bars = ax.bar(names, values, color=["#2b7" if n.startswith("kdc") else "#888" for n in names])
+    ax.bar_label(bars, fmt="{:,.0f}" if values and max(values) > 100 else "{:.1f}")
+    ax.set_ylabel(key)
+    ax.set_title(f"{report['workload']}{' via Redis' if report['redis'] else ''} — {report['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

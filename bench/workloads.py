@@ -1,0 +1,154 @@
+"""The five workloads. Each takes a running server and returns one run's numbers.
+
+Load generators are separate processes (bench/loadgen/client.py), so the server under test and
+the clients never share an interpreter; each reports whether it was CPU-bound.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.targets import Running
+
+CLIENT = Path(__file__).resolve().parent / "loadgen" / "client.py"
+PER_PROCESS = 250  # connections one load-generator process holds
+
+
+class Gen:
+    def __init__(self, running: Running, **spec) -> None:
+        spec = {"proto": running.target.proto, "flavor": running.target.flavor, "base": running.base,
+                "timeout": 120, **spec}
+        self.proc = subprocess.Popen([sys.executable, str(CLIENT), json.dumps(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def line(self) -> dict:
+        text = self.proc.stdout.readline()
+        if not text:
+            raise RuntimeError(f"load generator exited ({self.proc.wait()})")
+        return json.loads(text)
+
+    def send(self, word: str) -> None:
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _split(total: int) -> list[int]:
+    procs = max(1, -(-total // PER_PROCESS))
+    return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
+
+
+def _measure(running: Running, gens: list[Gen]) -> tuple[list[dict], float, float]:
+    cpu0 = running.cpu_s()
+    t0 = time.perf_counter()
+    for g in gens:
+        g.send("go")
+    results = [g.line() for g in gens]
+    wall = time.perf_counter() - t0
+    cpu = running.cpu_s() - cpu0
+    for g in gens:
+        g.close()
+    return results, wall, cpu
+
+
+def _summary(results: list[dict], cpu: float, running: Running, expected: int) -> dict:
+    deliveries = sum(r["deliveries"] for r in results)
+    wall = max(r["wall_s"] for r in results)
+    lat = sorted(v for r in results for v in r["latency_ms"])
+    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    return {"deliveries": deliveries, "expected": expected, "complete": deliveries >= expected,
+            "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
+            "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": lat[-1] if lat else None,
+            "server_cpu_s_per_100k": cpu / deliveries * 1e5 if deliveries else None,
+            "server_rss_mb": running.rss_mb(), "client_cpu_bound": any(r["cpu_bound"] for r in results)}
+
+
+def stream(running: Running, *, n: int, size: int, **_) -> dict:
+    g = Gen(running, connections=1, trigger={"n": n, "size": size, "rate": 0}, expect=n)
+    g.line()
+    results, _, cpu = _measure(running, [g])
+    return _summary(results, cpu, running, n)
+
+
+def fanout(running: Running, *, n: int, size: int, k: int, **_) -> dict:
+    sizes = _split(k)
+    session = None if running.target.flavor == "kdc" else f"bench-{secrets.token_hex(4)}"
+    first = Gen(running, connections=sizes[0], session=session, share_session=True,
+                trigger={"n": n, "size": size, "rate": 0, "broadcast": True}, expect=n)
+    session = first.line()["session"]
+    others = [Gen(running, connections=c, session=session, trigger=None, expect=n) for c in sizes[1:]]
+    for g in others:
+        g.line()
+    results, _, cpu = _measure(running, [first, *others])
+    return _summary(results, cpu, running, n * k)
+
+
+def many(running: Running, *, c: int, rate: float, duration: float, size: int, **_) -> dict:
+    per = int(rate * duration)
+    gens = [Gen(running, connections=m, trigger={"n": per, "size": size, "rate": rate}, trigger_all=True,
+                expect=per, timeout=duration * 4 + 30) for m in _split(c)]
+    for g in gens:
+        g.line()
+    results, wall, cpu = _measure(running, gens)
+    out = _summary(results, cpu, running, per * c)
+    out.update({"sessions": c, "rate_per_session": rate, "server_cpu_pct": cpu / wall * 100})
+    return out
+
+
+def idle(running: Running, *, c: int, **_) -> dict:
+    time.sleep(0.5)
+    before = running.rss_mb()
+    gens = [Gen(running, connections=m, mode="idle", trigger=None, expect=0) for m in _split(c)]
+    opened = [g.line() for g in gens]
+    time.sleep(1.0)
+    after = running.rss_mb()
+    for g in gens:
+        g.send("stop")
+        g.close()
+    return {"connections": c, "rss_before_mb": before, "rss_after_mb": after,
+            "kib_per_connection": (after - before) * 1024 / c, "open_s": max(o["open_s"] for o in opened)}
+
+
+def churn(running: Running, *, workers: int, duration: float, **_) -> dict:
+    g = Gen(running, mode="churn", connections=workers, duration=duration, trigger=None, expect=0)
+    g.line()
+    cpu0 = running.cpu_s()
+    g.send("go")
+    r = g.line()
+    cpu = running.cpu_s() - cpu0
+    g.close()
+    return {"cycles": r["cycles"], "errors": r["errors"], "cycles_per_s": r["cycles"] / r["wall_s"],
+            "server_cpu_s_per_1k_cycles": cpu / max(1, r["cycles"]) * 1000,
+            "server_rss_mb": running.rss_mb(), "client_cpu_bound": r["cpu_bound"]}
+
+
+WORKLOADS = {"stream": stream, "fan-out": fanout, "many": many, "idle": idle, "churn": churn}
+# The number each workload is ranked by (higher is better unless listed in LOWER_IS_BETTER).
+HEADLINE = {"stream": "deliveries_per_s", "fan-out": "deliveries_per_s", "many": "deliveries_per_s",
+            "idle": "kib_per_connection", "churn": "cycles_per_s"}
+LOWER_IS_BETTER = {"kib_per_connection"}
+
+
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run whose headline number is the median."""
+    ordered = sorted(runs, key=lambda r: r.get(key) or 0)
+    return ordered[len(ordered) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2 - 1]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0

@@ -1,0 +1,42 @@
+"""The bench bundle: a producer for bench/ (`KDC_BUNDLE=kdc_trio.bundles.bench:BenchBundle`).
+
+The message text is JSON `{"n": N, "size": S, "rate": R, "broadcast": B}`: N `chat_delta` events
+whose text is `<time_ns>|` then filler up to S bytes, R per second (0 = as fast as the relay
+takes them), to the sending connection or, with B, to every connection of the session. The
+timestamp is the producer's clock at emit time: bench clients on the same machine measure
+producer→client latency from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import trio
+
+from kdc_trio.processor.turn import Turn
+from kdc_trio.sdk import ChatCommunicator
+
+
+def spec_of(text: str) -> tuple[int, int, float, bool]:
+    try:
+        spec = json.loads(text) if text.strip().startswith("{") else {}
+    except ValueError:
+        spec = {}
+    return (int(spec.get("n", 100)), int(spec.get("size", 100)), float(spec.get("rate", 0)),
+            bool(spec.get("broadcast", False)))
+
+
+class BenchBundle:
+    async def run(self, turn: Turn, comm: ChatCommunicator) -> None:
+        n, size, rate, broadcast = spec_of(turn.message.text)
+        await comm.start(message="bench", broadcast=broadcast)
+        interval = 1.0 / rate if rate > 0 else 0.0
+        next_at = trio.current_time()
+        for i in range(n):
+            head = f"{time.time_ns()}|"
+            await comm.delta(head + "x" * max(0, size - len(head)), index=i, marker="answer", broadcast=broadcast)
+            if interval:
+                next_at += interval
+                await trio.sleep_until(next_at)
+        await comm.complete(data={"n": n}, broadcast=broadcast)

@@ -1,0 +1,58 @@
+"""bench/ is not a test, but its runner must work: every workload at a tiny size against every
+target (kdc-trio over SSE and Socket.IO, Node socket.io, python-socketio, sse-starlette)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.node import services_required
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = "kdc-sse,kdc-sio,node-sio,py-sio,sse-starlette"
+
+
+def run_bench(tmp_path: Path, workload: str, *extra: str) -> dict:
+    if not (shutil.which("node") and shutil.which("npm")):
+        if services_required():
+            pytest.fail("node and npm are needed for the node-sio bench peer")
+        pytest.skip("node and npm are needed for the node-sio bench peer")
+    out = subprocess.run([sys.executable, "bench/run.py", workload, "--quick", "--targets", ALL, "--out",
+                          str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [report_path] = tmp_path.glob(f"{workload}*.json")
+    assert report_path.with_suffix(".png").stat().st_size > 1000
+    report = json.loads(report_path.read_text())
+    assert set(report["targets"]) == set(ALL.split(","))
+    assert "kdc-sio / node-sio" in out.stdout and "kdc-sse / sse-starlette" in out.stdout
+    return report
+
+
+@pytest.mark.parametrize("workload", ["stream", "fan-out", "many"])
+def test_delivery_workloads(tmp_path, workload):
+    report = run_bench(tmp_path, workload)
+    for name, res in report["targets"].items():
+        m = res["median"]
+        assert m["complete"] and m["deliveries"] == m["expected"] > 0, (name, m)
+        assert m["deliveries_per_s"] > 0 and m["p99_ms"] is not None
+
+
+def test_idle_and_churn(tmp_path):
+    idle = run_bench(tmp_path, "idle")
+    for name, res in idle["targets"].items():
+        assert res["median"]["connections"] == 20 and res["median"]["rss_after_mb"] > 0, name
+    churn = run_bench(tmp_path / "churn", "churn")
+    for name, res in churn["targets"].items():
+        assert res["median"]["cycles"] > 0 and res["median"]["errors"] == 0, (name, res["median"])
+
+
+def test_through_redis(tmp_path):
+    report = run_bench(tmp_path, "stream", "--redis")
+    assert report["redis"]
+    for name, res in report["targets"].items():
+        assert res["median"]["complete"], (name, res["median"])
