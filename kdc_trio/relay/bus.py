@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import trio
 
@@ -32,9 +32,14 @@ class SubscriptionOverflow(Exception):
 
 
 class Subscription:
-    """A bounded buffer between a bus's receiving side and one relay session task."""
+    """Between a bus's receiving side and one relay session task.
 
-    __slots__ = ("key", "_q", "_lot", "_error", "limit")
+    Two ways to consume it: iterate (batches from a bounded buffer), or `deliver_to(sink)`: from
+    then on every message is handed to `sink` synchronously, in the pusher's own call (no task
+    switch per event); the owner then only waits for `wait_failed()` to learn the bus gave up.
+    """
+
+    __slots__ = ("key", "_q", "_lot", "_error", "limit", "_sink")
 
     def __init__(self, key: SessionKey, limit: int = SUBSCRIPTION_BUFFER) -> None:
         self.key = key
@@ -42,8 +47,19 @@ class Subscription:
         self._q: deque[RelayMessage] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._error: BaseException | None = None
+        self._sink: Callable[[list[RelayMessage]], None] | None = None
+
+    def deliver_to(self, sink: Callable[[list[RelayMessage]], None]) -> None:
+        self._sink = sink
+        if self._q:
+            queued = list(self._q)
+            self._q.clear()
+            sink(queued)
 
     def push(self, msg: RelayMessage) -> None:
+        if self._sink is not None:
+            self._sink([msg])
+            return
         if len(self._q) >= self.limit:
             self.fail(SubscriptionOverflow(f"{self.limit} messages undelivered on {self.key}"))
             return
@@ -52,12 +68,21 @@ class Subscription:
             self._lot.unpark_all()
 
     def push_many(self, msgs: list[RelayMessage]) -> None:
+        if self._sink is not None:
+            self._sink(msgs)
+            return
         for m in msgs:
             self.push(m)
 
     def fail(self, exc: BaseException) -> None:
         self._error = exc
         self._lot.unpark_all()
+
+    async def wait_failed(self) -> None:
+        """Park until the bus fails this subscription, then raise its error."""
+        while self._error is None:
+            await self._lot.park()
+        raise self._error
 
     def __aiter__(self) -> "Subscription":
         return self

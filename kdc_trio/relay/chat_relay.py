@@ -105,9 +105,11 @@ class ChatRelayCommunicator:
         try:
             with entry.scope:
                 async with self.bus.subscribe(entry.key) as sub:
+                    # Fan-out happens in the bus's own call (one task switch less per event);
+                    # this task lives on to own the subscription and to hear of its failure.
+                    sub.deliver_to(lambda batch: self._fanout(entry, batch))
                     entry.ready.set()
-                    async for batch in sub:
-                        self._fanout(entry, batch)
+                    await sub.wait_failed()
         except SubscriptionOverflow as exc:
             entry.failed = exc
             log.error("relay overflow on %s: closing its connections", entry.key.session_id)
