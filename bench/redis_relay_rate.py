@@ -108,16 +108,29 @@ def wire(session_id: str, size: int, *, kdcube: bool = False) -> str:
     return json.dumps({**head, "host_id": "bench", "fmt": DATA_LAST, "data": data}, separators=(",", ":"))
 
 
+def bare_subscriber_rate(port: int, n: int, size: int) -> float:
+    """Messages/s a bare hiredis subscriber receives from the Redis on `port`."""
+    sub = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, str(port), "bench", str(n)],
+                           stdout=subprocess.PIPE, text=True)
+    assert sub.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    publish(port, "bench", wire("s", size), n)
+    result = json.loads(sub.communicate(timeout=120)[0])
+    return result["received"] / result["seconds"]
+
+
+def redis_benchmark_publish_rate(port: int, n: int, size: int) -> float:
+    """PUBLISH/s redis-benchmark reaches on the Redis on `port` (no subscriber)."""
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(n), "-P", "64", "-c", "2", "-q",
+                          "PUBLISH", "nobody", "x" * size], check=True, capture_output=True, text=True).stdout
+    # "PUBLISH nobody xxx: 123456.79 requests per second, p50=…"
+    return float(out.rsplit(": ", 1)[1].split()[0].replace(",", "")) if ": " in out else 0.0
+
+
 def run_bare(n: int, size: int) -> float:
     redis, port = start_redis()
     try:
-        sub = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, str(port), "bench", str(n)],
-                               stdout=subprocess.PIPE, text=True)
-        assert sub.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
-        publish(port, "bench", wire("s", size), n)
-        result = json.loads(sub.communicate(timeout=120)[0])
-        return result["received"] / result["seconds"]
+        return bare_subscriber_rate(port, n, size)
     finally:
         redis.kill()
 

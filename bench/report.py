@@ -42,6 +42,11 @@ def print_table(report: dict) -> None:
         print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>13}" for k, _, f in cols) + "  " + ", ".join(notes))
     for line in ratios(report):
         print(line)
+    limit = report.get("redis_limit")
+    if limit:
+        print(f"the limit on this Redis: a bare hiredis subscriber receives "
+              f"{limit['bare_hiredis_subscriber_msgs_per_s']:,.0f} msg/s; redis-benchmark publishes "
+              f"{limit['redis_benchmark_publish_per_s']:,.0f} msg/s")
 
 
 def ratios(report: dict) -> list[str]:

@@ -9,7 +9,7 @@ protocol, and writes `<out>/<workload>-<timestamp>.json` and `.png`. `--redis` s
 redis-server for the run and joins every target to it (kdc-trio's RedisBus, socket.io's
 redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asyncio pub/sub).
 `many` climbs a ladder of session counts and reports the highest C×R whose p99 stays under
-50 ms. Numbers marked `client-bound` came from a load generator that used >80% of a core.
+50 ms. Every run (and every rung) starts its server afresh. Numbers marked `client-bound` came from a load generator that used >80% of a core.
 """
 
 from __future__ import annotations
@@ -34,22 +34,27 @@ QUICK = {"n": 200, "size": 100, "k": 4, "c": 20, "rate": 20.0, "duration": 1.0, 
 LADDER = [100, 200, 400, 800, 1600]
 
 
-def run_target(name: str, workload: str, params: dict, runs: int, redis_url: str | None) -> dict:
+def fresh_run(name: str, redis_url: str | None, workload: str, params: dict) -> dict:
+    """One run on a freshly started server: no state, memory or leaked streams carried over."""
     running = Running(TARGETS[name], redis_url)
     try:
-        if workload == "many":
-            return run_ladder(running, params, runs)
-        results = [WORKLOADS[workload](running, **params) for _ in range(runs)]
-        return {"runs": results, "median": median_run(results, HEADLINE[workload])}
+        return WORKLOADS[workload](running, **params)
     finally:
         running.stop()
 
 
-def run_ladder(running: Running, params: dict, runs: int) -> dict:
+def run_target(name: str, workload: str, params: dict, runs: int, redis_url: str | None) -> dict:
+    if workload == "many":
+        return run_ladder(name, redis_url, params, runs)
+    results = [fresh_run(name, redis_url, workload, params) for _ in range(runs)]
+    return {"runs": results, "median": median_run(results, HEADLINE[workload])}
+
+
+def run_ladder(name: str, redis_url: str | None, params: dict, runs: int) -> dict:
     rungs = [params["c"]] if params.get("quick") else [c for c in LADDER if c <= params["c"]] or [params["c"]]
     steps, best = [], None
     for c in rungs:
-        results = [WORKLOADS["many"](running, **{**params, "c": c}) for _ in range(runs)]
+        results = [fresh_run(name, redis_url, "many", {**params, "c": c}) for _ in range(runs)]
         step = median_run(results, "deliveries_per_s")
         steps.append(step)
         if step["complete"] and step["p99_ms"] is not None and step["p99_ms"] < P99_BUDGET_MS:
@@ -85,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {"workload": a.workload, "params": params, "runs": runs, "redis": a.redis, "cpus": os.cpu_count(),
               "load_before": os.getloadavg(), "targets": {}}
     try:
+        if redis:  # the limit, on the same Redis in the same run
+            from bench.redis_relay_rate import bare_subscriber_rate, redis_benchmark_publish_rate
+
+            report["redis_limit"] = {
+                "bare_hiredis_subscriber_msgs_per_s": bare_subscriber_rate(redis.port, 20_000 if a.quick else 200_000,
+                                                                           params["size"]),
+                "redis_benchmark_publish_per_s": redis_benchmark_publish_rate(redis.port, 20_000 if a.quick
+                                                                              else 200_000, params["size"])}
         for name in targets:
             print(f"… {name}", file=sys.stderr, flush=True)
             report["targets"][name] = run_target(name, a.workload, params, runs, redis.url if redis else None)

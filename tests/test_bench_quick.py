@@ -54,5 +54,7 @@ def test_idle_and_churn(tmp_path):
 def test_through_redis(tmp_path):
     report = run_bench(tmp_path, "stream", "--redis")
     assert report["redis"]
+    assert report["redis_limit"]["bare_hiredis_subscriber_msgs_per_s"] > 0
+    assert report["redis_limit"]["redis_benchmark_publish_per_s"] > 0
     for name, res in report["targets"].items():
         assert res["median"]["complete"], (name, res["median"])
