@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from bench.targets import TARGETS
-from bench.workloads import HEADLINE, LOWER_IS_BETTER
+if __package__ in (None, ""):  # run as a script: python3 bench/report.py …
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.targets import TARGETS  # noqa: E402
+from bench.workloads import HEADLINE, LOWER_IS_BETTER  # noqa: E402
 
 COLUMNS = {
     "stream": [("deliveries_per_s", "deliv/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
@@ -84,3 +88,34 @@ def write_png(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def markdown_table(report: dict) -> str:
+    """The report as a Markdown table (for the README's Performance section)."""
+    w = report["workload"]
+    cols = COLUMNS[w]
+    shown = {"stream": ("n", "size"), "fan-out": ("n", "size", "k"), "many": ("c", "rate", "duration", "size"),
+             "idle": ("c",), "churn": ("workers", "duration")}[w]
+    head = f"**{w}{' via Redis' if report['redis'] else ''}** (" + ", ".join(
+        f"{k}={report['params'][k]}" for k in shown) + ")"
+    lines = [head, "", "| target | " + " | ".join(h for _, h, _ in cols) + " | notes |",
+             "|---|" + "---:|" * len(cols) + "---|"]
+    for name, res in report["targets"].items():
+        m = res["median"]
+        notes = "client-bound" if m.get("client_cpu_bound") else ""
+        lines.append(f"| {name} | " + " | ".join(_fmt(f, m.get(k)) for k, _, f in cols) + f" | {notes} |")
+    extra = ratios(report)
+    limit = report.get("redis_limit")
+    if limit:
+        extra.append(f"limit: bare hiredis subscriber {limit['bare_hiredis_subscriber_msgs_per_s']:,.0f} msg/s, "
+                     f"redis-benchmark PUBLISH {limit['redis_benchmark_publish_per_s']:,.0f}/s")
+    if extra:
+        lines += ["", "; ".join(x.strip() for x in extra)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python3 bench/report.py bench/results/*.json  → Markdown tables
+    import json
+
+    for path in sys.argv[1:]:
+        print(markdown_table(json.loads(Path(path).read_text())), end="\n\n")
