@@ -44,6 +44,8 @@ def print_table(report: dict) -> None:
         if m.get("complete") is False:
             notes.append(f"incomplete {m['deliveries']}/{m['expected']}")
         print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>13}" for k, _, f in cols) + "  " + ", ".join(notes))
+    for name, why in report.get("failed", {}).items():
+        print(f"{name:<15} FAILED: {why}")
     for line in ratios(report):
         print(line)
     limit = report.get("redis_limit")
@@ -102,7 +104,9 @@ def markdown_table(report: dict) -> str:
              "|---|" + "---:|" * len(cols) + "---|"]
     for name, res in report["targets"].items():
         m = res["median"]
-        notes = "client-bound" if m.get("client_cpu_bound") else ""
+        notes = ", ".join(x for x in ("client-bound" if m.get("client_cpu_bound") else "",
+                                      f"incomplete {m['deliveries']}/{m['expected']}"
+                                      if m.get("complete") is False else "") if x)
         lines.append(f"| {name} | " + " | ".join(_fmt(f, m.get(k)) for k, _, f in cols) + f" | {notes} |")
     extra = ratios(report)
     limit = report.get("redis_limit")

@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                               else 200_000, params["size"])}
         for name in targets:
             print(f"… {name}", file=sys.stderr, flush=True)
-            report["targets"][name] = run_target(name, a.workload, params, runs, redis.url if redis else None)
+            try:
+                report["targets"][name] = run_target(name, a.workload, params, runs, redis.url if redis else None)
+            except Exception as exc:  # one target failing must not lose the others' numbers
+                print(f"{name} failed: {exc}", file=sys.stderr, flush=True)
+                report.setdefault("failed", {})[name] = str(exc)
     finally:
         if redis:
             redis.stop()
