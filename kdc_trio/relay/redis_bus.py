@@ -22,6 +22,7 @@ from typing import AsyncIterator
 
 import trio
 
+from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.relay.bus import Bus, Subscription
 from kdc_trio.relay.keys import SessionKey
@@ -67,6 +68,7 @@ class RedisBus(Bus):
         self._last_seq: dict[str, int] = {}
         self._resyncing: dict[str, list[RelayMessage]] = {}
         self._nursery: trio.Nursery | None = None
+        self._publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
         self.undecodable = 0  # JSON that is not a relay message
@@ -86,6 +88,7 @@ class RedisBus(Bus):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.service.run)  # a gateway listens; a worker only publishes
+            await nursery.start(self._publisher.run)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -94,7 +97,7 @@ class RedisBus(Bus):
 
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
         keys, args = self.publish_script_args(key, event=event, data=data, target_sid=target_sid)
-        seq = await PUBLISH.run(self.redis, keys=keys, args=args)
+        seq = await self._publisher.call(keys, args)
         self.published += 1
         data["seq"] = int(seq)
         return int(seq)
@@ -148,7 +151,8 @@ class RedisBus(Bus):
         return set(self._subs)
 
     def statistics(self) -> dict:
-        return {"published": self.published, "received": self.received, "undecodable": self.undecodable,
+        return {"published": self.published, "publish_batches": self._publisher.batches,
+                "received": self.received, "undecodable": self.undecodable,
                 "relay_gap": getattr(self.service.pubsub, "gaps", 0), "recovered_after_gap": self.recovered,
                 "subscribed_channels": len(self._subs)}
 
