@@ -4,6 +4,12 @@ Each caller still waits for its own reply (and gets its own error), so nothing a
 meaning changes; but the calls queued while a batch is in flight go out together, in call order,
 as one pipeline. Under load (many sessions producing at once) a process then pays one round
 trip per batch instead of one per call; alone, a call costs what it did.
+
+Shutdown: a batch already sent is finished even when the batcher is cancelled (shielded,
+bounded by the client's command deadline and `FINISH_TIMEOUT_S`): its commands may have run,
+so dropping its replies would turn a published event into an error. Calls still queued when
+the batcher stops are made by their callers as plain calls (a shielded finalizer that
+publishes during shutdown still publishes).
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ from kdc_trio.redis.commands import Commands, Script
 
 # Calls sent in one pipeline at most: bounds one write and one reply read.
 MAX_BATCH = 512
+# A sent batch is finished despite cancellation for at most this long (the client's own
+# command deadline normally ends it first).
+FINISH_TIMEOUT_S = 30.0
+# A queued call's slot holds this when the batcher stopped before sending it.
+_UNSENT = object()
 
 
 class _Slot:
@@ -46,6 +57,8 @@ class ScriptBatcher:
         await slot.done.wait()
         if slot.error is not None:
             raise slot.error
+        if slot.value is _UNSENT:
+            return await self.script.run(self.redis, keys=keys, args=args)
         return slot.value
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -60,22 +73,18 @@ class ScriptBatcher:
                 await self._send(batch)
         finally:
             self.running = False
-            for _, _, slot in self._queue:  # callers left waiting get an error, not silence
-                slot.error = RuntimeError("the Redis publisher stopped")
+            for _, _, slot in self._queue:  # never sent: their callers make the calls themselves
+                slot.value = _UNSENT
                 slot.done.set()
             self._queue = []
 
     async def _send(self, batch: list[tuple[Sequence[Any], Sequence[Any], _Slot]]) -> None:
         sha = self.script.sha
         try:
-            replies = await self.redis.pipeline([("EVALSHA", sha, len(k), *k, *a) for k, a, _ in batch])
-            if any(isinstance(r, Exception) and "NOSCRIPT" in str(r) for r in replies):
-                await self.redis.execute("SCRIPT", "LOAD", self.script.source)
-                redo = [i for i, r in enumerate(replies) if isinstance(r, Exception) and "NOSCRIPT" in str(r)]
-                again = await self.redis.pipeline([("EVALSHA", sha, len(batch[i][0]), *batch[i][0], *batch[i][1])
-                                                   for i in redo])
-                for i, r in zip(redo, again):
-                    replies[i] = r
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + FINISH_TIMEOUT_S) as scope:
+                replies = await self._round_trip(sha, batch)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError(f"a publish batch took over {FINISH_TIMEOUT_S}s")
         except BaseException as exc:
             for _, _, slot in batch:
                 slot.error = exc if isinstance(exc, Exception) else RuntimeError("publish interrupted")
@@ -90,6 +99,17 @@ class ScriptBatcher:
             else:
                 slot.value = reply
             slot.done.set()
+
+    async def _round_trip(self, sha: str, batch: list[tuple[Sequence[Any], Sequence[Any], _Slot]]) -> list[Any]:
+        replies = await self.redis.pipeline([("EVALSHA", sha, len(k), *k, *a) for k, a, _ in batch])
+        redo = [i for i, r in enumerate(replies) if isinstance(r, Exception) and "NOSCRIPT" in str(r)]
+        if redo:  # the server lost the script (restart, SCRIPT FLUSH): load it, redo those calls
+            await self.redis.execute("SCRIPT", "LOAD", self.script.source)
+            again = await self.redis.pipeline([("EVALSHA", sha, len(batch[i][0]), *batch[i][0], *batch[i][1])
+                                               for i in redo])
+            for i, r in zip(redo, again):
+                replies[i] = r
+        return replies
 
 
 def raise_if_not_exception(exc: BaseException) -> None:
