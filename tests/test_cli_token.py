@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 
+from kdc_trio.auth.identity import identity_from_claims
 from kdc_trio.auth.jwt_verify import Verifier
 from kdc_trio.config import Settings
+from kdc_trio.sessions.model import UserType
 from tests.support.processes import ROOT
 
 SECRET = "cli-test-secret-0123456789-0123456789"
@@ -31,6 +33,17 @@ def test_minted_token_verifies_with_the_same_secret_and_carries_roles():
     assert 590 <= claims["exp"] - claims["iat"] <= 600
 
 
+def test_a_privileged_role_makes_a_privileged_user_and_no_role_a_registered_one():
+    settings = Settings.from_env({"KDC_JWT_SECRET": SECRET})
+    privileged = settings.privileged_roles[0]
+    admin = Verifier(settings).verify(run_cli("--sub", "root", "--roles", f"{privileged},ops").stdout.strip())
+    plain = Verifier(settings).verify(run_cli("--sub", "dave").stdout.strip())
+    assert admin[settings.roles_claim] == [privileged, "ops"]
+    assert identity_from_claims(settings, admin).user_type is UserType.PRIVILEGED
+    assert plain[settings.roles_claim] == []
+    assert identity_from_claims(settings, plain).user_type is UserType.REGISTERED
+
+
 def test_a_token_for_another_secret_is_refused():
     token = run_cli("--sub", "bob").stdout.strip()
     try:
@@ -43,5 +56,5 @@ def test_a_token_for_another_secret_is_refused():
 
 def test_without_a_secret_it_fails_with_a_clear_message():
     out = run_cli("--sub", "carol", secret=None)
-    assert out.returncode != 0 and out.stdout == ""
+    assert out.returncode == 2 and out.stdout == ""
     assert "KDC_JWT_SECRET" in out.stderr

@@ -44,6 +44,22 @@ class ClientGone(Exception):
     """The client went away or stopped reading (write deadline passed)."""
 
 
+def own_error(group: BaseExceptionGroup) -> "HTTPError | ClientGone | None":
+    """What a handler's nursery wrapped (trio's exception groups are strict), when it holds only
+    HTTPError/ClientGone: the first HTTPError, else a ClientGone; None if it holds anything else."""
+    ours, rest = group.split((HTTPError, ClientGone))
+    if ours is None or rest is not None:
+        return None
+    leaves, pending = [], [ours]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return next((e for e in leaves if isinstance(e, HTTPError)), leaves[0])
+
+
 def json_bytes(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -252,6 +268,7 @@ class HTTPConnection:
             pass
 
     async def _handle(self, event: h11.Request) -> bool:
+        """Run the handler for one request; False when the connection must end."""
         # h11 bounds only a header block that arrives in pieces; one that came in a single
         # read is measured here, so the limit holds however the bytes were split.
         size = len(event.method) + len(event.target) + 12 + sum(len(k) + len(v) + 4 for k, v in event.headers)
@@ -259,7 +276,6 @@ class HTTPConnection:
             await self._refuse(431, "headers_too_large", f"request line and headers of {size} bytes are over "
                                f"the {self.settings.max_header_bytes}-byte limit (KDC_MAX_HEADER_BYTES)")
             return False
-        """Run the handler for one request; False when the connection must end."""
         try:
             request = Request(method=event.method.decode("ascii", "replace"),
                               target=event.target.decode("latin-1"),
@@ -270,7 +286,13 @@ class HTTPConnection:
             return False
         ex = Exchange(self, request, self.cors(request))
         try:
-            await self.handler(request, ex)
+            try:
+                await self.handler(request, ex)
+            except BaseExceptionGroup as group:  # raised in the handler's own nursery
+                own = own_error(group)
+                if own is None:
+                    raise
+                raise own from None
             if ex.upgraded:
                 return False
             if not ex.response_started:

@@ -1,6 +1,6 @@
-"""Out of file descriptors on accept (EMFILE) is survived: a server process with a low
-RLIMIT_NOFILE is flooded with connections past its limit, logs the accept errors, and answers
-again as soon as descriptors are free."""
+"""Out of file descriptors on accept (a real EMFILE) is survived: a server process with a low
+RLIMIT_NOFILE is flooded with connections past its limit, logs the accept errors, keeps
+serving the connections it holds, and accepts again as soon as descriptors are free."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import textwrap
 
 import trio
 
-from tests.server.raw import exchange
+from tests.server.raw import connect, exchange, get, read_response, send
 from tests.support.processes import ROOT
 
-SERVER = textwrap.dedent("""
-    import resource, sys, trio
+FD_LIMIT = 48
+SERVER = textwrap.dedent(f"""
+    import resource, trio
     from kdc_trio.server import Router, Server
     from tests.support.gateway import test_settings
 
-    resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+    resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT}))
 
     async def hello(req, ex):
-        await ex.json(200, {"ok": True})
+        await ex.json(200, {{"ok": True}})
 
     async def main():
         router = Router()
@@ -31,38 +32,60 @@ SERVER = textwrap.dedent("""
             ports = await nursery.start(server.serve)
             print(ports[0], flush=True)
             while True:
-                await trio.sleep(0.2)
+                await trio.sleep(0.05)
                 print("accept_errors", server.accept_errors, flush=True)
 
     trio.run(main)
 """)
 
 
-async def test_emfile_on_accept_is_survived():
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+class Lines:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream, self.buffer = stream, b""
+
+    async def next(self) -> str:
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some(4096)
+            if not data:
+                raise EOFError("the server process exited")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+async def test_emfile_on_accept_is_survived(tmp_path):
+    err_path = tmp_path / "server.err"
+    with open(err_path, "wb") as err:
+        proc = await trio.lowlevel.open_process([sys.executable, "-c", SERVER], cwd=ROOT,
+                                                stdout=subprocess.PIPE, stderr=err)
     try:
-        port = int(proc.stdout.readline())
-        held = []
-        for _ in range(80):  # far past the 48 descriptors the server may hold
-            held.append(await trio.open_tcp_stream("127.0.0.1", port))
-        with trio.fail_after(10):
+        lines = Lines(proc.stdout)
+        with trio.fail_after(15):
+            port = int(await lines.next())
+            first = await connect(port)  # a connection held from before the flood
+            held = [await connect(port) for _ in range(2 * FD_LIMIT)]  # far past what the server may hold
             while True:
-                line = await trio.to_thread.run_sync(proc.stdout.readline)
+                line = await lines.next()
                 if line.startswith("accept_errors") and int(line.split()[1]) > 0:
                     break
-        assert proc.poll() is None, "the server is still running"
-        for s in held:
-            await s.aclose()
-        with trio.fail_after(10):
-            while True:
+            errors_while_full = int(line.split()[1])
+            await send(first, get("/hello"))
+            during = await read_response(first)  # connections it holds are still served
+            for s in held:
+                await s.aclose()
+            while True:  # the backlog drains as descriptors free up
                 try:
-                    r = await exchange(port, b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", timeout=2)
+                    after = await exchange(port, get("/hello"), timeout=2)
                     break
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                     await trio.sleep(0.1)
-        assert r.status == 200 and r.json() == {"ok": True}
+            await first.aclose()
+        assert proc.poll() is None, "the server process is still running"
     finally:
         proc.kill()
-        _, err = proc.communicate(timeout=10)
-    assert "EMFILE" in err
+        with trio.fail_after(10):
+            await proc.wait()
+        await proc.stdout.aclose()
+    assert errors_while_full > 0
+    assert during.status == 200 and after.status == 200 and after.json() == {"ok": True}
+    assert "accept failed (EMFILE)" in err_path.read_text()

@@ -1,0 +1,86 @@
+"""The WebSocket layer (kdc_trio/server/websocket.py) through a wsproto client on a raw trio
+socket: echo of text and binary, fragmented messages, the size limit's 1009, bad handshakes."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
+
+from kdc_trio.server import Router
+from kdc_trio.server.websocket import WebSocketClosed
+from tests.server.raw import exchange, serving
+from tests.support.raw_ws import Closed, RawWS
+
+LIMIT = 1000
+
+
+def router(closes: list[int]) -> Router:
+    r = Router()
+
+    async def echo(req, ex):
+        ws = await ex.accept_websocket(max_message_bytes=LIMIT)
+        try:
+            while True:
+                await ws.send(await ws.receive())
+        except WebSocketClosed as exc:
+            closes.append(exc.code)
+
+    r.add("GET", "/ws", echo)
+    return r
+
+
+async def wait_for(closes: list[int]) -> None:
+    with trio.fail_after(5):
+        while not closes:
+            await trio.sleep(0.01)
+
+
+async def test_echo_of_text_binary_and_fragmented_messages():
+    closes: list[int] = []
+    async with serving(router(closes)) as (_, port):
+        ws = await RawWS.connect(f"http://127.0.0.1:{port}", "/ws")
+        await ws.send("hello")
+        await ws.send(b"\x00\x01\xff")
+        await ws.send("é" * (LIMIT // 2))  # 1000 bytes of UTF-8: just at the limit
+        await ws.stream.send_all(ws.ws.send(TextMessage(data="frag", message_finished=False))
+                                 + ws.ws.send(TextMessage(data="mented", message_finished=True)))
+        await ws.stream.send_all(ws.ws.send(BytesMessage(data=b"\x01" * 600, message_finished=False)))
+        await ws.stream.send_all(ws.ws.send(BytesMessage(data=b"\x02" * 400, message_finished=True)))
+        echoed = [await ws.recv() for _ in range(5)]
+        await ws.stream.send_all(ws.ws.send(CloseConnection(code=1000)))
+        closed = await ws.recv()
+        await wait_for(closes)
+        await ws.aclose()
+    assert echoed == ["hello", b"\x00\x01\xff", "é" * (LIMIT // 2), "fragmented", b"\x01" * 600 + b"\x02" * 400]
+    assert isinstance(closed, Closed) and closed.code == 1000 and closes == [1000]
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+async def test_a_message_over_the_limit_closes_with_1009(fragmented):
+    closes: list[int] = []
+    async with serving(router(closes)) as (_, port):
+        ws = await RawWS.connect(f"http://127.0.0.1:{port}", "/ws")
+        await ws.send("fits")
+        assert await ws.recv() == "fits"
+        if fragmented:  # no single frame is over the limit, the message is
+            for _ in range(3):
+                await ws.stream.send_all(ws.ws.send(BytesMessage(data=b"x" * 400, message_finished=False)))
+        else:
+            await ws.send("x" * (LIMIT + 1))
+        closed = await ws.recv()
+        await wait_for(closes)
+        await ws.aclose()
+    assert isinstance(closed, Closed) and closed.code == 1009
+    assert closes == [1009]
+
+
+@pytest.mark.parametrize("headers", [
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",  # no key
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 8\r\n",
+    b"Connection: keep-alive\r\n",  # not an upgrade
+], ids=["no-key", "version-8", "no-upgrade"])
+async def test_bad_websocket_handshakes_get_400(headers):
+    async with serving(router([])) as (_, port):
+        r = await exchange(port, b"GET /ws HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
+    assert r.status == 400 and r.json()["error"] == "bad_request" and r.json()["detail"]
