@@ -8,8 +8,8 @@ from kdc_trio.settings_doc import BEGIN, END, settings_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-START_CMD = "python3 -m pip install -e . && python3 -m kdc_trio serve"
-TEST_CMD = "python3 -m pip install -e '.[test]' && python3 -m pytest"
+START_CMD = "./dev serve"
+TEST_CMD = "./dev test"
 
 
 def first_screen() -> str:
