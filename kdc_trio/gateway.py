@@ -18,6 +18,7 @@ from kdc_trio.config import Settings
 from kdc_trio.processor.bundle import Bundle, load_bundle
 from kdc_trio.processor.conv_status import ConvStatusStore, MemoryConvStatusStore
 from kdc_trio.processor.queue import MemoryTurnQueue, TurnQueue
+from kdc_trio.ports import Counters, Ports
 from kdc_trio.processor.runner import Processor
 from kdc_trio.relay.bus import Bus, MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
@@ -27,15 +28,6 @@ from kdc_trio.server.cors import CORS
 from kdc_trio.sessions.store import MemorySessionStore, SessionStore
 
 log = logging.getLogger("kdc_trio.gateway")
-
-
-@dataclass
-class Counters:
-    sse_streams: int = 0
-    sio_sockets: int = 0
-    turns_accepted: int = 0
-    turns_refused: int = 0
-    closed_slow: int = 0
 
 
 @dataclass(eq=False)
@@ -65,14 +57,16 @@ class Gateway:
                 max_attempts=s.turn_max_attempts)
         cors = CORS(s.cors_origins)
         self.router = Router()
-        from kdc_trio.transports import rest, sse
-
-        sse.install(self.router, self)
-        rest.install(self.router, self)
-        from kdc_trio.transports import socketio
-
-        self.engineio = socketio.install(self.router, self)
         self.server = Server(s, cors.wrap(self.router), cors.headers)
+        # Transports get the parts they use (kdc_trio/ports.py), never this Gateway.
+        self.ports = Ports(settings=s, authenticator=self.authenticator, store=self.store, relay=self.relay,
+                           conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
+                           server=self.server, processor=self.processor)
+        from kdc_trio.transports import rest, socketio, sse
+
+        sse.install(self.router, self.ports)
+        rest.install(self.router, self.ports)
+        self.engineio = socketio.install(self.router, self.ports)
         self.engineio.draining = self.server.draining
 
     async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -114,6 +108,8 @@ async def open_gateway(settings: Settings, stack: AsyncExitStack, *, bundle: Bun
     """The gateway the settings ask for: embedded without REDIS_URL, Redis-backed with it."""
     if not settings.redis_url:
         return memory_gateway(settings, bundle=bundle, with_worker=with_worker)
-    from kdc_trio.relay.redis_wiring import redis_gateway
+    from kdc_trio.gateway_redis import open_redis_parts
 
-    return await redis_gateway(settings, stack, bundle=bundle, with_worker=with_worker)
+    parts = await open_redis_parts(settings, stack, listen=True)
+    return Gateway(settings=settings, store=parts.store, bus=parts.bus, conv_store=parts.conv_store,
+                   queue=parts.queue, bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None)

@@ -13,7 +13,7 @@ from kdc_trio.processor.turn import Turn, new_id
 from kdc_trio.sessions.model import Session
 
 if TYPE_CHECKING:
-    from kdc_trio.gateway import Gateway
+    from kdc_trio.ports import TurnPorts
 
 log = logging.getLogger("kdc_trio.turns")
 
@@ -35,7 +35,7 @@ def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
                 turn_id=turn_id)
 
 
-async def tell_refusal(gw: "Gateway", session: Session, stream_id: str, *, error: str, detail: str,
+async def tell_refusal(gw: "TurnPorts", session: Session, stream_id: str, *, error: str, detail: str,
                        conversation_id: str | None = None, service_type: str | None = None) -> None:
     """A refused turn is also told on the sender's stream (`chat_error`, or a `chat_service` notice)."""
     msg = ChatMessage(text="", payload={}, conversation_id=conversation_id or "-", turn_id="-")
@@ -45,7 +45,7 @@ async def tell_refusal(gw: "Gateway", session: Session, stream_id: str, *, error
     await comm.error(detail, step="ingress", title=error, data={"code": error})
 
 
-async def submit_turn(gw: "Gateway", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
+async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
     """Queue a validated message as a turn; returns the 202 body or raises TurnRefused."""
     turn = _turn(session, stream_id, message)
     policy_queue = gw.settings.conv_busy_policy == "queue"

@@ -17,7 +17,7 @@ import trio
 from kdc_trio.config import Settings
 from kdc_trio.processor.bundle import Bundle, load_bundle
 from kdc_trio.processor.runner import Processor
-from kdc_trio.relay.redis_wiring import open_redis_parts
+from kdc_trio.gateway_redis import open_redis_parts
 from kdc_trio.sdk.communicator import load_event_filter
 
 log = logging.getLogger("kdc_trio.worker")

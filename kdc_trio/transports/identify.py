@@ -8,10 +8,12 @@ from kdc_trio.auth.errors import AuthError
 from kdc_trio.auth.identity import Identity
 from kdc_trio.auth.sources import extract_tokens
 from kdc_trio.sessions.model import Session
+from kdc_trio.server import HTTPError, Request
 from kdc_trio.sessions.resolver import SessionError, resolve_session, safe_id
 
 if TYPE_CHECKING:
-    from kdc_trio.gateway import Gateway
+    from kdc_trio.ports import IdentifyPorts
+    from kdc_trio.processor.submit import TurnRefused
 
 
 class Refused(Exception):
@@ -24,7 +26,7 @@ class Refused(Exception):
         self.detail = detail
 
 
-def identify(gw: "Gateway", *, headers: Mapping[str, str], cookies: Mapping[str, str],
+def identify(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
              query: Mapping[str, str] | None = None, sio_auth: Mapping[str, Any] | None = None,
              reject_anonymous: bool) -> Identity | None:
     try:
@@ -37,7 +39,7 @@ def identify(gw: "Gateway", *, headers: Mapping[str, str], cookies: Mapping[str,
     return identity
 
 
-def tenant_project(gw: "Gateway", params: Mapping[str, Any]) -> tuple[str, str]:
+def tenant_project(gw: "IdentifyPorts", params: Mapping[str, Any]) -> tuple[str, str]:
     try:
         tenant = safe_id(str(params.get("tenant") or gw.settings.default_tenant), what="tenant")
         project = safe_id(str(params.get("project") or gw.settings.default_project), what="project")
@@ -46,7 +48,7 @@ def tenant_project(gw: "Gateway", params: Mapping[str, Any]) -> tuple[str, str]:
     return tenant, project
 
 
-async def session_for(gw: "Gateway", *, headers: Mapping[str, str], cookies: Mapping[str, str],
+async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
                       params: Mapping[str, Any], query: Mapping[str, str] | None = None,
                       sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool) -> Session:
     """Authenticate, then reuse / upgrade / create the session (`params` holds user_session_id,
@@ -71,3 +73,21 @@ def stream_id_from(value: Any, *, what: str = "stream_id") -> str:
         return safe_id(value, what=what)
     except SessionError as exc:
         raise Refused(exc.status, exc.error, exc.detail) from None
+
+
+def refused(exc: Refused | "TurnRefused") -> HTTPError:
+    headers = []
+    if exc.status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="kdc-trio"'))
+    retry = getattr(exc, "retry_after", None)
+    if retry:
+        headers.append(("retry-after", str(retry)))
+    return HTTPError(exc.status, exc.error, exc.detail, headers=headers)
+
+
+async def request_session(gw: "IdentifyPorts", req: Request) -> Session:
+    try:
+        return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
+                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous)
+    except Refused as exc:
+        raise refused(exc) from None

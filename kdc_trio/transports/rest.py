@@ -11,15 +11,16 @@ from kdc_trio.processor.turn import Turn
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.server import Exchange, HTTPError, Request, Router
 from kdc_trio.sessions.model import Session
+from kdc_trio.transports.identify import request_session
 
 if TYPE_CHECKING:
-    from kdc_trio.gateway import Gateway
+    from kdc_trio.ports import ChatPorts, RestPorts
 
 # Readiness probes answer within this, whatever the bus or store does.
 READY_TIMEOUT_S = 2.0
 
 
-def install(router: Router, gw: "Gateway") -> None:
+def install(router: Router, gw: "RestPorts") -> None:
     router.add("GET", "/health", lambda req, ex: health(gw, req, ex))
     router.add("GET", "/ready", lambda req, ex: ready(gw, req, ex))
     router.add("GET", "/metrics", lambda req, ex: metrics(gw, req, ex))
@@ -27,11 +28,11 @@ def install(router: Router, gw: "Gateway") -> None:
     router.add("GET", "/api/conv_status", lambda req, ex: api_conv_status(gw, req, ex))
 
 
-async def health(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def health(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     await ex.json(200, {"status": "ok", "draining": gw.server.draining.is_set()})
 
 
-async def ready(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def ready(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     checks = {}
     with trio.move_on_after(READY_TIMEOUT_S):
         checks["bus"] = await gw.bus.ping()
@@ -41,7 +42,7 @@ async def ready(gw: "Gateway", req: Request, ex: Exchange) -> None:
                                        "draining": gw.server.draining.is_set()})
 
 
-def _metric_lines(gw: "Gateway") -> list[str]:
+def _metric_lines(gw: "RestPorts") -> list[str]:
     c = gw.counters
     rs = gw.relay.statistics()
     values = {
@@ -61,20 +62,18 @@ def _metric_lines(gw: "Gateway") -> list[str]:
     return [f"{k} {v}" for k, v in values.items()]
 
 
-async def metrics(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def metrics(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     body = ("\n".join(_metric_lines(gw)) + "\n").encode()
     await ex.respond(200, body, content_type="text/plain; version=0.0.4")
 
 
-async def api_session(gw: "Gateway", req: Request, ex: Exchange) -> None:
-    from kdc_trio.transports.sse import request_session
-
+async def api_session(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
     d = session.to_dict()
     await ex.json(200, d)
 
 
-async def publish_conv_status(gw: "Gateway", session: Session, conversation_id: str,
+async def publish_conv_status(gw: "ChatPorts", session: Session, conversation_id: str,
                               stream_id: str | None) -> dict:
     """The conversation's status for its owner; also published as `conv_status` (to `stream_id`
     when given, else to the whole session)."""
@@ -91,9 +90,7 @@ async def publish_conv_status(gw: "Gateway", session: Session, conversation_id: 
     return {"conversation_id": conversation_id, **status.public()}
 
 
-async def api_conv_status(gw: "Gateway", req: Request, ex: Exchange) -> None:
-    from kdc_trio.transports.sse import request_session
-
+async def api_conv_status(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     conversation_id = req.query.get("conversation_id")
     if not conversation_id:
         raise HTTPError(400, "bad_request", "conversation_id is required")

@@ -28,7 +28,7 @@ from kdc_trio.transports.identify import Refused, session_for
 from kdc_trio.transports.sio_app import ConnectRefused, NamespaceConn, SocketIOApp
 
 if TYPE_CHECKING:
-    from kdc_trio.gateway import Gateway
+    from kdc_trio.ports import ChatPorts
 
 log = logging.getLogger("kdc_trio.socketio")
 
@@ -74,7 +74,7 @@ def split_attachments(args: list) -> tuple[Any, list[bytes]]:
 class ChatSocketIO(SocketIOApp):
     namespaces = ("/",)
 
-    def __init__(self, gw: "Gateway") -> None:
+    def __init__(self, gw: "ChatPorts") -> None:
         s = gw.settings
         super().__init__(connect_timeout_s=s.sio_connect_timeout_ms / 1000, max_attachments=s.max_files,
                          max_payload=s.effective_sio_max_payload)
@@ -190,7 +190,7 @@ class ChatSocketIO(SocketIOApp):
             return {"error": exc.error, "detail": exc.detail, "status": exc.status}
 
 
-def install(router: Router, gw: "Gateway") -> EIOServer:
+def install(router: Router, gw: "ChatPorts") -> EIOServer:
     s = gw.settings
     server = EIOServer(ChatSocketIO(gw), ping_interval_ms=s.sio_ping_interval_ms,
                        ping_timeout_ms=s.sio_ping_timeout_ms, max_payload=s.effective_sio_max_payload,

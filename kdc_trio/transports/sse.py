@@ -23,13 +23,12 @@ from kdc_trio.processor.turn import new_id
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router
-from kdc_trio.sessions.model import Session
-from kdc_trio.transports.identify import Refused, session_for, stream_id_from
+from kdc_trio.transports.identify import Refused, refused, request_session, stream_id_from
 from protocol.errors import RemoteProtocolError
 from protocol.sse import encode_comment, encode_event, parse_last_event_id
 
 if TYPE_CHECKING:
-    from kdc_trio.gateway import Gateway
+    from kdc_trio.ports import ChatPorts
 
 log = logging.getLogger("kdc_trio.sse")
 
@@ -47,32 +46,14 @@ SSE_HEADERS = [
 ]
 
 
-def install(router: Router, gw: "Gateway") -> None:
+def install(router: Router, gw: "ChatPorts") -> None:
     router.add("GET", "/sse/stream", lambda req, ex: stream(gw, req, ex))
     router.add("POST", "/sse/chat", lambda req, ex: chat(gw, req, ex))
     router.add("POST", "/sse/conv_status.get", lambda req, ex: conv_status_get(gw, req, ex))
 
 
-def refused(exc: Refused | TurnRefused) -> HTTPError:
-    headers = []
-    if exc.status == 401:
-        headers.append(("www-authenticate", 'Bearer realm="kdc-trio"'))
-    retry = getattr(exc, "retry_after", None)
-    if retry:
-        headers.append(("retry-after", str(retry)))
-    return HTTPError(exc.status, exc.error, exc.detail, headers=headers)
-
-
-async def request_session(gw: "Gateway", req: Request) -> Session:
-    try:
-        return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
-                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous)
-    except Refused as exc:
-        raise refused(exc) from None
-
-
 # ---- GET /sse/stream ----------------------------------------------------------------------
-async def stream(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     s = gw.settings
     if gw.counters.sse_streams >= s.max_sse_connections:
         raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
@@ -115,7 +96,7 @@ async def stream(gw: "Gateway", req: Request, ex: Exchange) -> None:
             gw.relay.release_session_channel(k, outbox)
 
 
-async def pump(gw: "Gateway", ex: Exchange, outbox: Outbox) -> None:
+async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
     """Write the outbox to the client until it goes, the outbox closes, or the server drains."""
 
     async def watch_client() -> None:
@@ -162,7 +143,7 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
 
 
 # ---- POST /sse/chat -----------------------------------------------------------------------
-async def chat(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     if not req.query.get("stream_id"):
         raise HTTPError(400, "bad_request", "stream_id is required: it names the stream that gets the replies")
     try:
@@ -185,7 +166,7 @@ async def chat(gw: "Gateway", req: Request, ex: Exchange) -> None:
 
 
 # ---- POST /sse/conv_status.get ------------------------------------------------------------
-async def conv_status_get(gw: "Gateway", req: Request, ex: Exchange) -> None:
+async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
     body = await ex.read_body(CONV_STATUS_BODY_LIMIT)
     try:

@@ -1,8 +1,9 @@
 """The Redis-backed parts, built from the settings: one client pool, the pub/sub connection,
 the bus, the session store, the conversation-status store and the turn queue.
 
-`redis_gateway` is the gateway of a multi-process deployment; `open_redis_parts(listen=False)`
-is what a worker process (`kdc-trio worker`) needs: it publishes, it never subscribes.
+Composition code beside `gateway.py`: `open_gateway` builds a Redis-backed gateway from
+`open_redis_parts(listen=True)`; `open_redis_parts(listen=False)` is what a worker process
+(`kdc-trio worker`) needs: it publishes, it never subscribes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdc_trio.config import Settings
-from kdc_trio.processor.bundle import Bundle, load_bundle
 from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.redis.client import RedisClient
@@ -70,11 +70,3 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
                       store=RedisSessionStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s),
                       conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s))
 
-
-async def redis_gateway(settings: Settings, stack: AsyncExitStack, *, bundle: Bundle | None = None,
-                        with_worker: bool = True):
-    from kdc_trio.gateway import Gateway
-
-    parts = await open_redis_parts(settings, stack, listen=True)
-    return Gateway(settings=settings, store=parts.store, bus=parts.bus, conv_store=parts.conv_store,
-                   queue=parts.queue, bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None)

@@ -1,0 +1,99 @@
+"""The narrow interfaces the composition root hands to transports and the turn intake.
+
+Transports (`transports/`) and the processor's intake (`processor/submit.py`) never see the
+`Gateway`: each declares here the parts it uses, as a `typing.Protocol`, and the composition
+root (`gateway.py`) builds one `Ports` value that satisfies them. Nothing below imports its
+composer back (tests/test_structure.py holds that line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import trio
+
+    from kdc_trio.auth.authenticator import Authenticator
+    from kdc_trio.config import Settings
+    from kdc_trio.processor.conv_status import ConvStatusStore
+    from kdc_trio.processor.queue import TurnQueue
+    from kdc_trio.relay.bus import Bus
+    from kdc_trio.relay.chat_relay import ChatRelayCommunicator
+    from kdc_trio.relay.keys import SessionKey
+    from kdc_trio.sessions.store import SessionStore
+
+
+@dataclass
+class Counters:
+    sse_streams: int = 0
+    sio_sockets: int = 0
+    turns_accepted: int = 0
+    turns_refused: int = 0
+    closed_slow: int = 0
+
+
+class Publisher(Protocol):
+    async def publish(self, key: "SessionKey", *, event: str, data: dict, target_sid: str | None = None) -> int:
+        ...
+
+
+class ServerView(Protocol):
+    """What handlers may know of the HTTP server: its drain signal and its counts."""
+
+    draining: "trio.Event"
+    connections: int
+    accept_errors: int
+
+
+class Statistics(Protocol):
+    def statistics(self) -> dict:
+        ...
+
+
+class IdentifyPorts(Protocol):
+    """Who is asking and which session they get (`transports/identify.py`)."""
+
+    settings: "Settings"
+    authenticator: "Authenticator"
+    store: "SessionStore"
+
+
+class TurnPorts(Protocol):
+    """Accepting a turn (`processor/submit.py`)."""
+
+    settings: "Settings"
+    relay: Publisher
+    conv_store: "ConvStatusStore"
+    queue: "TurnQueue"
+    counters: Counters
+
+
+class ChatPorts(IdentifyPorts, TurnPorts, Protocol):
+    """A streaming transport (SSE, Socket.IO): sessions, turns, the relay, the drain signal."""
+
+    relay: "ChatRelayCommunicator"
+    server: ServerView
+
+
+class RestPorts(ChatPorts, Protocol):
+    """The REST endpoints: also the readiness probes and the metrics' sources."""
+
+    bus: "Bus"
+    processor: Statistics | None
+
+
+@dataclass(eq=False)
+class Ports:
+    """The one value the composition root builds for every transport (it satisfies all of the above)."""
+
+    settings: "Settings"
+    authenticator: "Authenticator"
+    store: "SessionStore"
+    relay: "ChatRelayCommunicator"
+    conv_store: "ConvStatusStore"
+    queue: "TurnQueue"
+    counters: Counters
+    bus: "Bus"
+    server: ServerView
+    processor: Statistics | None
