@@ -20,14 +20,15 @@ from enum import IntEnum
 from typing import Any
 
 from protocol.errors import RemoteProtocolError
+from protocol.jsonbound import MAX_NESTING, JSONNestingError
+from protocol.jsonbound import loads as bounded_loads
 
 MAX_ACK_ID_DIGITS = 15  # ids stay below 2**53: what a JavaScript peer can count to
 MAX_NAMESPACE_CHARS = 256
 MAX_ATTACHMENT_DIGITS = 6
-# Arrays/objects nested deeper than this are refused: real packets nest a handful of levels, and
-# every walker of decoded data (placeholder reassembly here, the app's own) recurses; a peer's
-# `[[[[…]]]]` must not reach Python's recursion limit there.
-MAX_NESTING = 100
+# Arrays/objects nested deeper than MAX_NESTING are refused (protocol/jsonbound.py, the limit
+# every client JSON shares): every walker of decoded data (placeholder reassembly here, the
+# app's own) recurses; a peer's `[[[[…]]]]` must not reach Python's recursion limit there.
 # Event names the Socket.IO libraries keep for themselves; a client may not emit them.
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
@@ -155,27 +156,13 @@ def decode_header(text: str, *, max_attachments: int) -> tuple[Packet, int]:
     data = None
     if i < n:
         try:
-            data = json.loads(text[i:])
+            data = bounded_loads(text[i:])
+        except JSONNestingError:
+            raise _error(f"{t.name} payload nested deeper than {MAX_NESTING} levels") from None
         except ValueError:
             raise _error(f"{t.name} payload is not JSON") from None
-        except RecursionError:
-            raise _error(f"{t.name} payload nested deeper than {MAX_NESTING} levels") from None
-        if text.count("[", i) + text.count("{", i) > MAX_NESTING and _depth_exceeds(data, MAX_NESTING):
-            raise _error(f"{t.name} payload nested deeper than {MAX_NESTING} levels")
     _validate(t, data, ack_id)
     return Packet(t, namespace, data, ack_id), count
-
-
-def _depth_exceeds(data: Any, limit: int) -> bool:
-    """Whether lists/dicts nest deeper than `limit` (iterative: the input may be very deep)."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (list, dict)):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return False
 
 
 def _validate(t: PacketType, data: Any, ack_id: int | None) -> None:

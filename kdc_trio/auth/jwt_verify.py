@@ -19,7 +19,8 @@ JWKS is configured (else `unknown_kid`); without a JWKS the PEM key is used. A t
 for that algorithm, else `unknown_kid`.
 
 Claims: `exp` is required (a token that never expires is refused); `exp`, `nbf`, `iat` are
-checked with `settings.jwt_leeway_s`; `iss` and `aud` only when configured.
+checked with `settings.jwt_leeway_s`, and must be JSON numbers no later than year 9999 (a
+numeric string or `1e300` is `malformed_token`); `iss` and `aud` only when configured.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ MAX_KEY_FILE_BYTES = 1024 * 1024
 
 # A token without `exp` would be valid forever.
 REQUIRED_CLAIMS = ("exp",)
+# The time claims must be JSON numbers (RFC 7519 NumericDate), never strings, booleans or
+# non-finite values, and no later than 9999-12-31T23:59:59Z: pyjwt alone accepts "1700000000"
+# and 1e300, so a token could claim to be valid for longer than any clock can count.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253402300799
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -265,4 +271,17 @@ class Verifier:
             raise AuthError(MALFORMED_TOKEN, type(exc).__name__) from None
         if not isinstance(claims, dict):
             raise AuthError(MALFORMED_TOKEN, "claims are not an object")
+        check_time_claims(claims)
         return claims
+
+
+def check_time_claims(claims: dict[str, Any]) -> None:
+    """`exp`/`nbf`/`iat`, where present, are finite JSON numbers in [0, MAX_NUMERIC_DATE]."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AuthError(MALFORMED_TOKEN, f"`{name}` is not a number")
+        if not 0 <= value <= MAX_NUMERIC_DATE:  # also false for NaN
+            raise AuthError(MALFORMED_TOKEN, f"`{name}` is outside 0..{MAX_NUMERIC_DATE}")

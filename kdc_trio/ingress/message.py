@@ -15,7 +15,6 @@ each `Attachment.data` is the very object the caller passed in `RawFile.data`.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -29,6 +28,8 @@ from kdc_trio.ingress.limits import (
     Limits,
 )
 from kdc_trio.ingress.models import Attachment, ChatMessage
+from protocol.jsonbound import JSONNestingError
+from protocol.jsonbound import loads as bounded_loads
 
 # Conversation and turn ids end up in Redis keys, channel names and logs: letters, digits,
 # `_`, `-`, `.` (not leading; no `:` which separates key parts), up to 128 characters, which fits
@@ -147,8 +148,10 @@ def _attachment_meta(obj: dict[str, Any], inner: dict[str, Any], limits: Limits)
         return None
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except (ValueError, RecursionError):
+            raw = bounded_loads(raw)
+        except JSONNestingError as exc:
+            raise malformed(f"`attachment_meta` is {exc}") from None
+        except ValueError:
             raise malformed("`attachment_meta` is not valid JSON") from None
     if not isinstance(raw, list):
         raise invalid(f"`attachment_meta` must be an array, not {_json_type(raw)}")

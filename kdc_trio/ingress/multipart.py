@@ -27,6 +27,8 @@ from kdc_trio.ingress.errors import malformed, too_large, unsupported
 from kdc_trio.ingress.limits import LIMIT_FILE_BYTES, LIMIT_FILES, LIMIT_TOTAL_BYTES, Limits
 from kdc_trio.ingress.message import RawFile, build_message
 from kdc_trio.ingress.models import ChatMessage
+from protocol.jsonbound import JSONNestingError
+from protocol.jsonbound import loads as bounded_loads
 
 JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"
@@ -110,11 +112,11 @@ def _loads(data: bytes | bytearray, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise malformed(f"{what} is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return bounded_loads(text)
     except json.JSONDecodeError as exc:
         raise malformed(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
-    except RecursionError:
-        raise malformed(f"{what} is nested too deeply") from None
+    except JSONNestingError as exc:
+        raise malformed(f"{what} is {exc}") from None
 
 
 class _Part:

@@ -36,8 +36,14 @@ REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Payload Too Large",
     415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
+# What h11's error hints mean, as our `error` names (h11 raises 501 only for a transfer coding
+# other than chunked, RFC 9112 §6.1).
+PARSE_ERRORS = {400: "bad_request", 431: "headers_too_large", 501: "unsupported_transfer_coding"}
+# The versions we speak; any other request line is answered 505 (RFC 9110 §15.6.6), not served as 1.1.
+HTTP_VERSIONS = (b"1.0", b"1.1")
 
 
 class ClientGone(Exception):
@@ -233,8 +239,8 @@ class HTTPConnection:
                 if idle.cancelled_caught:  # server is draining and we hold no request
                     return
             except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint, "bad_request" if exc.error_status_hint == 400
-                                   else "headers_too_large", str(exc))
+                await self._refuse(exc.error_status_hint, PARSE_ERRORS.get(exc.error_status_hint, "bad_request"),
+                                   str(exc))
                 return
             except HTTPError as exc:  # the request line/headers did not arrive in time
                 await self._refuse(exc.status, exc.error, exc.detail)
@@ -275,6 +281,16 @@ class HTTPConnection:
         if size > self.settings.max_header_bytes:
             await self._refuse(431, "headers_too_large", f"request line and headers of {size} bytes are over "
                                f"the {self.settings.max_header_bytes}-byte limit (KDC_MAX_HEADER_BYTES)")
+            return False
+        if event.http_version not in HTTP_VERSIONS:
+            await self._refuse(505, "http_version_not_supported",
+                               f"HTTP/{event.http_version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
+            return False
+        if any(k == b"transfer-encoding" for k, _ in event.headers) and any(
+                k == b"content-length" for k, _ in event.headers):
+            # RFC 9112 §6.1: a request with both is a smuggling attempt or a broken proxy; the
+            # body's end is ambiguous, so nothing after the headers can be trusted: refuse and close.
+            await self._refuse(400, "bad_request", "both Content-Length and Transfer-Encoding (RFC 9112 §6.1)")
             return False
         try:
             request = Request(method=event.method.decode("ascii", "replace"),

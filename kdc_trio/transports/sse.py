@@ -25,6 +25,8 @@ from kdc_trio.relay.outbox import Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router
 from kdc_trio.transports.identify import Refused, refused, request_session, stream_id_from
 from protocol.errors import RemoteProtocolError
+from protocol.jsonbound import JSONNestingError
+from protocol.jsonbound import loads as bounded_loads
 from protocol.sse import encode_comment, encode_event, parse_last_event_id
 
 if TYPE_CHECKING:
@@ -170,11 +172,13 @@ async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
     body = await ex.read_body(CONV_STATUS_BODY_LIMIT)
     try:
-        obj = json.loads(body or b"{}")
+        obj = bounded_loads(body or b"{}")
         conversation_id = obj["conversation_id"]
         stream_id = obj.get("stream_id") or req.query.get("stream_id")
         if not isinstance(conversation_id, str) or (stream_id is not None and not isinstance(stream_id, str)):
             raise TypeError
+    except JSONNestingError as exc:
+        raise HTTPError(400, "bad_request", f"JSON body {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise HTTPError(400, "bad_request", 'expected JSON {"conversation_id": str, "stream_id": str}') from None
     from kdc_trio.transports.rest import publish_conv_status

@@ -294,3 +294,22 @@ def test_pem_certificate_accepted(tmp_path, rsa_a) -> None:
     p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     v = Verifier(settings(jwt_public_key_file=str(p)))
     assert v.verify(jwt.encode(claims(), rsa_a.private, algorithm="RS256"))
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("bad", ["4102444800", 1e300, True, -1, 10**20], ids=["numeric-string", "1e300", "bool", "negative", "huge-int"])
+def test_time_claims_are_bounded_numbers(hs, claim, bad) -> None:
+    now = int(time.time())
+    body = {**claims(), claim: bad}
+    if claim != "exp":
+        body["exp"] = now + 600
+    token = jwt.encode(body, SECRET, algorithm="HS256")
+    assert reason(hs, token) in {"malformed_token", "token_expired", "token_not_yet_valid"}
+    if claim == "exp" and bad in ("4102444800", 1e300, 10**20):
+        assert reason(hs, token) == "malformed_token"  # accepted before: valid until 2100 / forever
+
+
+def test_time_claims_in_range_still_accepted(hs) -> None:
+    now = int(time.time())
+    assert hs.verify(jwt.encode({**claims(), "exp": now + 60.5, "iat": float(now), "nbf": now - 1}, SECRET,
+                                algorithm="HS256"))
