@@ -18,7 +18,7 @@ import trio
 from kdc_trio.relay.bus import Bus, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
-from kdc_trio.relay.outbox import Outbox
+from kdc_trio.relay.outbox import CloseReason, Outbox
 
 log = logging.getLogger("kdc_trio.relay")
 
@@ -114,12 +114,12 @@ class ChatRelayCommunicator:
             entry.failed = exc
             log.error("relay overflow on %s: closing its connections", entry.key.session_id)
             for ob in list(entry.outboxes):
-                ob.close(f"relay_overflow: {exc}")
+                ob.close(CloseReason.RELAY_OVERFLOW, str(exc))
         except Exception as exc:  # the bus failed for good: tell the session's connections why
             entry.failed = exc
             log.exception("subscription for session %s failed", entry.key.session_id)
             for ob in list(entry.outboxes):
-                ob.close(f"relay_failed: {exc}")
+                ob.close(CloseReason.RELAY_FAILED, str(exc))
         finally:
             entry.done = True
             entry.ready.set()

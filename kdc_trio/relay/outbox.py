@@ -3,16 +3,55 @@
 Overflow policy: a full outbox closes its connection (`closed_reason` says why, the writer
 logs it and ends the stream); the client resumes from the session log when it reconnects.
 Nothing is dropped silently and a slow client never slows another: `offer` never blocks.
+Why an outbox closed is a `CloseReason`, never a string to match.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
+from enum import Enum
 
 import trio
 
 from kdc_trio.relay.message import RelayMessage
+
+
+class CloseReason(Enum):
+    """Why a connection's outbox ended (the value is how logs and closing notices name it)."""
+
+    CLIENT_GONE = "client_gone"          # the client went away: nothing more can be written
+    WRITE_DEADLINE = "write_deadline"    # the client stopped reading (KDC_WRITE_TIMEOUT_S)
+    OUTBOX_FULL = "outbox_full"          # more than SSE_CLIENT_QUEUE events waiting
+    RELAY_OVERFLOW = "relay_overflow"    # the session's subscription overflowed
+    RELAY_FAILED = "relay_failed"        # the bus gave up on the session's subscription
+    SERVER_SHUTDOWN = "server_shutdown"  # the server is draining
+    DISCONNECTED = "disconnected"        # the transport ended the connection (Socket.IO disconnect)
+
+    @property
+    def slow(self) -> bool:
+        """Counted in kdc_connections_closed_slow_total and logged as a warning."""
+        return self in _SLOW
+
+    @property
+    def writable(self) -> bool:
+        """Whether the connection can still be told why it ends."""
+        return self not in _UNWRITABLE
+
+
+_SLOW = frozenset({CloseReason.WRITE_DEADLINE, CloseReason.OUTBOX_FULL, CloseReason.RELAY_OVERFLOW,
+                   CloseReason.RELAY_FAILED})
+_UNWRITABLE = frozenset({CloseReason.CLIENT_GONE, CloseReason.WRITE_DEADLINE, CloseReason.OUTBOX_FULL})
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: CloseReason
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
 class Outbox:
@@ -21,7 +60,7 @@ class Outbox:
     def __init__(self, sid: str, maxlen: int) -> None:
         self.sid = sid
         self.maxlen = maxlen
-        self.closed_reason: str | None = None
+        self.closed_reason: Closed | None = None
         self.last_seq = 0  # highest session seq queued: replay and live delivery never double up
         self._q: deque[RelayMessage] = deque()
         self._lot = trio.lowlevel.ParkingLot()
@@ -54,7 +93,7 @@ class Outbox:
         if self.closed_reason is not None or (resumable and msg.seq <= self.last_seq):
             return
         if len(self._q) >= self.maxlen:
-            self.close(f"outbox_full: more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
+            self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
         if resumable:
             self.last_seq = msg.seq
@@ -62,9 +101,9 @@ class Outbox:
         if len(self._q) == 1:
             self._lot.unpark_all()
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: CloseReason, detail: str = "") -> None:
         if self.closed_reason is None:
-            self.closed_reason = reason
+            self.closed_reason = Closed(reason, detail)
             self._lot.unpark_all()
 
     async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
@@ -81,4 +120,4 @@ class Outbox:
 
     def statistics(self) -> dict:
         return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered,
-                "closed_reason": self.closed_reason}
+                "closed_reason": None if self.closed_reason is None else str(self.closed_reason)}

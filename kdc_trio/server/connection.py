@@ -50,6 +50,10 @@ class ClientGone(Exception):
     """The client went away or stopped reading (write deadline passed)."""
 
 
+class WriteDeadline(ClientGone):
+    """The client stopped reading: a write did not finish within KDC_WRITE_TIMEOUT_S."""
+
+
 def own_error(group: BaseExceptionGroup) -> "HTTPError | ClientGone | None":
     """What a handler's nursery wrapped (trio's exception groups are strict), when it holds only
     HTTPError/ClientGone: the first HTTPError, else a ClientGone; None if it holds anything else."""
@@ -204,7 +208,7 @@ class HTTPConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ClientGone("connection lost") from exc
         if scope.cancelled_caught:
-            raise ClientGone(f"write deadline ({self.settings.write_timeout_s}s) passed: client not reading")
+            raise WriteDeadline(f"write deadline ({self.settings.write_timeout_s}s) passed: client not reading")
 
     async def next_event(self, timeout: float, *, mid_request: bool) -> h11.Event:
         with trio.move_on_after(timeout) as scope:

@@ -20,7 +20,7 @@ from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
 from kdc_trio.processor.submit import TurnRefused, submit_turn
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.outbox import Outbox
+from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import HTTPError, Router
 from kdc_trio.sessions.model import Session
 from kdc_trio.transports.eio_server import EIOServer
@@ -119,7 +119,7 @@ class ChatSocketIO(SocketIOApp):
         if isinstance(state, ChatConn):
             conn.state = None
             self.gw.counters.sio_sockets -= 1
-            state.outbox.close(reason)
+            state.outbox.close(CloseReason.DISCONNECTED, reason)
             self.gw.relay.release_session_channel(state.key, state.outbox)
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
@@ -130,12 +130,12 @@ class ChatSocketIO(SocketIOApp):
             batch = await outbox.take()
             if batch:
                 sock.send_many([m.sio_text() for m in batch])
-            reason = outbox.closed_reason
-            if reason is not None:
-                if reason.startswith(("outbox_full", "relay_")):
+            closed = outbox.closed_reason
+            if closed is not None:
+                if closed.reason.slow:
                     self.gw.counters.closed_slow += 1
-                    log.warning("closing Socket.IO socket %s: %s", conn.sid, reason)
-                    sock.close(reason)
+                    log.warning("closing Socket.IO socket %s: %s", conn.sid, closed)
+                    sock.close(str(closed))
                 return
 
     # ---- client events -----------------------------------------------------------------------

@@ -21,8 +21,8 @@ from kdc_trio.ingress.multipart import parse_chat_body
 from kdc_trio.processor.submit import TurnRefused, submit_turn, tell_refusal
 from kdc_trio.processor.turn import new_id
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.outbox import Outbox
-from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router
+from kdc_trio.relay.outbox import CloseReason, Outbox
+from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, WriteDeadline
 from kdc_trio.transports.identify import Refused, refused, request_session, stream_id_from
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
@@ -38,7 +38,6 @@ log = logging.getLogger("kdc_trio.sse")
 STREAM_RETRY_AFTER_S = 5
 # Largest JSON body of a conv_status request: it holds two ids.
 CONV_STATUS_BODY_LIMIT = 4096
-SHUTDOWN = "server_shutdown"
 TRUTHY = ("1", "true", "yes", "on")
 
 SSE_HEADERS = [
@@ -103,11 +102,11 @@ async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
 
     async def watch_client() -> None:
         await ex.wait_client_gone()
-        outbox.close("client_gone")
+        outbox.close(CloseReason.CLIENT_GONE)
 
     async def watch_drain() -> None:
         await gw.server.draining.wait()
-        outbox.close(SHUTDOWN)
+        outbox.close(CloseReason.SERVER_SHUTDOWN)
 
     heartbeat = gw.settings.sse_heartbeat_s
     async with trio.open_nursery() as nursery:
@@ -116,30 +115,31 @@ async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
         try:
             await _write_loop(ex, outbox, heartbeat)
         except ClientGone as exc:
-            outbox.close(f"client_gone: {exc}")
+            outbox.close(CloseReason.WRITE_DEADLINE if isinstance(exc, WriteDeadline) else CloseReason.CLIENT_GONE,
+                         str(exc))
         nursery.cancel_scope.cancel()
-    reason = outbox.closed_reason or ""
-    if reason.startswith(("outbox_full", "relay_")) or "deadline" in reason:
+    closed = outbox.closed_reason
+    if closed is not None and closed.reason.slow:
         gw.counters.closed_slow += 1
-        log.warning("closed SSE stream %s: %s", outbox.sid, reason)
+        log.warning("closed SSE stream %s: %s", outbox.sid, closed)
 
 
 async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
     while True:
         batch = await outbox.take(heartbeat)
-        reason = outbox.closed_reason
-        if reason is not None and reason.startswith(("client_gone", "outbox_full")):
+        closed = outbox.closed_reason
+        if closed is not None and not closed.reason.writable:
             return
         if batch:
             await ex.send(b"".join([m.sse_bytes() for m in batch]))
-        elif reason is None:
+        elif closed is None:
             await ex.send(b": heartbeat\n\n")
-        if reason is not None:
-            if reason == SHUTDOWN:
+        if closed is not None:
+            if closed.reason is CloseReason.SERVER_SHUTDOWN:
                 data = json.dumps({"reason": "draining", "timestamp": time.time()})
-                await ex.send(encode_event(event=SHUTDOWN, data=data))
+                await ex.send(encode_event(event=closed.reason.value, data=data))
             else:
-                await ex.send(encode_comment(f"closing: {reason}"))
+                await ex.send(encode_comment(f"closing: {closed}"))
             await ex.end_stream()
             return
 

@@ -8,7 +8,7 @@ import trio
 from kdc_trio.relay.bus import MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.outbox import Outbox
+from kdc_trio.relay.outbox import CloseReason, Outbox
 from tests.support.gateway import running_gateway
 from tests.support.sse_client import open_stream
 
@@ -68,7 +68,7 @@ async def test_full_outbox_closes_only_that_connection():
         for i in range(10):
             await relay.publish(KEY, event="chat_delta", data={"n": i})
         await trio.testing.wait_all_tasks_blocked()
-        assert slow.closed_reason and slow.closed_reason.startswith("outbox_full")
+        assert slow.closed_reason is not None and slow.closed_reason.reason is CloseReason.OUTBOX_FULL
         assert fast.closed_reason is None and len(await fast.take()) == 10
         nursery.cancel_scope.cancel()
 
