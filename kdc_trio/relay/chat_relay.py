@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import AsyncIterator
 
 import trio
 
@@ -35,6 +37,10 @@ class _Entry:
     ready: trio.Event = field(default_factory=trio.Event)
     failed: BaseException | None = None
     done: bool = False
+
+
+class RelayUnavailable(Exception):
+    """The session's subscription could not be made live, or its log could not be read."""
 
 
 class ChatRelayCommunicator:
@@ -65,12 +71,24 @@ class ChatRelayCommunicator:
     def local_sessions(self) -> set[SessionKey]:
         return {k for k, e in self._entries.items() if e.outboxes}
 
-    async def acquire_session_channel(self, key: SessionKey, outbox: Outbox) -> None:
-        """Register a connection; returns once the session's subscription is live."""
+    @asynccontextmanager
+    async def session_channel(self, key: SessionKey, outbox: Outbox) -> AsyncIterator[None]:
+        """The connection's membership of its session's channel, for as long as the block runs.
+
+        Entering returns once the session's subscription is live (or raises RelayUnavailable);
+        leaving — normally, by an error or by cancellation — releases it, whatever happened.
+        """
+        entry = await self._acquire(key, outbox)
+        try:
+            yield
+        finally:
+            self._release(entry, outbox)
+
+    async def _acquire(self, key: SessionKey, outbox: Outbox) -> _Entry:
         if self._nursery is None:
-            raise RuntimeError("relay is not running")
+            raise RelayUnavailable("relay is not running")
         entry = self._entries.get(key)
-        if entry is None or entry.done or entry.scope.deadline <= trio.current_time():
+        if entry is None or not self._reusable(entry):
             entry = _Entry(key)
             self._entries[key] = entry
             self._nursery.start_soon(self._session_task, entry)
@@ -79,17 +97,27 @@ class ChatRelayCommunicator:
         try:
             with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
                 await entry.ready.wait()
+        except trio.TooSlowError:
+            self._release(entry, outbox)
+            raise RelayUnavailable(f"subscription for {key} not confirmed within {SUBSCRIBE_TIMEOUT_S} s") from None
         except BaseException:
             self._release(entry, outbox)
             raise
-        if entry.failed is not None:
+        if entry.failed is not None or entry.done:
             self._release(entry, outbox)
-            raise RuntimeError(f"subscription for {key} failed: {entry.failed}")
+            raise RelayUnavailable(f"subscription for {key} failed: {entry.failed}")
+        return entry
 
-    def release_session_channel(self, key: SessionKey, outbox: Outbox) -> None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._release(entry, outbox)
+    @staticmethod
+    def _reusable(entry: _Entry) -> bool:
+        """An entry a new connection may join: not ended, not cancelled, not past its linger.
+
+        With linger 0 the last release cancels the scope at once, but the session task only
+        ends at its next checkpoint: joining it then would leave the outbox in an entry that
+        never delivers again and is never released.
+        """
+        scope = entry.scope
+        return not entry.done and not scope.cancel_called and scope.deadline > trio.current_time()
 
     def _release(self, entry: _Entry, outbox: Outbox) -> None:
         entry.outboxes.discard(outbox)
@@ -150,12 +178,17 @@ class ChatRelayCommunicator:
     async def replay(self, key: SessionKey, outbox: Outbox, after_seq: int) -> int:
         """Queue the logged events after `after_seq` that this connection should see.
 
-        Call after `acquire_session_channel` with the outbox on hold (`outbox.hold()`): live
-        messages wait while the log is read, then follow it without gaps or repeats.
+        Call inside `session_channel` with the outbox on hold (`outbox.hold()`): live messages
+        wait while the log is read, then follow it without gaps or repeats. A log that cannot
+        be read raises RelayUnavailable (the held messages are released either way).
         """
         n = 0
         try:
-            for msg in await self.bus.history(key, after_seq):
+            try:
+                logged = await self.bus.history(key, after_seq)
+            except Exception as exc:
+                raise RelayUnavailable(f"the log of {key} could not be read: {exc}") from exc
+            for msg in logged:
                 if msg.target_sid is None or msg.target_sid == outbox.sid:
                     outbox.offer_replayed(msg)
                     n += 1

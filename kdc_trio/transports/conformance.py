@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import trio
 
@@ -52,8 +53,10 @@ class ConformanceSocketIO(SocketIOApp):
         super().__init__(connect_timeout_s=CONNECT_TIMEOUT_S, max_attachments=16, max_payload=MAX_PAYLOAD,
                          connect_reply_gap_s=CONNECT_REPLY_GAP_S)
 
-    async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
+    @asynccontextmanager
+    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
         conn.state = auth if isinstance(auth, dict) else {}
+        yield
 
     async def after_connect(self, conn: NamespaceConn) -> None:
         conn.emit("auth", conn.state)

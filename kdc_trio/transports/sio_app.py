@@ -4,14 +4,21 @@
 (binary attachments reassembled there), handles CONNECT/DISCONNECT per namespace, and hands
 events to `on_event`. Subclasses decide what a namespace is and what its events do: the chat
 gateway (`transports/socketio.py`) and the conformance app (`transports/conformance.py`).
+
+A namespace connection is one task in the socket's nursery, from CONNECT to its end, holding
+what the namespace acquired in one `async with self.open_namespace(...)`: a refused or failed
+connect, a socket closed mid-connect, a client DISCONNECT and the socket's close all leave
+through that block, so nothing acquired outlives the connection. While a CONNECT is being
+decided the socket's later packets wait (the client's events follow its CONNECT in order).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 import trio
 
@@ -40,6 +47,7 @@ class NamespaceConn:
     sid: str = field(default_factory=lambda: secrets.token_urlsafe(15))
     state: Any = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    left_reason: str | None = None  # why the namespace connection ended (set when it leaves)
 
     def emit(self, event: str, *args: Any) -> None:
         self.sock.send_many(["4" + f if isinstance(f, str) else f
@@ -73,8 +81,14 @@ class SocketIOApp:
         self.max_payload = max_payload
 
     # ---- hooks -------------------------------------------------------------------------------
-    async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
-        """Accept (return) or refuse (raise ConnectRefused) a CONNECT to a known namespace."""
+    @asynccontextmanager
+    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
+        """Accept a CONNECT to a known namespace by entering (raise ConnectRefused to refuse).
+
+        The block runs for the namespace connection's life; what it acquires, it releases on
+        the way out (`conn.left_reason` says why it ended).
+        """
+        yield
 
     async def after_connect(self, conn: NamespaceConn) -> None:
         """Runs once the CONNECT reply has been flushed: emit greetings, join rooms."""
@@ -82,11 +96,9 @@ class SocketIOApp:
     async def on_event(self, conn: NamespaceConn, event: str, args: list, ack_id: int | None) -> None:
         """A client event."""
 
-    def on_disconnect(self, conn: NamespaceConn, reason: str) -> None:
-        """The namespace connection ended (client DISCONNECT or socket closed)."""
-
     async def run_namespace(self, conn: NamespaceConn) -> None:
-        """A task per namespace connection, for the life of the socket (e.g. an outbox pump)."""
+        """The namespace connection's own work (e.g. an outbox pump); returning ends it."""
+        await trio.sleep_forever()
 
     # ---- Engine.IO app interface -------------------------------------------------------------
     def _state(self, sock: EIOSocket) -> SioSocketState:
@@ -153,30 +165,64 @@ class SocketIOApp:
             sock.close(f"second CONNECT to {ns}", send_close_packet=False)
             return
         conn = NamespaceConn(sock, ns)
+        settled = trio.Event()
         try:
-            await self.on_connect(conn, packet.data)
-        except ConnectRefused as exc:
-            body: dict = {"message": exc.message}
-            if exc.data is not None:
-                body["data"] = exc.data
-            sock.send("4" + encode(Packet(PacketType.CONNECT_ERROR, ns, body))[0])
+            if sock.nursery is None:
+                raise RuntimeError("the socket's task has not started")
+            sock.nursery.start_soon(self._namespace_task, state, conn, packet.data, settled)
+        except RuntimeError:  # the socket is closed (its nursery takes no more tasks)
             return
-        state.namespaces[ns] = conn
-        state.connected.set()
-        sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))[0])
-        await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
-        if self.connect_reply_gap_s:
-            await trio.sleep(self.connect_reply_gap_s)
-        await self.after_connect(conn)
-        if sock.nursery is not None:
-            sock.nursery.start_soon(self._run_namespace, conn)
+        await settled.wait()  # accepted, refused, or the socket closed meanwhile
 
-    async def _run_namespace(self, conn: NamespaceConn) -> None:
-        with conn.scope:
-            await self.run_namespace(conn)
+    async def _namespace_task(self, state: SioSocketState, conn: NamespaceConn, auth: Any,
+                              settled: trio.Event) -> None:
+        sock, ns = conn.sock, conn.namespace
+        try:
+            with conn.scope:
+                async with self.open_namespace(conn, auth):
+                    if sock.close_reason is not None:
+                        return  # closed while the namespace was being opened
+                    state.namespaces[ns] = conn
+                    state.connected.set()
+                    sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))[0])
+                    settled.set()
+                    try:
+                        await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
+                        if self.connect_reply_gap_s:
+                            await trio.sleep(self.connect_reply_gap_s)
+                        await self.after_connect(conn)
+                        await self.run_namespace(conn)
+                    finally:
+                        if self._forget(state, conn, "server namespace disconnect") and sock.close_reason is None:
+                            sock.send("4" + encode(Packet(PacketType.DISCONNECT, ns))[0])
+        except ConnectRefused as exc:
+            if settled.is_set():
+                raise
+            self._connect_error(sock, ns, exc.message, exc.data)
+        except Exception as exc:
+            if settled.is_set():
+                raise
+            log.exception("Socket.IO CONNECT to %s on %s failed", ns, sock.sid)
+            self._connect_error(sock, ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"})
+        finally:
+            settled.set()
+
+    @staticmethod
+    def _connect_error(sock: EIOSocket, ns: str, message: str, data: dict | None) -> None:
+        body: dict = {"message": message}
+        if data is not None:
+            body["data"] = data
+        sock.send("4" + encode(Packet(PacketType.CONNECT_ERROR, ns, body))[0])
+
+    def _forget(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> bool:
+        """Unregister the namespace connection; False if it already was."""
+        if state.namespaces.get(conn.namespace) is not conn:
+            return False
+        del state.namespaces[conn.namespace]
+        conn.left_reason = reason
+        return True
 
     def _leave(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> None:
-        if state.namespaces.get(conn.namespace) is conn:
-            del state.namespaces[conn.namespace]
+        """End a namespace connection from outside its task (client DISCONNECT, socket closed)."""
+        if self._forget(state, conn, reason):
             conn.scope.cancel()
-            self.on_disconnect(conn, reason)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
 from kdc_trio.processor.submit import TurnRefused, submit_turn
+from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import HTTPError, Router
@@ -82,7 +84,9 @@ class ChatSocketIO(SocketIOApp):
         self.limits = Limits.from_settings(s)
 
     # ---- connect / disconnect ----------------------------------------------------------------
-    async def on_connect(self, conn: NamespaceConn, auth: Any) -> None:
+    @asynccontextmanager
+    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
+        """The socket's session, its relay channel and its replay: held for the socket's life."""
         gw = self.gw
         if auth is not None and not isinstance(auth, dict):
             raise ConnectRefused("bad_request", {"detail": "the auth payload must be an object"})
@@ -99,28 +103,28 @@ class ChatSocketIO(SocketIOApp):
         replay_after = int(last) if isinstance(last, (int, str)) and str(last).isdigit() else None
         if replay_after is not None:
             outbox.hold()
-        try:
-            await gw.relay.acquire_session_channel(key, outbox)
-        except Exception as exc:
-            raise ConnectRefused("relay_unavailable", {"detail": str(exc)}) from None
-        conn.state = ChatConn(session, key, outbox)
-        gw.counters.sio_sockets += 1
-        if replay_after is not None:
-            await gw.relay.replay(key, outbox, replay_after)
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(gw.relay.session_channel(key, outbox))
+                if replay_after is not None:
+                    await gw.relay.replay(key, outbox, replay_after)
+            except RelayUnavailable as exc:
+                log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
+                raise ConnectRefused("relay_unavailable", {"status": 503, "detail": str(exc)}) from None
+            conn.state = ChatConn(session, key, outbox)
+            gw.counters.sio_sockets += 1
+            try:
+                yield
+            finally:
+                gw.counters.sio_sockets -= 1
+                conn.state = None
+                outbox.close(CloseReason.DISCONNECTED, conn.left_reason or "namespace ended")
 
     async def after_connect(self, conn: NamespaceConn) -> None:
         s: Session = conn.state.session
         conn.emit("session_info", {"session_id": s.session_id, "user_type": s.user_type.value, "user_id": s.user_id,
                                    "username": s.username, "tenant": s.tenant, "project": s.project,
                                    "stream_id": conn.sid})
-
-    def on_disconnect(self, conn: NamespaceConn, reason: str) -> None:
-        state = conn.state
-        if isinstance(state, ChatConn):
-            conn.state = None
-            self.gw.counters.sio_sockets -= 1
-            state.outbox.close(CloseReason.DISCONNECTED, reason)
-            self.gw.relay.release_session_channel(state.key, state.outbox)
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
         """Pump the relay outbox into the socket: everything ready goes out as one batch."""

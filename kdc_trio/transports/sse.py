@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,6 +21,7 @@ from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.multipart import parse_chat_body
 from kdc_trio.processor.submit import TurnRefused, submit_turn, tell_refusal
 from kdc_trio.processor.turn import new_id
+from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, WriteDeadline
@@ -72,29 +74,34 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     if req.query.get("project_events", "").lower() in TRUTHY:
         keys.append(SessionKey.project_wide(session.tenant, session.project))
     outbox = Outbox(stream_id, s.client_queue)
+    if last_id is not None:
+        outbox.hold()
     gw.counters.sse_streams += 1
-    acquired: list[SessionKey] = []
     try:
-        if last_id is not None:
-            outbox.hold()
-        for k in keys:
-            await gw.relay.acquire_session_channel(k, outbox)
-            acquired.append(k)
-        await ex.start_stream(200, SSE_HEADERS)
-        ready = {"timestamp": time.time(), "session_id": session.session_id, "user_type": session.user_type.value,
-                 "user_id": session.user_id, "stream_id": stream_id, "tenant": session.tenant,
-                 "project": session.project}
-        await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
-                                   data=json.dumps(ready, separators=(",", ":"))))
-        if last_id is not None:
-            await gw.relay.replay(key, outbox, last_id)
-        await pump(gw, ex, outbox)
+        async with AsyncExitStack() as channels:
+            try:
+                for k in keys:
+                    await channels.enter_async_context(gw.relay.session_channel(k, outbox))
+            except RelayUnavailable as exc:
+                raise HTTPError(503, "relay_unavailable", str(exc),
+                                headers=[("retry-after", str(STREAM_RETRY_AFTER_S))]) from None
+            await ex.start_stream(200, SSE_HEADERS)
+            ready = {"timestamp": time.time(), "session_id": session.session_id,
+                     "user_type": session.user_type.value, "user_id": session.user_id, "stream_id": stream_id,
+                     "tenant": session.tenant, "project": session.project}
+            await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
+                                       data=json.dumps(ready, separators=(",", ":"))))
+            if last_id is not None:
+                try:
+                    await gw.relay.replay(key, outbox, last_id)
+                except RelayUnavailable as exc:
+                    log.warning("SSE stream %s: %s", stream_id, exc)
+                    outbox.close(CloseReason.RELAY_FAILED, str(exc))
+            await pump(gw, ex, outbox)
     except ClientGone:
         pass
     finally:
         gw.counters.sse_streams -= 1
-        for k in acquired:
-            gw.relay.release_session_channel(k, outbox)
 
 
 async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
