@@ -48,7 +48,11 @@ class Settings:
         "KDC_MAX_BODY_BYTES", 0, int,
         "Request body limit; larger → 413. 0 = derived: MESSAGE_MAX_BYTES + 1 MiB of form overhead")
     read_timeout_s: float = setting(
-        "KDC_READ_TIMEOUT_S", 30.0, float, "Deadline to receive a whole request (headers and body)")
+        "KDC_READ_TIMEOUT_S", 30.0, float,
+        "Deadline to receive the request line and headers; also the longest silence while a body arrives")
+    body_timeout_s: float = setting(
+        "KDC_BODY_TIMEOUT_S", 120.0, float,
+        "Deadline to receive a whole request body, from the end of its headers; past it → 408 and close")
     keepalive_timeout_s: float = setting(
         "KDC_KEEPALIVE_TIMEOUT_S", 15.0, float, "Idle time allowed between requests on a kept-alive connection")
     write_timeout_s: float = setting(
@@ -150,6 +154,19 @@ class Settings:
     sio_max_payload: int = setting(
         "KDC_SIO_MAX_PAYLOAD", 0, int,
         "Engine.IO maxPayload; 0 = derived from the largest allowed message (attachments + JSON)")
+    eio_max_packets: int = setting(
+        "KDC_EIO_MAX_PACKETS", 1000, int,
+        "Packets in one Engine.IO polling POST; more → 400 with the Engine.IO error body and the session closed")
+    eio_max_sessions: int = setting(
+        "KDC_EIO_MAX_SESSIONS", 10000, int,
+        "Engine.IO sessions per process; past it a handshake gets 503 + Retry-After (0 = no cap)")
+    eio_max_sessions_per_address: int = setting(
+        "KDC_EIO_MAX_SESSIONS_PER_ADDRESS", 5000, int,
+        "Engine.IO sessions per client address (the TCP peer: behind a proxy all clients share one); "
+        "past it a handshake gets 429 + Retry-After (0 = no cap)")
+    eio_handshake_timeout_s: float = setting(
+        "KDC_EIO_HANDSHAKE_TIMEOUT_S", 10.0, float,
+        "A polling session that is never polled, posted to or upgraded is closed after this")
 
     # --- logging --------------------------------------------------------------------------
     log_format: str = setting("KDC_LOG_FORMAT", "text", doc="`text` or `json` (one object a line)")

@@ -120,12 +120,23 @@ def encode_payload(packets: list[Packet]) -> bytes:
     return SEPARATOR.join(parts).encode("utf-8")
 
 
-def decode_payload(body: bytes | str, *, max_payload: int) -> list[Packet]:
-    """A polling request body. Empty records, bad base64, bad UTF-8, unknown types and a body
-    over `max_payload` bytes are `RemoteProtocolError`s."""
+# Packets one polling body may carry when the caller names no limit: a client batches what it
+# queued while its previous POST was in flight (a few messages, one binary packet per attachment,
+# a pong), not millions of 2-byte records (17.8 M noops in 34 MiB held the loop for 34 s).
+MAX_PAYLOAD_PACKETS = 1000
+
+
+def decode_payload(body: bytes | str, *, max_payload: int, max_packets: int = MAX_PAYLOAD_PACKETS) -> list[Packet]:
+    """A polling request body. Empty records, bad base64, bad UTF-8, unknown types, a body
+    over `max_payload` bytes and more than `max_packets` records are `RemoteProtocolError`s
+    (the record count is taken before anything is split or decoded)."""
     if len(body) > max_payload:
         raise RemoteProtocolError(f"payload of {len(body)} bytes exceeds maxPayload {max_payload}",
                                   error_status_hint=413, close_code_hint=1009, reason="payload_too_large")
+    records = body.count(SEPARATOR if isinstance(body, str) else SEPARATOR.encode()) + 1
+    if records > max_packets:
+        raise RemoteProtocolError(f"payload of {records} packets exceeds the limit of {max_packets}",
+                                  close_code_hint=1009, reason="too_many_packets")
     if isinstance(body, (bytes, bytearray)):
         try:
             text = bytes(body).decode("utf-8")

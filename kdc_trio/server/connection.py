@@ -1,9 +1,11 @@
 """One TCP connection: the h11 request loop, and the Exchange a handler answers through.
 
-A connection is one task (plus the tasks its handler opens in its own nurseries). Reads
-have a deadline (`KDC_READ_TIMEOUT_S`), the idle time between kept-alive requests has one
-(`KDC_KEEPALIVE_TIMEOUT_S`), and every write has one (`KDC_WRITE_TIMEOUT_S`): a client
-that stops reading is dropped when it passes — our sends are never shielded.
+A connection is one task (plus the tasks its handler opens in its own nurseries). The request
+line and headers have a deadline (`KDC_READ_TIMEOUT_S`), so do a whole body however slowly it
+trickles (`KDC_BODY_TIMEOUT_S`) and each silence within it (`KDC_READ_TIMEOUT_S`), the idle
+time between kept-alive requests (`KDC_KEEPALIVE_TIMEOUT_S`), and every write
+(`KDC_WRITE_TIMEOUT_S`): a client that stops reading is dropped when it passes — our sends are
+never shielded.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class Exchange:
         self.response_started = False
         self.body_done = False
         self.upgraded = False
+        # The whole body must have arrived by then (KDC_BODY_TIMEOUT_S), however it trickles in;
+        # KDC_READ_TIMEOUT_S bounds each silence within it.
+        self.body_deadline = trio.current_time() + conn.settings.body_timeout_s
 
     # ---- request body --------------------------------------------------------------------
     async def body_chunks(self, limit: int | None = None) -> AsyncIterator[bytes]:
@@ -99,7 +104,8 @@ class Exchange:
             await self._conn.send_event(h11.InformationalResponse(status_code=100, headers=[]))
         seen = 0
         while not self.body_done:
-            event = await self._conn.next_event(self.settings.read_timeout_s, mid_request=True)
+            event = await self._conn.next_event(self.settings.read_timeout_s, mid_request=True,
+                                                deadline=self.body_deadline)
             if isinstance(event, h11.Data):
                 seen += len(event.data)
                 if seen > limit:
@@ -210,8 +216,9 @@ class HTTPConnection:
         if scope.cancelled_caught:
             raise WriteDeadline(f"write deadline ({self.settings.write_timeout_s}s) passed: client not reading")
 
-    async def next_event(self, timeout: float, *, mid_request: bool) -> h11.Event:
-        with trio.move_on_after(timeout) as scope:
+    async def next_event(self, timeout: float, *, mid_request: bool, deadline: float = float("inf")) -> h11.Event:
+        """The next h11 event: within `timeout` of silence, and by `deadline` (a body's end)."""
+        with trio.move_on_at(min(trio.current_time() + timeout, deadline)):
             while True:
                 event = self.h11.next_event()
                 if event is not h11.NEED_DATA:
@@ -221,6 +228,9 @@ class HTTPConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ClientGone("connection lost") from exc
                 self.h11.receive_data(data)
+        if trio.current_time() >= deadline:
+            raise HTTPError(408, "request_timeout", f"the body did not arrive within {self.settings.body_timeout_s}s "
+                            "(KDC_BODY_TIMEOUT_S)", headers=[("connection", "close")])
         if mid_request or self.h11.trailing_data[0]:  # a request had begun: tell the client why
             raise HTTPError(408, "request_timeout", f"no bytes for {timeout}s while reading the request",
                             headers=[("connection", "close")])

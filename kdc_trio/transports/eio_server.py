@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -35,6 +36,9 @@ from protocol.engineio import (
 )
 from protocol.errors import ProtocolError, RemoteProtocolError
 
+if TYPE_CHECKING:
+    from kdc_trio.config import Settings
+
 log = logging.getLogger("kdc_trio.engineio")
 
 # How long a poll that arrives mid-upgrade waits for the upgrade to settle before its noop.
@@ -44,6 +48,26 @@ UPGRADE_SETTLE_S = 0.05
 CLOSE = "1"
 NOOP = "6"
 POLL_HEADERS = [("content-type", "text/plain; charset=UTF-8"), ("cache-control", "no-store")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EIOLimits:
+    """What one process's Engine.IO sessions may cost (settings `KDC_EIO_*`; 0 = no cap)."""
+
+    max_sessions: int = 10000  # sessions open at once; past it a handshake gets 503
+    max_sessions_per_address: int = 0  # per client address; past it a handshake gets 429
+    handshake_timeout_s: float = 10.0  # a polling session never polled, posted to or upgraded ends then
+    max_packets: int = 1000  # packets in one polling POST; more → 400 and the session closed
+
+    @classmethod
+    def from_settings(cls, s: "Settings") -> "EIOLimits":
+        return cls(max_sessions=s.eio_max_sessions, max_sessions_per_address=s.eio_max_sessions_per_address,
+                   handshake_timeout_s=s.eio_handshake_timeout_s, max_packets=s.eio_max_packets)
+
+
+def client_host(client: str | None) -> str:
+    """The address part of `host:port` (IPv6 too): what per-address caps count by."""
+    return (client or "").rpartition(":")[0] or (client or "")
 
 
 class EIOApp(Protocol):
@@ -79,6 +103,8 @@ class EIOSocket:
         self._pong = trio.Event()
         self.opened_at = trio.current_time()
         self.upgrade_settled = trio.Event()  # set when a probe ends, upgraded or not
+        self.used = trio.Event()  # set by the first poll, post or upgrade after the handshake
+        self.address = client_host(request.client)
         self._poll_pending = False
         self._noop_pending_poll = False
         self._send_close_packet = False
@@ -139,7 +165,8 @@ class EIOSocket:
 
 class EIOServer:
     def __init__(self, app: EIOApp, *, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int,
-                 max_queue: int, upgrade_timeout_s: float = 10.0, draining: trio.Event | None = None) -> None:
+                 max_queue: int, upgrade_timeout_s: float = 10.0, draining: trio.Event | None = None,
+                 limits: EIOLimits = EIOLimits()) -> None:
         self.app = app
         self.ping_interval_ms = ping_interval_ms
         self.ping_timeout_ms = ping_timeout_ms
@@ -147,6 +174,11 @@ class EIOServer:
         self.max_queue = max_queue
         self.upgrade_timeout_s = upgrade_timeout_s  # from the probe's WebSocket to `5`
         self.sockets: dict[str, EIOSocket] = {}
+        self.limits = limits
+        # Open sessions per client address; an entry leaves with its address's last session,
+        # so the dict is bounded by the session cap.
+        self.per_address: dict[str, int] = {}
+        self.refused = 0  # handshakes refused by a session cap
         self.draining = draining
         self._nursery: trio.Nursery | None = None
         self.opened = 0
@@ -184,6 +216,8 @@ class EIOServer:
             if not is_ws or req.method != "GET":
                 return await self._refuse(ex, EIOError.BAD_REQUEST)
             if sid is None:
+                if await self._over_capacity(req, ex):
+                    return
                 return await self._open_websocket(req, ex)
             sock = self.sockets.get(sid)
             if sock is None:
@@ -192,6 +226,8 @@ class EIOServer:
         if sid is None:
             if req.method != "GET":
                 return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            if await self._over_capacity(req, ex):
+                return
             return await self._open_polling(req, ex)
         sock = self.sockets.get(sid)
         if sock is None or sock.transport != "polling":
@@ -205,13 +241,41 @@ class EIOServer:
     async def _refuse(self, ex: Exchange, code: EIOError) -> None:
         await ex.json(400, error_json(code))
 
+    async def _over_capacity(self, req: Request, ex: Exchange) -> bool:
+        """Answer a handshake past a session cap (503 for the process, 429 for the address,
+        with Retry-After and the Engine.IO error body); False when it may open."""
+        lim = self.limits
+        if lim.max_sessions and len(self.sockets) >= lim.max_sessions:
+            status, message = 503, f"Too many sessions: {lim.max_sessions} open (KDC_EIO_MAX_SESSIONS)"
+        elif lim.max_sessions_per_address and self.per_address.get(
+                client_host(req.client), 0) >= lim.max_sessions_per_address:
+            status, message = 429, (f"Too many sessions from this address: {lim.max_sessions_per_address} open "
+                                    "(KDC_EIO_MAX_SESSIONS_PER_ADDRESS)")
+        else:
+            return False
+        self.refused += 1
+        await ex.json(status, {"code": int(EIOError.FORBIDDEN), "message": message},
+                      headers=[("retry-after", str(max(1, round(lim.handshake_timeout_s))))])
+        return True
+
     def _new_socket(self, req: Request, transport: str) -> EIOSocket:
         assert self._nursery is not None
         sock = EIOSocket(self, req, transport)
         self.sockets[sock.sid] = sock
+        self.per_address[sock.address] = self.per_address.get(sock.address, 0) + 1
         self.opened += 1
+        if transport == "websocket":
+            sock.used.set()
         self._nursery.start_soon(self._session_task, sock)
         return sock
+
+    def _forget(self, sock: EIOSocket) -> None:
+        if self.sockets.pop(sock.sid, None) is not None:
+            left = self.per_address.get(sock.address, 1) - 1
+            if left > 0:
+                self.per_address[sock.address] = left
+            else:
+                self.per_address.pop(sock.address, None)
 
     def _open_frame(self, sock: EIOSocket, upgrades: list[str]) -> str:
         packet = open_packet(sock.sid, upgrades=upgrades, ping_interval_ms=self.ping_interval_ms,
@@ -226,13 +290,17 @@ class EIOServer:
                 sock.nursery = nursery
                 nursery.start_soon(self._heartbeat, sock)
                 nursery.start_soon(self.app.run_socket, sock)
+                with trio.move_on_after(self.limits.handshake_timeout_s):
+                    await sock.used.wait()
+                if not sock.used.is_set():  # a handshake nobody followed: costs no more than this
+                    sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
                 await sock.closed.wait()
                 nursery.cancel_scope.cancel()
         except Exception:
             log.exception("Engine.IO socket %s failed", sock.sid)
             sock.close("internal error")
         finally:
-            self.sockets.pop(sock.sid, None)
+            self._forget(sock)
             try:
                 self.app.on_close(sock, sock.close_reason or "closed")
             except Exception:
@@ -276,6 +344,7 @@ class EIOServer:
         await ex.respond(200, self._open_frame(sock, ["websocket"]).encode(), headers=POLL_HEADERS)
 
     async def _poll(self, sock: EIOSocket, ex: Exchange) -> None:
+        sock.used.set()
         if sock._poll_pending:
             sock.close("duplicate poll")
             return await self._refuse(ex, EIOError.BAD_REQUEST)
@@ -311,15 +380,22 @@ class EIOServer:
             raise
 
     async def _post(self, sock: EIOSocket, ex: Exchange) -> None:
+        sock.used.set()
         try:
             body = await ex.read_body(self.max_payload)
         except Exception:
             sock.close("payload too large", send_close_packet=False)
             raise
         try:
-            packets = decode_payload(body, max_payload=self.max_payload)
+            packets = decode_payload(body, max_payload=self.max_payload, max_packets=self.limits.max_packets)
+            del body
             for packet in packets:
                 await self._on_packet(sock, packet)
+                # Yield between packets: a payload of many cheap packets (noops) must not hold
+                # the loop while other clients wait (a checkpoint costs ~1 µs).
+                await trio.lowlevel.checkpoint()
+                if sock.close_reason is not None:
+                    break
         except ProtocolError as exc:
             log.info("closing Engine.IO socket %s: %s", sock.sid, exc.msg)
             sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
@@ -335,6 +411,7 @@ class EIOServer:
         await self._run_websocket(sock, ws)
 
     async def _upgrade(self, sock: EIOSocket, ex: Exchange) -> None:
+        sock.used.set()
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         try:
             sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)

@@ -25,7 +25,7 @@ from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import HTTPError, Router
 from kdc_trio.sessions.model import Session
-from kdc_trio.transports.eio_server import EIOServer
+from kdc_trio.transports.eio_server import EIOLimits, EIOServer
 from kdc_trio.transports.identify import Refused, session_for
 from kdc_trio.transports.sio_app import ConnectRefused, NamespaceConn, SocketIOApp
 
@@ -198,7 +198,8 @@ def install(router: Router, gw: "ChatPorts") -> EIOServer:
     s = gw.settings
     server = EIOServer(ChatSocketIO(gw), ping_interval_ms=s.sio_ping_interval_ms,
                        ping_timeout_ms=s.sio_ping_timeout_ms, max_payload=s.effective_sio_max_payload,
-                       max_queue=s.client_queue * 2, upgrade_timeout_s=s.sio_upgrade_timeout_ms / 1000)
+                       max_queue=s.client_queue * 2, upgrade_timeout_s=s.sio_upgrade_timeout_ms / 1000,
+                       limits=EIOLimits.from_settings(s))
     # Every method reaches the Engine.IO server: a wrong one is its 400, as the protocol says.
     router.add("GET POST PUT DELETE PATCH", PATH, server.handle, prefix=True)
     return server

@@ -146,6 +146,14 @@ def test_oversized_body_says_413_and_1009():
     assert decode_payload(b"4" * 10, max_payload=10) == [Packet(T.MESSAGE, "4" * 9)], "the limit itself is allowed"
 
 
+def test_packets_per_payload_are_capped_before_anything_is_split():
+    for body in (b"\x1e".join([b"6"] * 11), "\x1e".join(["6"] * 11), b"\x1e" * 10):
+        with pytest.raises(RemoteProtocolError, match="11 packets exceeds the limit of 10") as info:
+            decode_payload(body, max_payload=1000, max_packets=10)
+        assert info.value.error_status_hint == 400 and info.value.reason == "too_many_packets"
+    assert len(decode_payload(b"\x1e".join([b"6"] * 10), max_payload=1000, max_packets=10)) == 10
+
+
 # ---- split at every offset ----------------------------------------------------------------------
 
 SPLIT_PACKETS = [Packet(T.MESSAGE, "héllo €"), Packet(T.MESSAGE, b"\x00" * 7), Packet(T.PONG),

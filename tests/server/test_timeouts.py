@@ -99,3 +99,32 @@ async def test_a_client_that_stops_reading_is_dropped_while_another_keeps_flowin
     assert 0.4 < dropped_after < 5
     assert sent["reader"] > sent_when_dropped + 10 * len(CHUNK), "the reader was still being written to"
     assert stalled_closed, "the dropped client's connection is closed"
+
+
+async def test_a_body_trickled_a_byte_at_a_time_is_cut_off_at_the_body_deadline():
+    """Each byte arrives well within the read timeout, but the whole body is due by
+    KDC_BODY_TIMEOUT_S: the trickle gets 408 and is closed (it was read forever before)."""
+    async with serving(timed_router([], {}), read_timeout_s=0.5, body_timeout_s=1.0) as (_, port):
+        stream = await connect(port)
+        await send(stream, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        started = trio.current_time()
+
+        async def trickle():
+            try:
+                while True:
+                    await stream.send_all(b"x")
+                    await trio.sleep(0.1)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trickle)
+            r = await read_response(stream, method="POST", timeout=5)
+            waited = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+        await stream.aclose()
+        fast = await exchange(port, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+    assert r.status == 408 and r.headers["connection"] == "close", r
+    assert r.json()["error"] == "request_timeout" and "KDC_BODY_TIMEOUT_S" in r.json()["detail"]
+    assert 0.9 < waited < 4
+    assert fast.status == 200 and fast.body == b"abc"
