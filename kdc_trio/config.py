@@ -112,6 +112,8 @@ class Settings:
     message_max_bytes: int = setting(
         "MESSAGE_MAX_BYTES", 25 * MiB, int, "Whole message: text, metadata and all attachments")
     max_message_chars: int = setting("CHAT_MAX_MESSAGE_CHARS", 32000, int, "Characters of message text")
+    max_external_events: int = setting(
+        "KDC_MAX_EXTERNAL_EVENTS", 64, int, "Events in one KDCube `external_events` submission; more → 413")
     conv_busy_policy: str = setting(
         "KDC_CONV_BUSY_POLICY", "reject", doc="A turn for a busy conversation: `reject` (409) or `queue`")
     turn_queue_size: int = setting(

@@ -10,8 +10,8 @@ Every envelope is a JSON-ready dict:
 - `conversation` = {session_id, conversation_id, turn_id}
 - `event` = {agent, step, status, title}
 - deltas carry `delta` {text, index, marker, completed[, format, artifact_name, sub_type]}
-  and the mirrors `text` / `idx` that KDCube clients read (plus `extra` with the optional
-  fields, where KDCube puts them);
+  and the mirrors `text` / `idx` that KDCube clients read, and `extra` (always; `{}` at least)
+  with the optional fields, where KDCube puts them;
 - every other family carries `data` (errors: `data.error`); `metadata` is optional.
 
 `socket_event_for` names the transport event (SSE `event:` / Socket.IO event) of an
@@ -219,8 +219,13 @@ def step(svc: ServiceCtx, conv: ConvCtx, *, step: str, status: str, title: str |
 def delta(svc: ServiceCtx, conv: ConvCtx, *, text: str, index: int, marker: str = "answer",
           agent: str | None = None, completed: bool = False, format: str | None = None,
           artifact_name: str | None = None, sub_type: str | None = None, metadata: Data = None,
-          now: float | None = None) -> Env:
-    """`chat.delta`: one streamed piece of text; the marker passes through untouched."""
+          extra: Data = None, now: float | None = None) -> Env:
+    """`chat.delta`: one streamed piece of text; the marker passes through untouched.
+
+    Every delta has `extra` (KDCube's clients read it on each one): `{}` at least, the optional
+    `format` / `artifact_name` / `sub_type` in it (and mirrored in `delta`, as before), plus any
+    other keys the caller adds (`title`, `search_id`, ...; the named arguments win).
+    """
     if type(text) is not str:
         raise LocalProtocolError(f"delta text must be a str, not {type(text).__name__}")
     if type(index) is not int or index < 0:
@@ -229,17 +234,18 @@ def delta(svc: ServiceCtx, conv: ConvCtx, *, text: str, index: int, marker: str 
         raise LocalProtocolError(f"delta marker must be a non-empty str, not {marker!r}")
     if type(completed) is not bool:
         raise LocalProtocolError(f"delta completed must be a bool, not {completed!r}")
+    _check_dict("extra", extra)
     agent = _DELTA_AGENT if agent is None else agent
     env = _base("chat.delta", svc, conv, now, agent, "stream", "running", "Assistant Delta")
     part: Env = {"text": text, "index": index, "marker": marker, "completed": completed}
+    more: Env = dict(extra) if extra else {}
     if format is not None or artifact_name is not None or sub_type is not None:
-        extra: Env = {}
         optional = (("format", format), ("artifact_name", artifact_name), ("sub_type", sub_type))
         for key, value in optional:
             if value is not None:
                 _check_str(key, value)
-                part[key] = extra[key] = value
-        env["extra"] = extra  # where KDCube puts them; `delta` carries them too
+                part[key] = more[key] = value
+    env["extra"] = more  # where KDCube puts them; `delta` carries them too
     env["delta"] = part
     env["text"] = text
     env["idx"] = index
@@ -466,5 +472,5 @@ def _validate_delta(obj: dict[str, Any]) -> None:
             _need_str(part, key, "delta", optional=True)
     if obj.get("text") != part["text"] or type(obj.get("idx")) is not int or obj["idx"] != index:
         raise _bad("text/idx must mirror delta.text/delta.index")
-    if "extra" in obj and not isinstance(obj["extra"], dict):
+    if not isinstance(obj.get("extra"), dict):
         raise _bad("extra must be an object")

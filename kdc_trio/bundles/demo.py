@@ -43,8 +43,9 @@ class DemoBundle:
         await emit.delta(text="", index=index, marker="answer", completed=True)
 
         await emit.delta(text=f"# Echo\n\n{text}\n", index=0, marker="canvas", format="markdown",
-                         artifact_name="echo.md", completed=True)
-        await emit.delta(text="Echoed the message", index=0, marker="timeline_text", completed=True)
+                         artifact_name="echo.md", extra={"title": "Echo"}, completed=True)
+        await emit.delta(text="Echoed the message", index=0, marker="timeline_text", artifact_name="timeline",
+                         completed=True)
         await comm.event(type="chat.followups", step="followups", status="completed", title="Follow-ups",
                          agent=AGENT, data={"items": ["Tell me more", "Send a file", "Start over"]})
         await comm.complete(data={"answer": " ".join(words), "attachments": len(turn.message.attachments)},

@@ -42,6 +42,9 @@ class IngressError(RemoteProtocolError):
         self.error = error
         self.detail = detail
         self.limit = limit
+        # The refused request's own ids, when it named valid ones: the refusal's chat_error carries them.
+        self.conversation_id: str | None = None
+        self.turn_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON reply body: `{error, detail}` plus `limit` when a limit was violated."""

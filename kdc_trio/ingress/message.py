@@ -3,10 +3,14 @@
 Both transports end here: `/sse/chat` (JSON body, or multipart fields + file parts, see
 multipart.py) and Socket.IO `chat_message` (the JSON argument + the binary arguments).
 
-Accepted message forms (KDCube's):
-    {"message": {"text": "...", ...}}   {"message": "..."}   {"text": "...", ...}
-Optional `conversation_id` / `turn_id` and `attachment_meta` at top level (wins) or inside the
-message object. `attachment_meta` is a JSON array of objects, or a JSON string holding one.
+Accepted message forms (KDCube's, current and older):
+    {"external_events": [...], ...}     (see external_events.py)
+    {"message": {"text": "...", ...}}   {"message": {"message": "..."}}   {"message": "..."}
+    {"text": "...", ...}
+Optional `conversation_id` / `turn_id`, `chat_history`, `active_turn_id` / `target_turn_id`,
+`tenant` / `project` and (older forms) `attachment_meta` at top level (wins), inside the message
+object, or (KDCube) inside a `payload` object. `attachment_meta` is a JSON array of objects, or a
+JSON string holding one.
 
 Every limit is enforced here (text, file count, per-file size, total); the multipart parser
 enforces the byte limits earlier as well, while streaming. Attachment bytes are never copied:
@@ -19,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from kdc_trio.ingress.errors import invalid, malformed, too_large
+from kdc_trio.ingress.errors import IngressError, invalid, malformed, too_large
 from kdc_trio.ingress.limits import (
     LIMIT_FILE_BYTES,
     LIMIT_FILES,
@@ -27,7 +31,8 @@ from kdc_trio.ingress.limits import (
     LIMIT_TOTAL_BYTES,
     Limits,
 )
-from kdc_trio.ingress.models import Attachment, ChatMessage
+from kdc_trio.ingress.external_events import parse_external_events
+from kdc_trio.ingress.models import PROMPT, Attachment, ChatMessage
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
 
@@ -62,48 +67,74 @@ def build_message(
 ) -> ChatMessage:
     """Validate `obj` (the decoded JSON) with `files` and return the ChatMessage.
 
-    `match="filename"`: attachment_meta entries pair with files by filename, the rest by
-    position among the unpaired ones; more entries than files is an error.
-    `match="position"` (Socket.IO): entry i describes file i; the counts must be equal.
+    KDCube's `external_events` form pairs files with its attachment events (external_events.py).
+    The older forms use `attachment_meta`: `match="filename"` pairs entries with files by
+    filename, the rest by position among the unpaired ones (more entries than files is an error);
+    `match="position"` (Socket.IO): entry i describes file i, the counts must be equal.
     Raises only IngressError.
     """
     if match not in ("filename", "position"):
         raise ValueError(f"match must be 'filename' or 'position', not {match!r}")
     if not isinstance(obj, dict):
         raise invalid(f"the message must be a JSON object, not {_json_type(obj)}")
+    try:
+        return _build(obj, files, limits, match)
+    except IngressError as exc:
+        exc.conversation_id, exc.turn_id = _salvage_id(obj, "conversation_id"), _salvage_id(obj, "turn_id")
+        raise
 
-    inner = _message_object(obj)
-    text = inner.get("text", "")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise invalid(f"message text must be a string, not {_json_type(text)}")
+
+def _salvage_id(obj: dict[str, Any], name: str) -> str | None:
+    """A refused message's own id, if it named a valid one (top level or in `message`)."""
+    inner = obj.get("message")
+    for value in (obj.get(name), inner.get(name) if isinstance(inner, dict) else None):
+        if isinstance(value, str) and _ID_RE.fullmatch(value):
+            return value
+    return None
+
+
+def _build(obj: dict[str, Any], files: Sequence[RawFile], limits: Limits, match: str) -> ChatMessage:
+    _check_files(files, limits)
+    external = None
+    if obj.get("external_events") is not None:
+        external = parse_external_events(obj["external_events"], len(files), limits.max_external_events)
+        inner = _message_object(obj) if ("message" in obj or "text" in obj) else obj
+    else:
+        inner = _message_object(obj)
+    text = _legacy_text(inner)
+    if external is not None:
+        text = "\n\n".join([*external.texts, *([text] if text else [])])
     _check_text(text, limits)
 
     conversation_id = _id_field(obj, inner, "conversation_id")
     turn_id = _id_field(obj, inner, "turn_id")
-    metas = _attachment_meta(obj, inner, limits)
-
-    _check_files(files, limits)
-    pairs = _pair(metas, files, match)
-    attachments = [_attachment(i, raw, meta) for i, (raw, meta) in enumerate(pairs)]
+    if external is not None:
+        attachments = [_attachment(i, raw, meta) for i, (raw, meta) in enumerate(zip(files, external.metas))]
+    else:
+        pairs = _pair(_attachment_meta(obj, inner, limits), files, match)
+        attachments = [_attachment(i, raw, meta) for i, (raw, meta) in enumerate(pairs)]
 
     total = len(text.encode("utf-8")) + sum(len(f.data) for f in files)
     if total > limits.max_total_bytes:
         raise too_large(
             LIMIT_TOTAL_BYTES, f"message is {total} bytes; the limit is {limits.max_total_bytes}")
-    if not text and not attachments:
-        raise invalid("empty message: no text and no attachments")
+    events = external.events if external is not None else []
+    if not text and not attachments and not events:
+        raise invalid("empty message: no text, no attachments and no external events")
 
-    payload = {k: v for k, v in inner.items() if k != "attachment_meta"}
+    dropped = ("attachment_meta", "external_events", "chat_history")
+    payload = {k: v for k, v in inner.items() if k not in dropped}
     payload["text"] = text
     return ChatMessage(
         text=text, payload=payload, conversation_id=conversation_id, turn_id=turn_id,
-        attachments=attachments)
+        attachments=attachments, external_events=events, chat_history=_chat_history(obj, inner),
+        active_turn_id=_active_turn_id(obj, inner),
+        event_type=external.event_type if external is not None else PROMPT,
+        tenant=_scope_field(obj, inner, "tenant"), project=_scope_field(obj, inner, "project"))
 
 
 def _message_object(obj: dict[str, Any]) -> dict[str, Any]:
-    """The message as a dict, from any of the three forms."""
+    """The message as a dict, from any of the older forms."""
     if "message" in obj:
         m = obj["message"]
         if isinstance(m, str):
@@ -113,7 +144,56 @@ def _message_object(obj: dict[str, Any]) -> dict[str, Any]:
         raise invalid(f"`message` must be an object or a string, not {_json_type(m)}")
     if "text" in obj:
         return obj
-    raise invalid('no message: expected {"message": {"text": ...}}, {"message": "..."} or {"text": ...}')
+    raise invalid('no message: expected {"external_events": [...]}, {"message": {"text": ...}}, '
+                  '{"message": "..."} or {"text": ...}')
+
+
+def _legacy_text(inner: dict[str, Any]) -> str:
+    """`text`, or KDCube's older `{"message": {"message": "..."}}` (never dropped silently)."""
+    text = inner.get("text")
+    if text is None or text == "":
+        alt = inner.get("message")
+        text = alt if isinstance(alt, str) else text
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise invalid(f"message text must be a string, not {_json_type(text)}")
+    return text
+
+
+def _fields(obj: dict[str, Any], inner: dict[str, Any], name: str) -> list[Any]:
+    """`name` at the top level, in the message object, then in a `payload` object (KDCube)."""
+    payload = obj.get("payload")
+    places = [obj, inner] + ([payload] if isinstance(payload, dict) else [])
+    return [p.get(name) for p in places if p.get(name) not in (None, "")]
+
+
+def _chat_history(obj: dict[str, Any], inner: dict[str, Any]) -> list[Any]:
+    found = _fields(obj, inner, "chat_history")
+    if not found:
+        return []
+    if not isinstance(found[0], list):
+        raise invalid(f"`chat_history` must be an array, not {_json_type(found[0])}")
+    return found[0]
+
+
+def _active_turn_id(obj: dict[str, Any], inner: dict[str, Any]) -> str | None:
+    """KDCube's order: `target_turn_id`, then `active_turn_id`."""
+    for name in ("target_turn_id", "active_turn_id"):
+        found = _fields(obj, inner, name)
+        if found:
+            return _valid_id(name, found[0])
+    return None
+
+
+def _scope_field(obj: dict[str, Any], inner: dict[str, Any], name: str) -> str | None:
+    found = _fields(obj, inner, name)
+    if not found:
+        return None
+    value = found[0]
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise invalid(f"`{name}` must be 1-{MAX_ID_CHARS} characters of letters, digits, `_`, `-` or `.`")
+    return value
 
 
 def _check_text(text: str, limits: Limits) -> None:
@@ -133,6 +213,10 @@ def _id_field(obj: dict[str, Any], inner: dict[str, Any], name: str) -> str | No
         value = inner.get(name)
     if value is None or value == "":
         return None
+    return _valid_id(name, value)
+
+
+def _valid_id(name: str, value: Any) -> str:
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise invalid(
             f"`{name}` must be 1-{MAX_ID_CHARS} characters of letters, digits, `_`, `-` or `.`")

@@ -6,8 +6,9 @@ returns the validated ChatMessage (see message.py), or raises IngressError:
 - `application/json`: the body is read up to MESSAGE_MAX_BYTES (past it: 413 at once), then
   decoded as UTF-8 JSON.
 - `multipart/form-data`: fed to python-multipart's streaming `MultipartParser` as it arrives.
-  Fields `message` (a JSON string: one of the message forms, or a bare string = the text) and
-  `attachment_meta` (a JSON array string); file parts named `files` (or `files[]`, `file`).
+  Fields `event_submission` (KDCube's current clients: the JSON submission with its
+  `external_events`), or `message` (a JSON string: one of the older forms, or a bare string = the
+  text) and `attachment_meta` (a JSON array string); file parts named `files` (or `files[]`, `file`).
   Each file part is written into one bytearray, which becomes the Attachment's data: the body
   is never held twice. Limits are checked on every chunk: a part past CHAT_MAX_UPLOAD_MB, the
   parts together past MESSAGE_MAX_BYTES, one file too many: parsing stops at once with 413.
@@ -35,6 +36,7 @@ MULTIPART_TYPE = "multipart/form-data"
 FILE_FIELDS = frozenset({"files", "files[]", "file"})
 MESSAGE_FIELD = "message"
 META_FIELD = "attachment_meta"
+SUBMISSION_FIELD = "event_submission"  # KDCube's current clients: the whole JSON submission
 
 # RFC 2046 §5.1.1: a boundary is 1 to 70 characters.
 MAX_BOUNDARY_CHARS = 70
@@ -178,6 +180,14 @@ class _Form:
     def finish(self) -> tuple[dict[str, Any], list[RawFile]]:
         if self.parser.state != MultipartState.END:
             raise malformed("truncated multipart body: no closing boundary")
+        submission = self.fields.get(SUBMISSION_FIELD)
+        if submission is not None:
+            if MESSAGE_FIELD in self.fields:
+                raise malformed(f"form fields `{SUBMISSION_FIELD}` and `{MESSAGE_FIELD}` given together")
+            value = _loads(submission, f"form field `{SUBMISSION_FIELD}`")
+            if not isinstance(value, dict):
+                raise malformed(f"form field `{SUBMISSION_FIELD}` must hold a JSON object")
+            return value, self.files
         obj: dict[str, Any] = {}
         raw = self.fields.get(MESSAGE_FIELD)
         if raw is not None:
@@ -238,7 +248,7 @@ class _Form:
                     LIMIT_FILES, f"more than {self.limits.max_files} attachments")
             part.is_file = True
             part.buf = bytearray()
-        elif part.name in (MESSAGE_FIELD, META_FIELD):
+        elif part.name in (MESSAGE_FIELD, META_FIELD, SUBMISSION_FIELD):
             if part.name in self.fields:
                 raise malformed(f"form field `{part.name}` given twice")
             part.buf = self.fields[part.name] = bytearray()

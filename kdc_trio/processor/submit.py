@@ -36,9 +36,12 @@ def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
 
 
 async def tell_refusal(gw: "TurnPorts", session: Session, stream_id: str, *, error: str, detail: str,
-                       conversation_id: str | None = None, service_type: str | None = None) -> None:
-    """A refused turn is also told on the sender's stream (`chat_error`, or a `chat_service` notice)."""
-    msg = ChatMessage(text="", payload={}, conversation_id=conversation_id or "-", turn_id="-")
+                       conversation_id: str | None = None, turn_id: str | None = None,
+                       service_type: str | None = None) -> None:
+    """A refused turn is also told on the sender's stream (`chat_error`, or a `chat_service` notice),
+    with the request's own conversation/turn ids, or new ones when it named none (KDCube's reducers
+    look the turn up by id: a placeholder would throw there)."""
+    msg = ChatMessage(text="", payload={}, conversation_id=conversation_id, turn_id=turn_id)
     comm = communicator_for(_turn(session, stream_id, msg), gw.relay.publish)
     if service_type:
         await comm.service_event(service_type, data={"error": error, "detail": detail})
@@ -77,5 +80,20 @@ async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, mess
     queued_behind = previous is not None and previous.state == "in_progress"
     await comm.conv_status(state="in_progress", updated_at=status.updated_at, current_turn_id=turn.turn_id,
                            completion="queued_next" if queued_behind else None, origin_stream_id=stream_id)
-    return {"status": "processing_started", "task_id": turn.task_id, "session_id": session.session_id,
-            "user_type": session.user_type.value, "conversation_id": turn.conversation_id, "turn_id": turn.turn_id}
+    return accepted_reply(turn, session, created=previous is None)
+
+
+def accepted_reply(turn: Turn, session: Session, *, created: bool, continuation_of: str | None = None,
+                   status: str = "processing_started") -> dict:
+    """The 202 body / Socket.IO ack of an accepted message: ours and KDCube's fields."""
+    return {
+        "ok": True, "status": status, "task_id": turn.task_id, "session_id": session.session_id,
+        "user_type": session.user_type.value, "conversation_id": turn.conversation_id, "turn_id": turn.turn_id,
+        "conversation_created": created, "is_continuation": continuation_of is not None,
+        "active_turn_id": continuation_of, "target_turn_id": turn.message.active_turn_id,
+        "queued_turn_id": turn.turn_id if continuation_of is not None else None,
+        "event_id": turn.task_id if continuation_of is not None else None,
+        "live_owner_detected": True if continuation_of is not None else None,
+        "message": ("Continuation accepted; available to the active conversation owner"
+                    if continuation_of is not None else "Queued; streaming via the session's streams"),
+    }

@@ -7,13 +7,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from kdc_trio.ingress.models import Attachment, ChatMessage
+from kdc_trio.ingress.models import PROMPT, Attachment, ChatMessage
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.sessions.model import Session
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def message_extras(m: ChatMessage) -> dict:
+    """The normalized message's fields beyond text/payload/attachments, JSON-ready."""
+    return {"external_events": m.external_events, "chat_history": m.chat_history,
+            "active_turn_id": m.active_turn_id, "event_type": m.event_type, "tenant": m.tenant,
+            "project": m.project}
 
 
 @dataclass(kw_only=True)
@@ -48,7 +55,8 @@ class Turn:
             "session": self.session.to_dict(), "stream_id": self.stream_id, "conversation_id": self.conversation_id,
             "turn_id": self.turn_id, "task_id": self.task_id, "request_id": self.request_id,
             "attempt": self.attempt, "enqueued_at": self.enqueued_at,
-            "message": {"text": self.message.text, "payload": self.message.payload, "attachments": atts},
+            "message": {"text": self.message.text, "payload": self.message.payload, "attachments": atts,
+                        **message_extras(self.message)},
         }
 
     @classmethod
@@ -58,7 +66,10 @@ class Turn:
                            data=base64.b64decode(a["data_b64"]) if "data_b64" in a else a.get("data", b""))
                 for a in m.get("attachments", [])]
         msg = ChatMessage(text=m["text"], payload=m.get("payload") or {}, conversation_id=d["conversation_id"],
-                          turn_id=d["turn_id"], attachments=atts)
+                          turn_id=d["turn_id"], attachments=atts, external_events=m.get("external_events") or [],
+                          chat_history=m.get("chat_history") or [], active_turn_id=m.get("active_turn_id"),
+                          event_type=m.get("event_type") or PROMPT, tenant=m.get("tenant"),
+                          project=m.get("project"))
         return cls(session=Session.from_dict(d["session"]), stream_id=d["stream_id"], message=msg,
                    conversation_id=d["conversation_id"], turn_id=d["turn_id"], task_id=d["task_id"],
                    request_id=d["request_id"], attempt=int(d.get("attempt", 1)),

@@ -54,10 +54,11 @@ class ChatCommunicator:
 
     async def delta(self, text: str, index: int = 0, marker: str = "answer", agent: str | None = None,
                     completed: bool = False, *, format: str | None = None, artifact_name: str | None = None,
-                    sub_type: str | None = None, metadata: dict | None = None,
+                    sub_type: str | None = None, metadata: dict | None = None, extra: dict | None = None,
                     broadcast: bool = False) -> int | None:
+        """A streamed piece; `extra` adds keys to the envelope's `extra` (e.g. a canvas `title`)."""
         e = env.delta(self.svc, self.conv, text=text, index=index, marker=marker, agent=agent, completed=completed,
-                      format=format, artifact_name=artifact_name, sub_type=sub_type, metadata=metadata)
+                      format=format, artifact_name=artifact_name, sub_type=sub_type, metadata=metadata, extra=extra)
         return await self._emit(e, broadcast)
 
     async def complete(self, data: dict | None = None, *, agent: str | None = None,

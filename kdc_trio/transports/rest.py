@@ -10,7 +10,7 @@ from kdc_trio.processor.runner import communicator_for
 from kdc_trio.processor.turn import Turn
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.server import Exchange, HTTPError, Request, Router
-from kdc_trio.sessions.model import Session
+from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.transports.identify import request_session
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ def install(router: Router, gw: "RestPorts") -> None:
     router.add("GET", "/ready", lambda req, ex: ready(gw, req, ex))
     router.add("GET", "/metrics", lambda req, ex: metrics(gw, req, ex))
     router.add("GET", "/api/session", lambda req, ex: api_session(gw, req, ex))
+    router.add("GET", "/profile", lambda req, ex: profile(gw, req, ex))
     router.add("GET", "/api/conv_status", lambda req, ex: api_conv_status(gw, req, ex))
 
 
@@ -71,6 +72,20 @@ async def api_session(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
     d = session.to_dict()
     await ex.json(200, d)
+
+
+def kdcube_profile(session: Session) -> dict:
+    """KDCube's `GET /profile` shape: `user_type` upper-case; anonymous sessions show no user."""
+    if session.user_type is UserType.ANONYMOUS:
+        return {"user_type": "ANONYMOUS", "session_id": session.session_id, "created_at": session.created_at}
+    return {"user_type": session.user_type.value.upper(), "username": session.username, "user_id": session.user_id,
+            "roles": list(session.roles), "permissions": [], "session_id": session.session_id,
+            "created_at": session.created_at}
+
+
+async def profile(gw: "RestPorts", req: Request, ex: Exchange) -> None:
+    session = await request_session(gw, req)
+    await ex.json(200, kdcube_profile(session))
 
 
 async def publish_conv_status(gw: "ChatPorts", session: Session, conversation_id: str,

@@ -28,6 +28,7 @@ from kdc_trio.sessions.model import Session
 from kdc_trio.transports.eio_server import EIOLimits, EIOServer
 from kdc_trio.transports.identify import Refused, session_for
 from kdc_trio.transports.sio_app import ConnectRefused, NamespaceConn, SocketIOApp
+from protocol.envelope import iso_timestamp
 
 if TYPE_CHECKING:
     from kdc_trio.ports import ChatPorts
@@ -123,8 +124,9 @@ class ChatSocketIO(SocketIOApp):
     async def after_connect(self, conn: NamespaceConn) -> None:
         s: Session = conn.state.session
         conn.emit("session_info", {"session_id": s.session_id, "user_type": s.user_type.value, "user_id": s.user_id,
-                                   "username": s.username, "tenant": s.tenant, "project": s.project,
-                                   "stream_id": conn.sid})
+                                   "username": s.username, "roles": list(s.roles), "tenant": s.tenant,
+                                   "project": s.project, "stream_id": conn.sid,
+                                   "connected_at": iso_timestamp()})
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
         """Pump the relay outbox into the socket: everything ready goes out as one batch."""
@@ -157,7 +159,8 @@ class ChatSocketIO(SocketIOApp):
         else:
             reply = {"error": "unknown_event", "detail": f"no handler for client event {event!r}"}
         if ack_id is not None:
-            conn.ack(ack_id, [reply])
+            # KDCube's clients read `ok` first: a refusal must never look accepted.
+            conn.ack(ack_id, [{"ok": "error" not in reply, **reply}])
 
     async def _chat_message(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
         gw = self.gw
@@ -172,13 +175,15 @@ class ChatSocketIO(SocketIOApp):
         except IngressError as exc:
             from kdc_trio.processor.submit import tell_refusal
 
-            await tell_refusal(gw, state.session, conn.sid, error=exc.error, detail=exc.detail)
-            return {"error": exc.error, "detail": exc.detail, "status": exc.status,
-                    **({"limit": exc.limit} if exc.limit else {})}
+            await tell_refusal(gw, state.session, conn.sid, error=exc.error, detail=exc.detail,
+                               conversation_id=exc.conversation_id, turn_id=exc.turn_id)
+            return refusal_reply(exc.status, exc.error, exc.detail, limit=exc.limit,
+                                 conversation_id=exc.conversation_id, turn_id=exc.turn_id)
         try:
             result = await submit_turn(gw, session=state.session, stream_id=conn.sid, message=message)
         except TurnRefused as exc:
-            return {"error": exc.error, "detail": exc.detail, "status": exc.status}
+            return refusal_reply(exc.status, exc.error, exc.detail, conversation_id=message.conversation_id,
+                                 turn_id=message.turn_id)
         return result
 
     async def _conv_status(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
@@ -192,6 +197,16 @@ class ChatSocketIO(SocketIOApp):
             return await publish_conv_status(self.gw, state.session, conversation_id, conn.sid)
         except HTTPError as exc:
             return {"error": exc.error, "detail": exc.detail, "status": exc.status}
+
+
+def refusal_reply(status: int, error: str, detail: str, *, limit: str | None = None, **ids: str | None) -> dict:
+    """A refused `chat_message` ack: ours (`error` code, `detail`, `status`) and KDCube's
+    (`ok: false`, `error_type`) side by side, with the request's ids when it had them."""
+    reply = {"ok": False, "error": error, "error_type": error, "detail": detail, "status": status}
+    if limit:
+        reply["limit"] = limit
+    reply.update({k: v for k, v in ids.items() if v})
+    return reply
 
 
 def install(router: Router, gw: "ChatPorts") -> EIOServer:

@@ -29,6 +29,7 @@ from kdc_trio.transports.identify import Refused, refused, request_session, stre
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
+from protocol.envelope import iso_timestamp
 from protocol.sse import encode_comment, encode_event, parse_last_event_id
 
 if TYPE_CHECKING:
@@ -63,11 +64,9 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                         headers=[("retry-after", str(STREAM_RETRY_AFTER_S))])
     try:
         stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
-        last_id = parse_last_event_id(req.headers.get("last-event-id") or req.query.get("last_event_id"))
     except Refused as exc:
         raise refused(exc) from None
-    except RemoteProtocolError as exc:
-        raise HTTPError(400, exc.reason, exc.msg) from None
+    last_id, ignored_last_id = resume_point(req)
     session = await request_session(gw, req)
     key = SessionKey(session.tenant, session.project, session.session_id)
     keys = [key]
@@ -86,9 +85,12 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                 raise HTTPError(503, "relay_unavailable", str(exc),
                                 headers=[("retry-after", str(STREAM_RETRY_AFTER_S))]) from None
             await ex.start_stream(200, SSE_HEADERS)
-            ready = {"timestamp": time.time(), "session_id": session.session_id,
-                     "user_type": session.user_type.value, "user_id": session.user_id, "stream_id": stream_id,
-                     "tenant": session.tenant, "project": session.project}
+            now = time.time()
+            ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
+                     "user_type": session.user_type.value, "user_id": session.user_id, "roles": list(session.roles),
+                     "stream_id": stream_id, "tenant": session.tenant, "project": session.project}
+            if ignored_last_id:
+                ready["last_event_id_ignored"] = True
             await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
                                        data=json.dumps(ready, separators=(",", ":"))))
             if last_id is not None:
@@ -102,6 +104,17 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         pass
     finally:
         gw.counters.sse_streams -= 1
+
+
+def resume_point(req: Request) -> tuple[int | None, bool]:
+    """The session sequence to replay after, and whether a Last-Event-ID was ignored. A value that
+    is not one of ours (KDCube gateways send uuids) starts a fresh stream instead of a 400."""
+    value = req.headers.get("last-event-id") or req.query.get("last_event_id")
+    try:
+        return parse_last_event_id(value), False
+    except RemoteProtocolError:
+        log.info("Last-Event-ID %.40r is not a kdc-trio sequence: starting a fresh stream", value)
+        return None, True
 
 
 async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
@@ -163,7 +176,8 @@ async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     try:
         message = await parse_chat_body(req.content_type, ex.body_chunks(), Limits.from_settings(gw.settings))
     except IngressError as exc:
-        await tell_refusal(gw, session, stream_id, error=exc.error, detail=exc.detail)
+        await tell_refusal(gw, session, stream_id, error=exc.error, detail=exc.detail,
+                           conversation_id=exc.conversation_id, turn_id=exc.turn_id)
         headers = [("connection", "close")] if exc.status == 413 else []
         raise HTTPError(exc.status, exc.error, exc.detail, headers=headers,
                         extra={"limit": exc.limit} if exc.limit else None) from None

@@ -78,6 +78,7 @@ BUILD_TABLE = [
         {
             **head("chat.delta", "assistant", "stream", "running", "Assistant Delta"),
             "delta": {"text": "Hel", "index": 0, "marker": "answer", "completed": False},
+            "extra": {},
             "text": "Hel",
             "idx": 0,
         },
@@ -507,6 +508,7 @@ REJECT_TABLE = [
     ("delta", ("idx",), 3),
     ("delta", ("idx",), 2.0),
     ("delta", ("extra",), []),
+    ("delta", ("extra",), _DELETE),
     ("delta", ("metadata",), "m"),
     ("delta", ("route",), "nowhere"),
     ("delta", ("route",), {"x": 1}),
