@@ -58,6 +58,15 @@ class IngressError(RemoteProtocolError):
         return f"IngressError({self.status}, {self.error!r}, {self.detail!r}{lim})"
 
 
+def optional_field(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """`obj[key]` when absent/None or of `kind` (bools are never ints); else the 422."""
+    value = obj.get(key)
+    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        names = {str: "a string", dict: "an object", list: "an array", int: "an integer"}
+        raise invalid(f"{where}.{key} must be {names.get(kind, kind.__name__)}")
+    return value
+
+
 def too_large(limit: str, detail: str) -> IngressError:
     return IngressError(413, PAYLOAD_TOO_LARGE, detail, limit)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kdc_trio.ingress.errors import invalid, too_large
+from kdc_trio.ingress.errors import invalid, optional_field, too_large
 from kdc_trio.ingress.models import FOLLOWUP, PROMPT, STEER
 
 TEXT_TYPES = (PROMPT, FOLLOWUP, STEER)
@@ -49,13 +49,8 @@ def parse_external_events(raw: Any, n_files: int, max_events: int) -> ExternalFo
     for i, event in enumerate(raw):
         if not isinstance(event, dict):
             raise invalid(f"external_events[{i}] must be an object, not {_kind(event)}")
-        etype = event.get("type")
-        if etype is not None and not isinstance(etype, str):
-            raise invalid(f"external_events[{i}].type must be a string")
-        payload = event.get("payload")
-        if payload is not None and not isinstance(payload, dict):
-            raise invalid(f"external_events[{i}].payload must be an object")
-        body = (payload or {}).get("event")
+        etype = optional_field(event, "type", str, f"external_events[{i}]")
+        body = (optional_field(event, "payload", dict, f"external_events[{i}]") or {}).get("event")
         if etype in TEXT_TYPES:
             types.append(etype)
             text = _event_text(i, body)
@@ -88,13 +83,12 @@ def _event_text(i: int, body: Any) -> str:
 
 
 def _check_meta(i: int, body: dict[str, Any]) -> None:
+    where = f"external_events[{i}].payload.event"
     for key in ("filename", "mime"):
-        value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            raise invalid(f"external_events[{i}].payload.event.{key} must be a string")
-    index = body.get("file_index")
-    if index is not None and (type(index) is not int or index < 0):
-        raise invalid(f"external_events[{i}].payload.event.file_index must be a non-negative integer")
+        optional_field(body, key, str, where)
+    index = optional_field(body, "file_index", int, where)
+    if index is not None and index < 0:
+        raise invalid(f"{where}.file_index must be a non-negative integer")
 
 
 def _align(metas: list[dict[str, Any]], n_files: int) -> list[dict[str, Any]]:

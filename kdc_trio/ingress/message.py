@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from kdc_trio.ingress.errors import IngressError, invalid, malformed, too_large
+from kdc_trio.ingress.errors import IngressError, invalid, malformed, optional_field, too_large
 from kdc_trio.ingress.limits import (
     LIMIT_FILE_BYTES,
     LIMIT_FILES,
@@ -245,12 +245,8 @@ def _attachment_meta(obj: dict[str, Any], inner: dict[str, Any], limits: Limits)
     for i, entry in enumerate(raw):
         if not isinstance(entry, dict):
             raise invalid(f"attachment_meta[{i}] must be an object, not {_json_type(entry)}")
-        name = entry.get("filename")
-        if name is not None and not isinstance(name, str):
-            raise invalid(f"attachment_meta[{i}].filename must be a string")
-        mime = entry.get("mime")
-        if mime is not None and not isinstance(mime, str):
-            raise invalid(f"attachment_meta[{i}].mime must be a string")
+        for key in ("filename", "mime"):
+            optional_field(entry, key, str, f"attachment_meta[{i}]")
     return raw
 
 
