@@ -1,4 +1,4 @@
-"""`kdc-trio serve | worker | token | conformance`."""
+"""`kdc-trio serve | worker | token | chat | settings | conformance`."""
 
 from __future__ import annotations
 
@@ -61,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--roles", default="", help="comma-separated roles")
     pt.add_argument("--ttl", type=int, default=3600)
     pt.add_argument("--username")
+    from kdc_trio.client.cli import add_parser as add_chat_parser
+
+    add_chat_parser(sub)
     sub.add_parser("settings", help="print every setting (environment name, default, meaning) as Markdown")
     pc = sub.add_parser("conformance", help="serve the app the official Socket.IO/Engine.IO suites expect")
     pc.add_argument("--port", type=int, default=3000)
     pc.add_argument("--host", default="localhost", help="the suites connect to localhost:3000 (IPv4 or IPv6)")
     args = p.parse_args(argv)
+    if args.cmd == "chat":
+        from kdc_trio.client.cli import run as run_chat
+
+        return run_chat(args)
     if args.cmd == "settings":
         from kdc_trio.settings_doc import settings_markdown
 
@@ -83,13 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     setup_logging(settings)
-    if args.cmd == "serve":
-        trio.run(lambda: serve(settings, with_worker=not args.no_worker, port_file=args.port_file))
-    elif args.cmd == "worker":
-        from kdc_trio.processor.worker import run_worker
+    from kdc_trio.processor.bundle import BundleLoadError
 
-        trio.run(run_worker, settings)
-    elif args.cmd == "conformance":
+    try:
+        if args.cmd == "serve":
+            trio.run(lambda: serve(settings, with_worker=not args.no_worker, port_file=args.port_file))
+        elif args.cmd == "worker":
+            from kdc_trio.processor.worker import run_worker
+
+            trio.run(run_worker, settings)
+    except BundleLoadError as exc:
+        print(f"kdc-trio: KDC_BUNDLE={settings.bundle}: {exc}", file=sys.stderr)
+        return 2
+    if args.cmd == "conformance":
         from kdc_trio.transports.conformance import run_conformance
 
         import dataclasses

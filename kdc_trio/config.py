@@ -124,7 +124,9 @@ class Settings:
         "KDC_TURN_MAX_ATTEMPTS", 3, int, "Runs of one turn whose worker died before it is failed with chat_error")
     turn_lease_ms: int = setting(
         "KDC_TURN_LEASE_MS", 15000, int, "A running turn not renewed this long (its worker died) is taken over")
-    bundle: str = setting("KDC_BUNDLE", "kdc_trio.bundles.demo:DemoBundle", doc="`module:Class` of the bundle to run")
+    bundle: str = setting(
+        "KDC_BUNDLE", "kdc_trio.bundles.demo:DemoBundle",
+        doc="The bundle to run: `module:Class`, or `path/to/file.py:Class` (a file loaded at start)")
     event_filter: str | None = setting(
         "KDC_EVENT_FILTER", None, _opt_str, "`module:callable` deciding per event what a user may receive")
     filter_fail_open: bool = setting(

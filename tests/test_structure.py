@@ -11,8 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "kdc_trio"
-# The composition roots (the gateway and its Redis counterpart) and the command line.
-MAY_IMPORT_GATEWAY = {"kdc_trio.gateway", "kdc_trio.gateway_redis", "kdc_trio.cli"}
+# The composition roots (the gateway and its Redis counterpart), the command line, and its
+# counterpart for Python programs that host the gateway (`kdc_trio.running`).
+MAY_IMPORT_GATEWAY = {"kdc_trio.gateway", "kdc_trio.gateway_redis", "kdc_trio.cli", "kdc_trio.embed"}
 # Cycles left to split: the HTTP connection imports its WebSocket upgrade inside `accept_websocket`,
 # and the WebSocket module reuses the connection's ClientGone and read size.
 KNOWN_CYCLES = [["kdc_trio.server.connection", "kdc_trio.server.websocket", "kdc_trio.server.connection"]]

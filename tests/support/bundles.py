@@ -18,3 +18,12 @@ class SlowBroadcastBundle:
             await comm.delta(f"d{i} ", index=i, marker="answer", broadcast=True)
             await trio.sleep(SLOW_DELTA_S)
         await comm.complete(data={"deltas": SLOW_DELTAS}, broadcast=True)
+
+
+class FailingBundle:
+    """Starts, streams a little of an answer, then raises: the turn ends in `chat_error`."""
+
+    async def run(self, turn, comm):
+        await comm.start(message=turn.message.text)
+        await comm.delta("partial ", index=0, marker="answer")
+        raise RuntimeError("the bundle broke on purpose")
