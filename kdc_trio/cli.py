@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ps = sub.add_parser("serve", help="run the gateway (with an in-process worker unless --no-worker)")
     ps.add_argument("--no-worker", action="store_true", help="gateway only: bundles run in `kdc-trio worker`")
     ps.add_argument("--port-file", help="write the bound port here once listening (for tests and scripts)")
+    ps.add_argument("--workers", type=int, default=1,
+                    help="run N gateway processes on one port (SO_REUSEPORT, restarted when they die; needs REDIS_URL)")
     sub.add_parser("worker", help="run bundles for queued turns (needs REDIS_URL)")
     pt = sub.add_parser("token", help="mint a development token signed with KDC_JWT_SECRET")
     pt.add_argument("--sub", default="dev-user")
@@ -93,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     from kdc_trio.processor.bundle import BundleLoadError
 
     try:
-        if args.cmd == "serve":
+        if args.cmd == "serve" and args.workers > 1:
+            from kdc_trio.supervisor import supervise
+
+            trio.run(supervise, settings, args.workers, ["--no-worker"] if args.no_worker else [], args.port_file)
+        elif args.cmd == "serve":
             trio.run(lambda: serve(settings, with_worker=not args.no_worker, port_file=args.port_file))
         elif args.cmd == "worker":
             from kdc_trio.processor.worker import run_worker

@@ -60,6 +60,11 @@ class Settings:
         "Deadline for one write to a client; a client that stops reading is dropped when it passes")
     shutdown_grace_s: float = setting(
         "KDC_SHUTDOWN_GRACE_S", 5.0, float, "On SIGINT/SIGTERM: time streams get to end before they are cancelled")
+    reuse_port: bool = setting(
+        "KDC_REUSE_PORT", False, _bool,
+        "Listen with SO_REUSEPORT so several processes share the port (`serve --workers N` sets it)")
+    worker_index: int = setting(
+        "KDC_WORKER_INDEX", -1, int, "This process's index under `serve --workers N` (set by the supervisor; -1 = alone)")
     max_connections: int = setting(
         "KDC_MAX_CONNECTIONS", 20000, int, "Open TCP connections per process; past it new ones are closed at once")
     cors_origins: tuple[str, ...] = setting(

@@ -24,6 +24,29 @@ log = logging.getLogger("kdc_trio.server")
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 # How long to back off after such an error; short so we recover as soon as fds free up.
 ACCEPT_CAPACITY_SLEEP_S = 0.1
+# listen() backlog for SO_REUSEPORT listeners; trio's own default for open_tcp_listeners.
+LISTEN_BACKLOG = 0xFFFF
+
+
+async def reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listeners with SO_REUSEPORT, so several processes (`serve --workers N`) share one port and
+    the kernel spreads new connections over them."""
+    listeners = []
+    for family, type_, proto, _, addr in await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE):
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(addr)
+            sock.listen(LISTEN_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 class Server:
@@ -47,7 +70,10 @@ class Server:
                 scope.cancel()
 
     async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+        if self.settings.reuse_port:
+            listeners = await reuse_port_listeners(self.settings.host, self.settings.port)
+        else:
+            listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
         self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
         try:
             async with trio.open_nursery() as handlers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,7 +31,8 @@ def install(router: Router, gw: "RestPorts") -> None:
 
 
 async def health(gw: "RestPorts", req: Request, ex: Exchange) -> None:
-    await ex.json(200, {"status": "ok", "draining": gw.server.draining.is_set()})
+    await ex.json(200, {"status": "ok", "draining": gw.server.draining.is_set(), "pid": os.getpid(),
+                        "worker": gw.settings.worker_index if gw.settings.worker_index >= 0 else None})
 
 
 async def ready(gw: "RestPorts", req: Request, ex: Exchange) -> None:
