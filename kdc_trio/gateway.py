@@ -23,6 +23,7 @@ from kdc_trio.processor.runner import Processor
 from kdc_trio.relay.bus import Bus, MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
 from kdc_trio.sdk.communicator import load_event_filter
+from kdc_trio.metrics import GatewayMetrics
 from kdc_trio.server import Router, Server
 from kdc_trio.server.cors import CORS
 from kdc_trio.sessions.store import MemorySessionStore, SessionStore
@@ -43,25 +44,28 @@ class Gateway:
     processor: Processor | None = field(init=False, default=None)
     server: Server = field(init=False)
     counters: Counters = field(default_factory=Counters)
+    metrics: GatewayMetrics = field(init=False)
     base_url: str = ""  # set once listening (tests, logs)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.authenticator = Authenticator(s)
-        self.relay = ChatRelayCommunicator(self.bus, linger_s=s.relay_linger_ms / 1000)
+        self.metrics = GatewayMetrics(self)
+        self.relay = ChatRelayCommunicator(self.bus, linger_s=s.relay_linger_ms / 1000,
+                                           observe=self.metrics.observe_batch)
         if self.bundle is not None:
             self.processor = Processor(
                 queue=self.queue, bundle=self.bundle, publish=self.relay.publish, conv_store=self.conv_store,
                 concurrency=s.worker_concurrency, turn_timeout_s=s.turn_timeout_s,
                 event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open,
-                max_attempts=s.turn_max_attempts)
+                max_attempts=s.turn_max_attempts, on_turn_end=self.metrics.turn_finished)
         cors = CORS(s.cors_origins)
         self.router = Router()
         self.server = Server(s, cors.wrap(self.router), cors.headers)
         # Transports get the parts they use (kdc_trio/ports.py), never this Gateway.
         self.ports = Ports(settings=s, authenticator=self.authenticator, store=self.store, relay=self.relay,
                            conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
-                           server=self.server, processor=self.processor)
+                           server=self.server, processor=self.processor, metrics=self.metrics)
         from kdc_trio.transports import rest, socketio, sse
 
         sse.install(self.router, self.ports)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from kdc_trio.auth.authenticator import Authenticator
     from kdc_trio.config import Settings
+    from kdc_trio.metrics import GatewayMetrics
     from kdc_trio.processor.conv_status import ConvStatusStore
     from kdc_trio.processor.queue import TurnQueue
     from kdc_trio.relay.bus import Bus
@@ -81,6 +82,7 @@ class RestPorts(ChatPorts, Protocol):
 
     bus: "Bus"
     processor: Statistics | None
+    metrics: "GatewayMetrics"
 
 
 @dataclass(eq=False)
@@ -97,3 +99,4 @@ class Ports:
     bus: "Bus"
     server: ServerView
     processor: Statistics | None
+    metrics: "GatewayMetrics"

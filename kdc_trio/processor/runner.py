@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 
+from typing import Callable
+
 import trio
 
 from kdc_trio.processor.bundle import Bundle
@@ -37,7 +39,9 @@ def communicator_for(turn: Turn, publish: Publish, *, event_filter: EventFilter 
 class Processor:
     def __init__(self, *, queue: TurnQueue, bundle: Bundle, publish: Publish, conv_store: ConvStatusStore,
                  concurrency: int, turn_timeout_s: float, event_filter: EventFilter | None = None,
-                 filter_fail_open: bool = False, max_attempts: int = 3) -> None:
+                 filter_fail_open: bool = False, max_attempts: int = 3,
+                 on_turn_end: Callable[[str, float], None] | None = None) -> None:
+        self.on_turn_end = on_turn_end  # (outcome, seconds): metrics
         self.queue = queue
         self.bundle = bundle
         self.publish = publish
@@ -67,7 +71,8 @@ class Processor:
         comm = communicator_for(turn, self.publish, event_filter=self.event_filter,
                                 filter_fail_open=self.filter_fail_open)
         self.running += 1
-        completion, state = "error", "error"
+        started = trio.current_time()
+        completion, state, outcome = "error", "error", "cancelled"
         try:
             refusal = turn.error
             if refusal is None and turn.attempt > self.max_attempts:
@@ -75,24 +80,29 @@ class Processor:
                            f"(KDC_TURN_MAX_ATTEMPTS={self.max_attempts})")
             if refusal is not None:
                 self.failed += 1
+                outcome = "error"
                 log.error("turn %s cannot run: %s", turn.turn_id, refusal)
                 await comm.error(refusal, step="turn", title="Turn failed")
             else:
                 with trio.fail_after(self.turn_timeout_s):
                     await self.bundle.run(turn, comm)
-                completion, state = "success", "idle"
+                completion, state, outcome = "success", "idle", "success"
                 self.completed += 1
         except trio.TooSlowError:
             self.failed += 1
+            outcome = "timeout"
             log.error("turn %s timed out after %ss", turn.turn_id, self.turn_timeout_s)
             await comm.error(f"the turn took longer than {self.turn_timeout_s}s and was stopped",
                              step="turn", title="Turn timed out")
         except Exception as exc:
             self.failed += 1
+            outcome = "error"
             log.exception("bundle failed on turn %s", turn.turn_id)
             await comm.error(f"the bundle failed: {type(exc).__name__}", step="turn", title="Turn failed")
         finally:
             self.running -= 1
+            if self.on_turn_end is not None:
+                self.on_turn_end(outcome, trio.current_time() - started)
             with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_TIMEOUT_S):
                 status = ConvStatus(conversation_id=turn.conversation_id, session_id=turn.session.session_id,
                                     state=state, current_turn_id=turn.turn_id, completion=completion,

@@ -13,7 +13,7 @@ import logging
 import math
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import trio
 
@@ -44,9 +44,11 @@ class RelayUnavailable(Exception):
 
 
 class ChatRelayCommunicator:
-    def __init__(self, bus: Bus, *, linger_s: float = 0.0) -> None:
+    def __init__(self, bus: Bus, *, linger_s: float = 0.0,
+                 observe: Callable[[list[RelayMessage]], None] | None = None) -> None:
         self.bus = bus
         self.linger_s = linger_s
+        self.observe = observe  # metrics: sees each batch once, before the fan-out
         self._entries: dict[SessionKey, _Entry] = {}
         self._nursery: trio.Nursery | None = None
         self.subscriptions_started = 0
@@ -156,6 +158,8 @@ class ChatRelayCommunicator:
                 del self._entries[entry.key]
 
     def _fanout(self, entry: _Entry, batch: list[RelayMessage]) -> None:
+        if self.observe is not None:
+            self.observe(batch)
         outboxes = entry.outboxes
         n = 0
         for msg in batch:
@@ -195,6 +199,9 @@ class ChatRelayCommunicator:
         finally:
             outbox.release()
         return n
+
+    def outboxes(self) -> list[Outbox]:
+        return [ob for e in self._entries.values() for ob in e.outboxes]
 
     def statistics(self) -> dict:
         return {"sessions": len(self._entries), "connections": sum(len(e.outboxes) for e in self._entries.values()),

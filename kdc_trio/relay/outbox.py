@@ -118,6 +118,9 @@ class Outbox:
         self.delivered += len(batch)
         return batch
 
+    def depth(self) -> int:
+        return len(self._q)
+
     def statistics(self) -> dict:
         return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered,
                 "closed_reason": None if self.closed_reason is None else str(self.closed_reason)}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterable
 import h11
 import trio
 
+from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.request import Headers, HTTPError, Request
 
 if TYPE_CHECKING:
@@ -274,14 +275,16 @@ class HTTPConnection:
             except h11.LocalProtocolError:
                 return
 
-    async def _refuse(self, status: int, error: str, detail: str) -> None:
+    async def _refuse(self, status: int, error: str, detail: str,
+                      headers: Iterable[tuple[str, str]] = ()) -> None:
         """Answer a request we could not parse, if h11 still lets us, then give up the connection."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = json_bytes({"error": error, "detail": detail})
         try:
             await self.send_event(h11.Response(status_code=status, reason=REASONS.get(status, ""), headers=[
-                ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close")]))
+                ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close"),
+                *headers]))
             await self.send_event(h11.Data(data=body))
             await self.send_event(h11.EndOfMessage())
         except (ClientGone, h11.LocalProtocolError):
@@ -314,7 +317,9 @@ class HTTPConnection:
         except UnicodeDecodeError as exc:
             await self._refuse(400, "bad_request", str(exc))
             return False
-        ex = Exchange(self, request, self.cors(request))
+        rid = request_id_for(request.headers.get("x-request-id"))
+        REQUEST_ID.set(rid)  # every log line of this request (and of tasks it starts) carries it
+        ex = Exchange(self, request, [*self.cors(request), ("x-request-id", rid)])
         try:
             try:
                 await self.handler(request, ex)
@@ -353,6 +358,7 @@ class HTTPConnection:
             # A bug in a handler: answer 500 on this connection only, log once, keep serving others.
             log.exception("handler crashed: %s %s", request.method, request.path)
             if not ex.response_started:
-                await self._refuse(500, "internal_error", "the server hit an error handling this request")
+                await self._refuse(500, "internal_error", "the server hit an error handling this request",
+                                   [("x-request-id", rid)])
             return False
         return True

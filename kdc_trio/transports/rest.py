@@ -45,29 +45,10 @@ async def ready(gw: "RestPorts", req: Request, ex: Exchange) -> None:
                                        "draining": gw.server.draining.is_set()})
 
 
-def _metric_lines(gw: "RestPorts") -> list[str]:
-    c = gw.counters
-    rs = gw.relay.statistics()
-    values = {
-        "kdc_connections": gw.server.connections, "kdc_sse_streams": c.sse_streams,
-        "kdc_sio_sockets": c.sio_sockets, "kdc_turns_accepted_total": c.turns_accepted,
-        "kdc_turns_refused_total": c.turns_refused, "kdc_connections_closed_slow_total": c.closed_slow,
-        "kdc_relay_sessions": rs["sessions"], "kdc_relay_delivered_total": rs["delivered"],
-        "kdc_relay_subscriptions_started_total": rs["subscriptions_started"],
-        "kdc_accept_errors_total": gw.server.accept_errors,
-    }
-    for k, v in gw.bus.statistics().items():
-        if isinstance(v, (int, float)):
-            values[f"kdc_bus_{k}"] = v
-    if gw.processor is not None:
-        for k, v in gw.processor.statistics().items():
-            values[f"kdc_turns_{k}"] = v
-    return [f"{k} {v}" for k, v in values.items()]
-
-
 async def metrics(gw: "RestPorts", req: Request, ex: Exchange) -> None:
-    body = ("\n".join(_metric_lines(gw)) + "\n").encode()
-    await ex.respond(200, body, content_type="text/plain; version=0.0.4")
+    from kdc_trio.metrics import CONTENT_TYPE
+
+    await ex.respond(200, gw.metrics.render(), content_type=CONTENT_TYPE)
 
 
 async def api_session(gw: "RestPorts", req: Request, ex: Exchange) -> None:

@@ -182,6 +182,6 @@ async def test_rest_endpoints():
         r = await client.get("/ready")
         assert r.status_code == 200 and r.json()["ready"] is True
         m = (await client.get("/metrics")).text
-        assert "kdc_sse_streams 0" in m and "kdc_turns_accepted_total 0" in m
+        assert 'kdc_connections{transport="sse"} 0.0' in m and 'kdc_turns_total{outcome="accepted"} 0.0' in m
         s = (await client.get("/api/session")).json()
         assert s["user_type"] == "anonymous" and s["tenant"] == "home"

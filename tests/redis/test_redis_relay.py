@@ -82,7 +82,8 @@ async def test_a_turn_end_to_end_through_redis_and_a_gap_filled_from_the_log(bac
                 await redis.pipeline(cmds)
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=10)
                 metrics = (await client.get("/metrics")).text
-                assert "kdc_bus_relay_gap 1" in metrics and "kdc_bus_recovered_after_gap 2" in metrics
+                assert "kdc_redis_reconnects_total 1.0" in metrics
+                assert "kdc_redis_gap_events_recovered_total 2.0" in metrics
                 nursery.cancel_scope.cancel()
             assert bus.service.pubsub.gaps == 1 and bus.recovered == 2
         await redis.aclose()

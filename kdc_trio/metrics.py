@@ -1,0 +1,133 @@
+"""`/metrics`: prometheus-client's registry and exposition, one registry per gateway.
+
+Counters and gauges are read at scrape time from the objects that already count (server, relay,
+bus, pub/sub, processor): nothing is incremented on the hot path for them. The two histograms are
+observed where the time is known: delivery latency once per relayed event (one `time.time()` per
+batch, a bucket bisect per event), turn duration once per turn.
+
+Each gateway has its own `CollectorRegistry` (tests run many gateways in one process; the global
+registry would mix them); the default process/platform collectors are added to it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from kdc_trio.relay.message import RelayMessage
+
+# The classic text format every Prometheus version scrapes (newer clients default to 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Producer → gateway hand-off latency: a token stream wants single-digit ms; anything past a
+# second is an outage. Buckets in seconds.
+DELIVERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A turn lasts from under a second (an error) to minutes (a long agent run; KDC_TURN_TIMEOUT_S).
+TURN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TURN_OUTCOMES = ("success", "error", "timeout", "cancelled", "retry")
+
+
+class GatewayMetrics:
+    """The registry of one gateway; `source` is the composed gateway (read-only use)."""
+
+    def __init__(self, source: Any) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(_GatewayCollector(source))
+        self.delivery = Histogram(
+            "kdc_delivery_latency_seconds", "Producer publish → handed to the connections' outboxes",
+            buckets=DELIVERY_BUCKETS, registry=self.registry)
+        self.turn_duration = Histogram(
+            "kdc_turn_duration_seconds", "A turn's run time in a worker, by outcome", ["outcome"],
+            buckets=TURN_BUCKETS, registry=self.registry)
+        self._turn_children = {o: self.turn_duration.labels(outcome=o) for o in TURN_OUTCOMES}
+        self.turns = {o: 0 for o in TURN_OUTCOMES}
+
+    def observe_batch(self, batch: "list[RelayMessage]") -> None:
+        """Delivery latency of one relay batch (producer timestamps are wall-clock seconds)."""
+        now = time.time()
+        observe = self.delivery.observe
+        for msg in batch:
+            if msg.timestamp:
+                observe(max(0.0, now - msg.timestamp))
+
+    def turn_finished(self, outcome: str, duration_s: float) -> None:
+        if outcome not in self._turn_children:
+            outcome = "error"
+        self.turns[outcome] += 1
+        self._turn_children[outcome].observe(duration_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> CounterMetricFamily:
+    m = CounterMetricFamily(name, doc, labels=list(labels or ()))
+    m.add_metric(list((labels or {}).values()), value)
+    return m
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+
+    def collect(self) -> Iterable[Any]:
+        gw = self.gw
+        c = gw.counters
+        conns = GaugeMetricFamily("kdc_connections", "Open connections by transport", labels=["transport"])
+        conns.add_metric(["tcp"], gw.server.connections)
+        conns.add_metric(["sse"], c.sse_streams)
+        conns.add_metric(["socketio"], c.sio_sockets)
+        yield conns
+        rs = gw.relay.statistics()
+        yield _gauge("kdc_sessions", "Sessions with at least one connection in this process", rs["sessions"])
+        bs = gw.bus.statistics()
+        yield _gauge("kdc_subscribed_channels", "Session channels this process is subscribed to",
+                     bs.get("subscribed_channels", bs.get("subscribed_sessions", 0)))
+        yield _counter("kdc_events_published", "Events published by this process's producers", bs.get("published", 0))
+        yield _counter("kdc_events_delivered", "Events handed to connections' outboxes (one per connection)",
+                       rs["delivered"])
+        depth, deepest = _outbox_depths(gw.relay)
+        yield _gauge("kdc_outbox_depth", "Events waiting in all connections' outboxes", depth)
+        yield _gauge("kdc_outbox_depth_max", "Events waiting in the fullest outbox", deepest)
+        yield _counter("kdc_slow_consumer_closes", "Connections closed because their outbox overflowed",
+                       c.closed_slow)
+        yield _counter("kdc_accept_errors", "accept() failures (EMFILE, ENFILE, ENOMEM, ENOBUFS)",
+                       gw.server.accept_errors)
+        turns = CounterMetricFamily("kdc_turns", "Turns by outcome (accepted/refused at the edge; the rest "
+                                    "as this process's worker finished them)", labels=["outcome"])
+        turns.add_metric(["accepted"], c.turns_accepted)
+        turns.add_metric(["refused"], c.turns_refused)
+        metrics = getattr(gw, "metrics", None)
+        if metrics is not None:
+            for outcome, n in metrics.turns.items():
+                turns.add_metric([outcome], n)
+        yield turns
+        pubsub = getattr(getattr(gw.bus, "service", None), "pubsub", None)
+        if pubsub is not None:
+            yield _counter("kdc_redis_reconnects", "Times the Redis pub/sub connection was lost and re-made",
+                           getattr(pubsub, "gaps", 0))
+            yield _counter("kdc_redis_gap_events_recovered",
+                           "Events pub/sub missed during a reconnect, re-read from the session log",
+                           bs.get("recovered_after_gap", 0))
+
+
+def _outbox_depths(relay: Any) -> tuple[int, int]:
+    total = deepest = 0
+    for outbox in relay.outboxes():
+        n = outbox.depth()
+        total += n
+        deepest = max(deepest, n)
+    return total, deepest
