@@ -97,7 +97,7 @@ def markdown_table(report: dict) -> str:
     w = report["workload"]
     cols = COLUMNS[w]
     shown = {"stream": ("n", "size"), "fan-out": ("n", "size", "k"), "many": ("c", "rate", "duration", "size"),
-             "idle": ("c",), "churn": ("workers", "duration")}[w]
+             "idle": ("c",), "churn": ("clients", "duration")}[w]
     head = f"**{w}{' via Redis' if report['redis'] else ''}** (" + ", ".join(
         f"{k}={report['params'][k]}" for k in shown) + ")"
     lines = [head, "", "| target | " + " | ".join(h for _, h, _ in cols) + " | notes |",

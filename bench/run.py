@@ -2,14 +2,16 @@
 
     python3 bench/run.py <stream|fan-out|many|idle|churn>
         [--targets kdc-sse,kdc-sio,node-sio,py-sio,sse-starlette] [--redis] [--quick] [--runs 3]
-        [--n N] [--size S] [--k K] [--c C] [--rate R] [--duration D] [--workers W] [--out DIR]
+        [--n N] [--size S] [--k K] [--c C] [--rate R] [--duration D] [--clients W] [--workers N] [--out DIR]
 
 Prints a table (median of the runs), the ratios of kdc-trio against each peer speaking the same
 protocol, and writes `<out>/<workload>-<timestamp>.json` and `.png`. `--redis` starts a
 redis-server for the run and joins every target to it (kdc-trio's RedisBus, socket.io's
 redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asyncio pub/sub).
 `many` climbs a ladder of session counts and reports the highest C×R whose p99 stays under
-50 ms. Every run (and every rung) starts its server afresh. Numbers marked `client-bound` came from a load generator that used >80% of a core.
+50 ms. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
+`serve --workers N` (N processes on one port, joined through the run's Redis, so it implies
+`--redis`); CPU and RSS are then summed over the supervisor and its workers. Numbers marked `client-bound` came from a load generator that used >80% of a core.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from bench.targets import TARGETS, RedisServer, Running  # noqa: E402
 from bench.workloads import HEADLINE, WORKLOADS, median_run  # noqa: E402
 
 P99_BUDGET_MS = 50.0
-DEFAULTS = {"n": 20000, "size": 100, "k": 50, "c": 1000, "rate": 20.0, "duration": 5.0, "workers": 8}
-QUICK = {"n": 200, "size": 100, "k": 4, "c": 20, "rate": 20.0, "duration": 1.0, "workers": 2}
+DEFAULTS = {"n": 20000, "size": 100, "k": 50, "c": 1000, "rate": 20.0, "duration": 5.0, "clients": 8}
+QUICK = {"n": 200, "size": 100, "k": 4, "c": 20, "rate": 20.0, "duration": 1.0, "clients": 2}
 LADDER = [100, 200, 400, 800, 1600]
 
 
 def fresh_run(name: str, redis_url: str | None, workload: str, params: dict) -> dict:
     """One run on a freshly started server: no state, memory or leaked streams carried over."""
-    running = Running(TARGETS[name], redis_url)
+    running = Running(TARGETS[name], redis_url, workers=params.get("server_workers", 1))
     try:
         return WORKLOADS[workload](running, **params)
     finally:
@@ -76,11 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int)
     for k, v in DEFAULTS.items():
         p.add_argument(f"--{k}", type=type(v))
+    p.add_argument("--workers", type=int, default=1,
+                   help="kdc-trio server processes (serve --workers N; implies --redis)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
+    if a.workers > 1:
+        a.redis = True
     params = dict(QUICK if a.quick else DEFAULTS)
     params.update({k: getattr(a, k) for k in DEFAULTS if getattr(a, k) is not None})
     params["quick"] = a.quick
+    params["server_workers"] = a.workers
     runs = a.runs or (1 if a.quick else 3)
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     unknown = set(targets) - set(TARGETS)
@@ -111,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{a.workload}{'-redis' if a.redis else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tag = (f"-w{a.workers}" if a.workers > 1 else "") + ("-redis" if a.redis else "")
+    stem = out / f"{a.workload}{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     write_png(report, stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png")

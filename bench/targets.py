@@ -24,7 +24,7 @@ class Target:
     proto: str   # "sse" or "sio": what the load generator speaks
     flavor: str  # "kdc" or "peer"
 
-    def command(self, port: int, redis_url: str | None) -> tuple[list[str], dict[str, str]]:
+    def command(self, port: int, redis_url: str | None, workers: int = 1) -> tuple[list[str], dict[str, str]]:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if self.flavor == "kdc":
             env.update({"KDC_PORT": str(port), "KDC_BUNDLE": "kdc_trio.bundles.bench:BenchBundle",
@@ -33,7 +33,7 @@ class Target:
                         "KDC_WORKER_CONCURRENCY": "2000", "KDC_TURN_QUEUE_SIZE": "100000"})
             if redis_url:
                 env["REDIS_URL"] = redis_url
-            return [sys.executable, "-m", "kdc_trio", "serve"], env
+            return [sys.executable, "-m", "kdc_trio", "serve", *(["--workers", str(workers)] if workers > 1 else [])], env
         extra = [redis_url] if redis_url else []
         if self.name == "node-sio":
             return ["node", str(PEERS / "node_sio" / "server.js"), str(port), *extra], env
@@ -78,23 +78,44 @@ def ensure_node_peer() -> None:
 class Running:
     """A started server: its base URL and its process (for CPU and RSS)."""
 
-    def __init__(self, target: Target, redis_url: str | None) -> None:
+    def __init__(self, target: Target, redis_url: str | None, workers: int = 1) -> None:
         if target.name == "node-sio":
             ensure_node_peer()
         self.target = target
         self.port = free_port()
-        cmd, env = target.command(self.port, redis_url)
+        cmd, env = target.command(self.port, redis_url, workers)
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, self.proc)
+        if workers > 1 and target.flavor == "kdc":
+            time.sleep(1.0)  # the port answers once the first worker listens: give the others their start
         self.ps = psutil.Process(self.proc.pid)
         self.base = f"http://127.0.0.1:{self.port}"
 
+    def _tree(self) -> list[psutil.Process]:
+        """The server and its children (`serve --workers N`: the supervisor and its workers)."""
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return [self.ps]
+
     def cpu_s(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
 
     def rss_mb(self) -> float:
-        return self.ps.memory_info().rss / 2**20
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total / 2**20
 
     def stop(self) -> None:
         if self.proc.poll() is None:

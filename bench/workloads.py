@@ -124,8 +124,8 @@ def idle(running: Running, *, c: int, **_) -> dict:
             "kib_per_connection": (after - before) * 1024 / c, "open_s": max(o["open_s"] for o in opened)}
 
 
-def churn(running: Running, *, workers: int, duration: float, **_) -> dict:
-    g = Gen(running, mode="churn", connections=workers, duration=duration, trigger=None, expect=0)
+def churn(running: Running, *, clients: int, duration: float, **_) -> dict:
+    g = Gen(running, mode="churn", connections=clients, duration=duration, trigger=None, expect=0)
     g.line()
     cpu0 = running.cpu_s()
     g.send("go")

@@ -58,3 +58,17 @@ def test_through_redis(tmp_path):
     assert report["redis_limit"]["redis_benchmark_publish_per_s"] > 0
     for name, res in report["targets"].items():
         assert res["median"]["complete"], (name, res["median"])
+
+
+def test_kdc_with_server_workers(tmp_path):
+    """`--workers 2`: kdc-trio as two processes on one port through the run's Redis."""
+    out = subprocess.run([sys.executable, "bench/run.py", "stream", "--quick", "--targets", "kdc-sse,kdc-sio",
+                          "--workers", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [report_path] = tmp_path.glob("stream-w2-redis*.json")
+    report = json.loads(report_path.read_text())
+    assert report["redis"] is True and report["params"]["server_workers"] == 2
+    for name, res in report["targets"].items():
+        m = res["median"]
+        assert m["complete"] and m["deliveries"] == m["expected"] > 0, (name, m)
