@@ -66,7 +66,12 @@ class Settings:
     worker_index: int = setting(
         "KDC_WORKER_INDEX", -1, int, "This process's index under `serve --workers N` (set by the supervisor; -1 = alone)")
     max_connections: int = setting(
-        "KDC_MAX_CONNECTIONS", 20000, int, "Open TCP connections per process; past it new ones are closed at once")
+        "KDC_MAX_CONNECTIONS", 0, int,
+        "Open TCP connections per process; past it new ones are closed at once. 0 = derived: RLIMIT_NOFILE less "
+        "a tenth kept for other descriptors; a larger value is clamped to that (logged)")
+    max_connections_per_address: int = setting(
+        "KDC_MAX_CONNECTIONS_PER_ADDRESS", 0, int,
+        "Open TCP connections per client address; past it new ones are closed at once. 0 = half the process cap")
     cors_origins: tuple[str, ...] = setting(
         "KDC_CORS_ORIGINS", (), _csv, "Comma-separated origins allowed by CORS (credentials allowed); `*` = any")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 from typing import Callable
 
 import trio
@@ -49,6 +50,39 @@ async def reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener
     return listeners
 
 
+# Descriptors kept free for everything that is not a client connection (listeners, Redis
+# connections, log files, the accept of a connection we then refuse): a tenth of the file
+# limit, at least this many. So the connection cap is reached before descriptors run out.
+FD_RESERVE_MIN = 32
+# The connection cap when the file limit is unlimited and the setting says "derive".
+UNLIMITED_FILES_CAP = 65536
+
+
+def connection_caps(settings: Settings, nofile: int | None = None) -> tuple[int, int, str | None]:
+    """(connections per process, per client address, a warning or None), from the settings and
+    RLIMIT_NOFILE: `KDC_MAX_CONNECTIONS` 0 means derived from the limit, and an explicit value
+    that would let descriptors run out first is clamped (the warning says so);
+    `KDC_MAX_CONNECTIONS_PER_ADDRESS` 0 means half the process cap."""
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if nofile == resource.RLIM_INFINITY or nofile < 0:
+        ceiling = UNLIMITED_FILES_CAP
+    else:
+        ceiling = max(1, nofile - max(FD_RESERVE_MIN, nofile // 10))
+    wanted = settings.max_connections
+    warning = None
+    if not wanted:
+        cap = ceiling
+    elif wanted > ceiling and nofile != resource.RLIM_INFINITY:
+        cap = ceiling
+        warning = (f"KDC_MAX_CONNECTIONS={wanted} would run out of file descriptors first (RLIMIT_NOFILE "
+                   f"{nofile}); clamped to {cap}. Raise the limit (ulimit -n) to allow more.")
+    else:
+        cap = wanted
+    per_address = settings.max_connections_per_address or max(1, cap // 2)
+    return cap, min(per_address, cap), warning
+
+
 class Server:
     def __init__(self, settings: Settings, handler: Handler,
                  cors: Callable[[Request], list[tuple[str, str]]] | None = None) -> None:
@@ -56,8 +90,13 @@ class Server:
         self.handler = handler
         self.cors = cors or (lambda request: [])
         self.draining = trio.Event()
-        self.connections = 0
+        self.connections = 0  # counted at accept, before the connection's task runs
+        self.per_address: dict[str, int] = {}  # open connections by client address; 0s removed
+        self.refused = 0  # accepted and closed at once: a cap was reached
         self.accept_errors = 0
+        self.max_connections, self.max_per_address, warning = connection_caps(settings)
+        if warning:
+            log.warning(warning)
         self._idle_scopes: set[trio.CancelScope] = set()
         self.ports: list[int] = []
 
@@ -80,7 +119,8 @@ class Server:
                 async with trio.open_nursery() as acceptors:
                     for ln in listeners:
                         acceptors.start_soon(self._accept_loop, ln, handlers)
-                    log.info("listening on %s:%s", self.settings.host, self.ports[0])
+                    log.info("listening on %s:%s (at most %s connections, %s per client address)",
+                             self.settings.host, self.ports[0], self.max_connections, self.max_per_address)
                     task_status.started(self.ports)
                     await self.draining.wait()
                     acceptors.cancel_scope.cancel()
@@ -103,19 +143,32 @@ class Server:
                     await trio.sleep(ACCEPT_CAPACITY_SLEEP_S)
                     continue
                 raise
-            if self.connections >= self.settings.max_connections:
-                await trio.aclose_forcefully(stream)
-                continue
-            handlers.start_soon(self._run_connection, stream)
-
-    async def _run_connection(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        try:
             try:
                 peer = stream.socket.getpeername()
-                client = f"{peer[0]}:{peer[1]}"
+                address, client = peer[0], f"{peer[0]}:{peer[1]}"
             except OSError:
-                client = None
+                address, client = "", None
+            if (self.connections >= self.max_connections
+                    or self.per_address.get(address, 0) >= self.max_per_address):
+                self.refused += 1
+                await trio.aclose_forcefully(stream)
+                continue
+            # Counted here, synchronously with the check: a burst of accepts cannot pass the
+            # caps while the tasks that would have counted them wait to be scheduled.
+            self.connections += 1
+            self.per_address[address] = self.per_address.get(address, 0) + 1
+            handlers.start_soon(self._run_connection, stream, address, client)
+
+    def _release(self, address: str) -> None:
+        self.connections -= 1
+        left = self.per_address.get(address, 1) - 1
+        if left > 0:
+            self.per_address[address] = left
+        else:
+            self.per_address.pop(address, None)
+
+    async def _run_connection(self, stream: trio.SocketStream, address: str, client: str | None) -> None:
+        try:
             conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client,
                                   draining=self.draining)
             await conn.run()
@@ -128,5 +181,5 @@ class Server:
             if rest is not None:
                 raise rest
         finally:
-            self.connections -= 1
+            self._release(address)
             await trio.aclose_forcefully(stream)

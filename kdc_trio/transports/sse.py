@@ -62,6 +62,17 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     if gw.counters.sse_streams >= s.max_sse_connections:
         raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
                         headers=[("retry-after", str(STREAM_RETRY_AFTER_S))])
+    # Counted with the check, before any await: a burst of opens cannot all pass the cap while
+    # each waits for its session (400 opens against a cap of 300 gave 400 streams).
+    gw.counters.sse_streams += 1
+    try:
+        await _stream(gw, req, ex)
+    finally:
+        gw.counters.sse_streams -= 1
+
+
+async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
+    s = gw.settings
     try:
         stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
     except Refused as exc:
@@ -75,7 +86,6 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     outbox = Outbox(stream_id, s.client_queue)
     if last_id is not None:
         outbox.hold()
-    gw.counters.sse_streams += 1
     try:
         async with AsyncExitStack() as channels:
             try:
@@ -102,8 +112,6 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             await pump(gw, ex, outbox)
     except ClientGone:
         pass
-    finally:
-        gw.counters.sse_streams -= 1
 
 
 def resume_point(req: Request) -> tuple[int | None, bool]:

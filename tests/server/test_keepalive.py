@@ -88,7 +88,7 @@ async def test_head_answers_headers_only_on_a_kept_alive_connection():
 
 
 async def test_connections_past_the_cap_are_closed_at_once():
-    async with serving(echo_router(), max_connections=2) as (server, port):
+    async with serving(echo_router(), max_connections=2, max_connections_per_address=2) as (server, port):
         held = [await connect(port) for _ in range(2)]
         with trio.fail_after(5):
             while server.connections < 2:
