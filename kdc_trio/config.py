@@ -112,6 +112,14 @@ class Settings:
     default_tenant: str = setting("KDC_DEFAULT_TENANT", "home", doc="Tenant when a client names none")
     default_project: str = setting("KDC_DEFAULT_PROJECT", "demo", doc="Project when a client names none")
     session_ttl_s: int = setting("KDC_SESSION_TTL_S", 86400, int, "Session lifetime since last activity")
+    session_cookie: str = setting(
+        "KDC_SESSION_COOKIE", "kdc_session", doc="Sticky session cookie (HttpOnly) set by `/profile`, `/sse/stream` "
+        "and `/sse/chat`; a post without a session id uses it. Empty = off")
+    session_cookie_secure: bool = setting(
+        "KDC_SESSION_COOKIE_SECURE", False, _bool, "Mark the session cookie `Secure` (set it behind HTTPS)")
+    session_cookie_samesite: str = setting(
+        "KDC_SESSION_COOKIE_SAMESITE", "Lax", doc="The session cookie's `SameSite`: `Lax`, `Strict` or `None` "
+        "(`None` needs `KDC_SESSION_COOKIE_SECURE=1`)")
     session_log_size: int = setting(
         "KDC_SESSION_LOG_SIZE", 1000, int, "Events kept per session for replay after a reconnect")
     session_log_ttl_s: int = setting("KDC_SESSION_LOG_TTL_S", 3600, int, "How long a session's replay log is kept")

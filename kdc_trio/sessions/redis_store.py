@@ -4,16 +4,25 @@ Any gateway resolves any session id with the same ownership rules as the memory 
 (kdc_trio/sessions/resolver.py applies them; this only stores). Keys:
 `<prefix>:session:<id>` (hash: the session's fields, roles as JSON) and
 `<prefix>:session_user:<tenant>:<project>:<user_id>` (the bound session id). Both expire
-`KDC_SESSION_TTL_S` after the session was last put.
+`KDC_SESSION_TTL_S` after the session was last put. A live SSE stream's binding is
+`<prefix>:stream:<stream_id>` (JSON `{token, session_id, tenant, project}`), deleted when the
+stream ends (only by the connection that set it) and expiring with the session TTL otherwise.
 """
 
 from __future__ import annotations
 
 import json
 
-from kdc_trio.redis.commands import Commands, text, transaction
+from kdc_trio.redis.commands import Commands, Script, text, transaction
 from kdc_trio.sessions.model import Session
-from kdc_trio.sessions.store import SessionStore
+from kdc_trio.sessions.store import SessionStore, StreamBinding
+
+# KEYS[1] the stream binding; ARGV[1] the releasing connection's token. Deletes only its own.
+RELEASE_STREAM = Script("""
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur).token == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+""")
 
 
 class RedisSessionStore(SessionStore):
@@ -54,6 +63,23 @@ class RedisSessionStore(SessionStore):
     async def find_by_user(self, tenant: str, project: str, user_id: str) -> Session | None:
         sid = await self.redis.execute("GET", self._user_key(tenant, project, user_id))
         return await self.get(text(sid)) if sid else None
+
+    def _stream_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:stream:{stream_id}"
+
+    async def bind_stream(self, stream_id: str, binding: StreamBinding, token: str) -> None:
+        value = json.dumps({"token": token, **binding._asdict()})
+        await self.redis.execute("SET", self._stream_key(stream_id), value, "EX", self.ttl_s)
+
+    async def release_stream(self, stream_id: str, token: str) -> None:
+        await RELEASE_STREAM.run(self.redis, keys=[self._stream_key(stream_id)], args=[token])
+
+    async def stream_binding(self, stream_id: str) -> StreamBinding | None:
+        raw = await self.redis.execute("GET", self._stream_key(stream_id))
+        if not raw:
+            return None
+        d = json.loads(text(raw))
+        return StreamBinding(d["session_id"], d["tenant"], d["project"])
 
     async def ping(self) -> bool:
         try:

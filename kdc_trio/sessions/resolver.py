@@ -1,17 +1,28 @@
 """Which session a request belongs to: reuse, upgrade, or create — and who may not take one.
 
-Rules (the same for SSE, chat posts and Socket.IO):
+Rules (the same for SSE, chat posts, REST and Socket.IO):
 - `user_session_id` given: it must exist (else 401 "Unknown session"). A registered or
   privileged session belongs to its subject: another user's token, or no token, gets 403.
   An anonymous session presented with a valid token is upgraded to that user.
-- No `user_session_id`: a token reuses the user's session in this tenant/project (so every
-  connection of a user shares events), else a new session; no token makes a new anonymous one.
+- No `user_session_id`: the implicit candidates are tried in order (the live stream a chat post
+  names, then the sticky session cookie): one is taken when it exists and fits the caller (an
+  anonymous session for a caller without a token; the caller's own session for a token), and
+  is otherwise passed over silently, never refused. Else a token reuses the user's session in
+  this tenant/project (so every connection of a user shares events), else a new session; no token
+  makes a new anonymous one.
+
+Tenant and project (KDCube's model: a session belongs to the deployment; a connection names the
+tenant/project it works in): a session is created in the tenant/project its first request
+named (or the defaults) and keeps that as its home. A request that names none works in the
+session's home; one that names others works there, with the same session (the result is a
+view with those tenant/project; the stored session is unchanged). Never a 403 for it.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from typing import Sequence
 
 from kdc_trio.auth.identity import Identity
 from kdc_trio.sessions.model import Session, UserType
@@ -46,7 +57,9 @@ def _with_identity(session: Session, identity: Identity) -> Session:
 
 
 async def resolve_session(store: SessionStore, *, session_id: str | None, identity: Identity | None,
-                          tenant: str, project: str) -> Session:
+                          tenant: str | None, project: str | None, default_tenant: str = "home",
+                          default_project: str = "demo", candidates: Sequence[str] = ()) -> Session:
+    """The caller's session; `tenant`/`project` None = not named by the request (see module doc)."""
     if session_id:
         safe_id(session_id, what="user_session_id")
         session = await store.get(session_id)
@@ -57,22 +70,37 @@ async def resolve_session(store: SessionStore, *, session_id: str | None, identi
                 raise SessionError(403, "session_forbidden", "this session belongs to a signed-in user")
             if identity.subject != session.user_id:
                 raise SessionError(403, "session_forbidden", "this session belongs to another user")
-        if session.tenant != tenant or session.project != project:
-            raise SessionError(403, "session_forbidden", "this session belongs to another tenant/project")
-        if identity is not None:
-            session = _with_identity(session, identity)
-        session = session.seen()
-        await store.put(session)
-        return session
+        return await _reuse(store, session, identity, tenant, project)
+    for candidate in candidates:
+        session = await store.get(candidate)
+        if session is not None and _fits(session, identity):
+            return await _reuse(store, session, identity, tenant, project)
+    tenant, project = tenant or default_tenant, project or default_project
     if identity is not None:
         existing = await store.find_by_user(tenant, project, identity.subject)
         if existing is not None:
-            session = _with_identity(existing, identity).seen()
-            await store.put(session)
-            return session
+            return await _reuse(store, existing, identity, tenant, project)
         session = _with_identity(Session(session_id=new_session_id(), user_type=UserType.REGISTERED,
                                          tenant=tenant, project=project), identity)
     else:
         session = Session(session_id=new_session_id(), user_type=UserType.ANONYMOUS, tenant=tenant, project=project)
     await store.put(session)
+    return session
+
+
+def _fits(session: Session, identity: Identity | None) -> bool:
+    """An implicit candidate is taken only by whom it already belongs to."""
+    if identity is None:
+        return session.user_id is None
+    return session.user_id == identity.subject
+
+
+async def _reuse(store: SessionStore, session: Session, identity: Identity | None, tenant: str | None,
+                 project: str | None) -> Session:
+    if identity is not None:
+        session = _with_identity(session, identity)
+    session = session.seen()
+    await store.put(session)
+    if (tenant or session.tenant, project or session.project) != (session.tenant, session.project):
+        session = replace(session, tenant=tenant or session.tenant, project=project or session.project)
     return session

@@ -2,13 +2,20 @@
 
 A Redis store (kdc_trio/sessions/redis_store.py) implements the same interface so any
 gateway process resolves any session id with the same ownership rules.
+
+The store also knows the live SSE streams (stream_id → the session and scope it is bound to),
+so that a chat post that names its stream but presents no session finds the stream's session,
+whichever gateway holds the stream. A binding carries a token: a stream that reconnects with
+the same id rebinds it, and the old connection's release does not undo the new binding.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from typing import NamedTuple
 
 import trio
 
@@ -17,6 +24,12 @@ from kdc_trio.sessions.model import Session
 # Sessions the memory store keeps at most; the least recently seen go first. Bounds memory
 # against a flood of anonymous clients (each costs ~1 KiB).
 MEMORY_STORE_MAX_SESSIONS = 200_000
+
+
+class StreamBinding(NamedTuple):
+    session_id: str
+    tenant: str
+    project: str
 
 
 class SessionStore(ABC):
@@ -30,8 +43,23 @@ class SessionStore(ABC):
     async def find_by_user(self, tenant: str, project: str, user_id: str) -> Session | None:
         """The session already bound to this user in this tenant/project, if any."""
 
+    @abstractmethod
+    async def bind_stream(self, stream_id: str, binding: StreamBinding, token: str) -> None:
+        """A live stream is bound to this session and scope (until released or the session TTL)."""
+
+    @abstractmethod
+    async def release_stream(self, stream_id: str, token: str) -> None:
+        """The stream with this token ended (a newer binding of the same id is kept)."""
+
+    @abstractmethod
+    async def stream_binding(self, stream_id: str) -> StreamBinding | None: ...
+
     async def ping(self) -> bool:
         return True
+
+
+def new_stream_token() -> str:
+    return secrets.token_hex(8)
 
 
 class MemorySessionStore(SessionStore):
@@ -40,6 +68,7 @@ class MemorySessionStore(SessionStore):
         self.max_sessions = max_sessions
         self._by_id: OrderedDict[str, Session] = OrderedDict()
         self._by_user: dict[tuple[str, str, str], str] = {}
+        self._streams: dict[str, tuple[str, StreamBinding]] = {}  # live streams only: bounded by them
 
     async def get(self, session_id: str) -> Session | None:
         await trio.lowlevel.checkpoint()
@@ -71,3 +100,17 @@ class MemorySessionStore(SessionStore):
             k = (s.tenant, s.project, s.user_id)
             if self._by_user.get(k) == session_id:
                 del self._by_user[k]
+
+    async def bind_stream(self, stream_id: str, binding: StreamBinding, token: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._streams[stream_id] = (token, binding)
+
+    async def release_stream(self, stream_id: str, token: str) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._streams.get(stream_id, ("",))[0] == token:
+            del self._streams[stream_id]
+
+    async def stream_binding(self, stream_id: str) -> StreamBinding | None:
+        await trio.lowlevel.checkpoint()
+        entry = self._streams.get(stream_id)
+        return entry[1] if entry is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 from kdc_trio.auth.errors import AuthError
@@ -12,8 +14,13 @@ from kdc_trio.server import HTTPError, Request
 from kdc_trio.sessions.resolver import SessionError, resolve_session, safe_id
 
 if TYPE_CHECKING:
+    from kdc_trio.config import Settings
     from kdc_trio.ports import IdentifyPorts
     from kdc_trio.processor.submit import TurnRefused
+
+
+# A session cookie we set holds a session id; anything else in it is ignored.
+_SAFE_COOKIE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 class Refused(Exception):
@@ -39,31 +46,59 @@ def identify(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mappin
     return identity
 
 
-def tenant_project(gw: "IdentifyPorts", params: Mapping[str, Any]) -> tuple[str, str]:
+def tenant_project(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The tenant/project a request names (None: it names none, see sessions/resolver.py)."""
     try:
-        tenant = safe_id(str(params.get("tenant") or gw.settings.default_tenant), what="tenant")
-        project = safe_id(str(params.get("project") or gw.settings.default_project), what="project")
+        return tuple(safe_id(str(params[k]), what=k) if params.get(k) else None  # type: ignore[return-value]
+                     for k in ("tenant", "project"))
     except SessionError as exc:
         raise Refused(exc.status, exc.error, exc.detail) from None
-    return tenant, project
 
 
 async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
                       params: Mapping[str, Any], query: Mapping[str, str] | None = None,
-                      sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool) -> Session:
+                      sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool,
+                      stream_id: str | None = None, use_cookie: bool = False) -> Session:
     """Authenticate, then reuse / upgrade / create the session (`params` holds user_session_id,
-    tenant, project: the SSE query or the Socket.IO auth payload)."""
+    tenant, project: the SSE query or the Socket.IO auth payload). A chat post names its
+    `stream_id`: without a session id it gets that live stream's session when the caller fits it,
+    and works in the stream's tenant/project unless it names its own; `use_cookie` lets the sticky
+    session cookie stand in for a missing session id (sessions/resolver.py says who may take what)."""
     identity = identify(gw, headers=headers, cookies=cookies, query=query, sio_auth=sio_auth,
                         reject_anonymous=reject_anonymous)
-    tenant, project = tenant_project(gw, params)
+    tenant, project = tenant_project(params)
     sid = params.get("user_session_id")
     if sid is not None and not isinstance(sid, str):
         raise Refused(400, "bad_request", "user_session_id must be a string")
+    s = gw.settings
+    binding = await gw.store.stream_binding(stream_id) if stream_id else None
+    candidates = []
+    if not sid:
+        if binding is not None:
+            candidates.append(binding.session_id)
+        cookie = cookies.get(s.session_cookie) if use_cookie and s.session_cookie else None
+        if cookie and _SAFE_COOKIE.fullmatch(cookie):
+            candidates.append(cookie)
     try:
-        return await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
-                                     project=project)
+        session = await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
+                                        project=project, default_tenant=s.default_tenant,
+                                        default_project=s.default_project, candidates=candidates)
     except SessionError as exc:
         raise Refused(exc.status, exc.error, exc.detail) from None
+    if binding is not None and binding.session_id == session.session_id and tenant is None and project is None:
+        session = replace(session, tenant=binding.tenant, project=binding.project)
+    return session
+
+
+def session_cookie(settings: "Settings", session: Session) -> list[tuple[str, str]]:
+    """The `Set-Cookie` header that makes `session` sticky for this browser (none when disabled)."""
+    if not settings.session_cookie:
+        return []
+    attrs = [f"{settings.session_cookie}={session.session_id}", "Path=/", "HttpOnly",
+             f"Max-Age={settings.session_ttl_s}", f"SameSite={settings.session_cookie_samesite}"]
+    if settings.session_cookie_secure:
+        attrs.append("Secure")
+    return [("set-cookie", "; ".join(attrs))]
 
 
 def stream_id_from(value: Any, *, what: str = "stream_id") -> str:
@@ -85,9 +120,11 @@ def refused(exc: Refused | "TurnRefused") -> HTTPError:
     return HTTPError(exc.status, exc.error, exc.detail, headers=headers)
 
 
-async def request_session(gw: "IdentifyPorts", req: Request) -> Session:
+async def request_session(gw: "IdentifyPorts", req: Request, *, stream_id: str | None = None,
+                          use_cookie: bool = True) -> Session:
     try:
         return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
-                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous)
+                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
+                                 stream_id=stream_id, use_cookie=use_cookie)
     except Refused as exc:
         raise refused(exc) from None

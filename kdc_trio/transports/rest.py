@@ -12,7 +12,7 @@ from kdc_trio.processor.turn import Turn
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.server import Exchange, HTTPError, Request, Router
 from kdc_trio.sessions.model import Session, UserType
-from kdc_trio.transports.identify import request_session
+from kdc_trio.transports.identify import request_session, session_cookie
 
 if TYPE_CHECKING:
     from kdc_trio.ports import ChatPorts, RestPorts
@@ -68,7 +68,7 @@ def kdcube_profile(session: Session) -> dict:
 
 async def profile(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
-    await ex.json(200, kdcube_profile(session))
+    await ex.json(200, kdcube_profile(session), headers=session_cookie(gw.settings, session))
 
 
 async def publish_conv_status(gw: "ChatPorts", session: Session, conversation_id: str,

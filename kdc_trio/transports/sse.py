@@ -25,7 +25,9 @@ from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, WriteDeadline
-from kdc_trio.transports.identify import Refused, refused, request_session, stream_id_from
+from kdc_trio.sessions.model import Session
+from kdc_trio.sessions.store import StreamBinding, new_stream_token
+from kdc_trio.transports.identify import Refused, refused, request_session, session_cookie, stream_id_from
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
@@ -39,6 +41,8 @@ log = logging.getLogger("kdc_trio.sse")
 
 # Retry-After for a refused stream (429): long enough to shed a reconnect storm.
 STREAM_RETRY_AFTER_S = 5
+# Time a closing stream may take to drop its binding (stream → session) from the store.
+STREAM_RELEASE_TIMEOUT_S = 2.0
 # Largest JSON body of a conv_status request: it holds two ids.
 CONV_STATUS_BODY_LIMIT = 4096
 TRUTHY = ("1", "true", "yes", "on")
@@ -78,7 +82,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     except Refused as exc:
         raise refused(exc) from None
     last_id, ignored_last_id = resume_point(req)
-    session = await request_session(gw, req)
+    session = await request_session(gw, req, use_cookie=False)
     key = SessionKey(session.tenant, session.project, session.session_id)
     keys = [key]
     if req.query.get("project_events", "").lower() in TRUTHY:
@@ -94,7 +98,8 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 raise HTTPError(503, "relay_unavailable", str(exc),
                                 headers=[("retry-after", str(STREAM_RETRY_AFTER_S))]) from None
-            await ex.start_stream(200, SSE_HEADERS)
+            await bind_stream(gw, channels, stream_id, session)
+            await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session)])
             now = time.time()
             ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
                      "user_type": session.user_type.value, "user_id": session.user_id, "roles": list(session.roles),
@@ -112,6 +117,22 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             await pump(gw, ex, outbox)
     except ClientGone:
         pass
+
+
+async def bind_stream(gw: "ChatPorts", stack: AsyncExitStack, stream_id: str, session: Session) -> None:
+    """Record the live stream's session and scope, for posts that name the stream and nothing else;
+    the record goes when the stream does (released shielded, bounded, as the stream is cancelled)."""
+    token = new_stream_token()
+    await gw.store.bind_stream(stream_id, StreamBinding(session.session_id, session.tenant, session.project), token)
+
+    async def release() -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(STREAM_RELEASE_TIMEOUT_S):
+            try:
+                await gw.store.release_stream(stream_id, token)
+            except Exception as exc:  # the binding then expires with the session TTL
+                log.warning("stream %s: releasing its binding failed: %s", stream_id, exc)
+
+    stack.push_async_callback(release)
 
 
 def resume_point(req: Request) -> tuple[int | None, bool]:
@@ -180,7 +201,7 @@ async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         stream_id = stream_id_from(req.query["stream_id"])
     except Refused as exc:
         raise refused(exc) from None
-    session = await request_session(gw, req)
+    session = await request_session(gw, req, stream_id=stream_id)
     try:
         message = await parse_chat_body(req.content_type, ex.body_chunks(), Limits.from_settings(gw.settings))
     except IngressError as exc:
@@ -193,12 +214,11 @@ async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
     except TurnRefused as exc:
         raise refused(exc) from None
-    await ex.json(202, result)
+    await ex.json(202, result, headers=session_cookie(gw.settings, session))
 
 
 # ---- POST /sse/conv_status.get ------------------------------------------------------------
 async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
-    session = await request_session(gw, req)
     body = await ex.read_body(CONV_STATUS_BODY_LIMIT)
     try:
         obj = bounded_loads(body or b"{}")
@@ -212,5 +232,10 @@ async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         raise HTTPError(400, "bad_request", 'expected JSON {"conversation_id": str, "stream_id": str}') from None
     from kdc_trio.transports.rest import publish_conv_status
 
+    try:
+        stream_id = stream_id_from(stream_id) if stream_id is not None else None
+    except Refused as exc:
+        raise refused(exc) from None
+    session = await request_session(gw, req, stream_id=stream_id)
     status = await publish_conv_status(gw, session, conversation_id, stream_id)
     await ex.json(200, status)

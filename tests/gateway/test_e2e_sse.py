@@ -150,7 +150,8 @@ async def test_busy_conversation_gets_409_and_conv_status_on_request():
             await st.wait_for(lambda s: s.of("conv_status") and s.of("conv_status")[-1].data["data"]["state"] == "idle")
             r3 = await client.post(url, json={"text": "three", "conversation_id": "c1"})
             assert r3.status_code == 202
-            other = await client.get("/api/conv_status?conversation_id=c1")  # a new anonymous session
+            client.cookies.clear()  # without the sticky session cookie: a new anonymous session
+            other = await client.get("/api/conv_status?conversation_id=c1")
             assert other.status_code == 404
             nursery.cancel_scope.cancel()
 
