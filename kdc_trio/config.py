@@ -123,6 +123,15 @@ class Settings:
     session_log_size: int = setting(
         "KDC_SESSION_LOG_SIZE", 1000, int, "Events kept per session for replay after a reconnect")
     session_log_ttl_s: int = setting("KDC_SESSION_LOG_TTL_S", 3600, int, "How long a session's replay log is kept")
+    session_log_bytes: int = setting(
+        "KDC_SESSION_LOG_BYTES", 4 << 20, int,
+        "Bytes one session's replay log may hold (its share); past it its oldest events go first")
+    session_log_budget_bytes: int = setting(
+        "KDC_SESSION_LOG_BUDGET_BYTES", 256 << 20, int,
+        "Bytes all replay logs may hold (per process in memory, per Redis); past it the largest logs shrink first")
+    session_log_max_sessions: int = setting(
+        "KDC_SESSION_LOG_MAX_SESSIONS", 10_000, int,
+        "Sessions with a replay log in memory (least recently written dropped first; memory bus only)")
 
     # --- chat turns -----------------------------------------------------------------------
     max_upload_mb: float = setting("CHAT_MAX_UPLOAD_MB", 20.0, float, "Largest single attachment, MiB")

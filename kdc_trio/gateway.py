@@ -100,7 +100,9 @@ def memory_gateway(settings: Settings, *, bundle: Bundle | None = None, with_wor
     return Gateway(
         settings=settings,
         store=MemorySessionStore(ttl_s=settings.session_ttl_s),
-        bus=MemoryBus(log_size=settings.session_log_size, log_ttl_s=settings.session_log_ttl_s),
+        bus=MemoryBus(log_size=settings.session_log_size, log_ttl_s=settings.session_log_ttl_s,
+                      max_logs=settings.session_log_max_sessions, log_budget_bytes=settings.session_log_budget_bytes,
+                      log_session_bytes=settings.session_log_bytes),
         conv_store=MemoryConvStatusStore(),
         queue=MemoryTurnQueue(settings.turn_queue_size),
         bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None,

@@ -62,7 +62,8 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     if listen:
         service.pubsub = pubsub_cls(s.redis_url, on_batch=service.on_batch, on_reconnect=service.on_reconnect)
     bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,
-                   log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s)
+                   log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s,
+                   log_session_bytes=s.session_log_bytes, log_budget_bytes=s.session_log_budget_bytes)
     queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
                            attachment_ttl_s=s.redis_attachment_ttl_s)

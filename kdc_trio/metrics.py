@@ -99,6 +99,11 @@ class _GatewayCollector(Collector):
         yield _counter("kdc_events_published", "Events published by this process's producers", bs.get("published", 0))
         yield _counter("kdc_events_delivered", "Events handed to connections' outboxes (one per connection)",
                        rs["delivered"])
+        yield _counter("kdc_stream_gaps", "Resumes told stream.gap: their resume point was no longer logged",
+                       rs.get("gaps_told", 0) + bs.get("log_gaps", 0))
+        if "log_bytes" in bs:  # the memory bus's logs (through Redis they live in Redis)
+            yield _gauge("kdc_session_log_bytes", "Bytes held by this process's session replay logs",
+                         bs["log_bytes"])
         depth, deepest = _outbox_depths(gw.relay)
         yield _gauge("kdc_outbox_depth", "Events waiting in all connections' outboxes", depth)
         yield _gauge("kdc_outbox_depth_max", "Events waiting in the fullest outbox", deepest)

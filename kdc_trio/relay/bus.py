@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict, deque
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
@@ -17,6 +17,7 @@ import trio
 
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
+from kdc_trio.relay.session_log import LogSlice, SessionLogs
 
 # Messages one subscription may hold before its owner drains them. The owner (the relay)
 # only moves messages into outboxes, so reaching this means the process is starved; the
@@ -111,8 +112,8 @@ class Bus(ABC):
         """Async context manager: a Subscription that exists while the block runs."""
 
     @abstractmethod
-    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
-        """Logged messages of the session with seq > after_seq, oldest first."""
+    async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
+        """The session log after `after_seq`: its messages, oldest first, and what it still holds."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work the bus needs (the Redis reader); returns when cancelled."""
@@ -126,53 +127,21 @@ class Bus(ABC):
         return {}
 
 
-class _Log:
-    __slots__ = ("seq", "entries", "touched")
-
-    def __init__(self, size: int) -> None:
-        self.seq = 0
-        self.entries: deque[RelayMessage] = deque(maxlen=size)
-        self.touched = time.monotonic()
-
-
 class MemoryBus(Bus):
-    """In-process bus: seq and log per session, subscribers in this process only.
-
-    Logs are bounded twice: `log_size` events per session, and `max_logs` sessions (least
-    recently used go first) or `log_ttl_s` of inactivity, whichever comes first.
-    """
+    """In-process bus: seq and log per session (relay/session_log.py), subscribers in this process only."""
 
     name = "memory"
 
-    def __init__(self, *, log_size: int = 1000, log_ttl_s: float = 3600, max_logs: int = 10_000) -> None:
-        self.log_size = log_size
-        self.log_ttl_s = log_ttl_s
-        self.max_logs = max_logs
-        self._logs: OrderedDict[SessionKey, _Log] = OrderedDict()
+    def __init__(self, *, log_size: int = 1000, log_ttl_s: float = 3600, max_logs: int = 10_000,
+                 log_budget_bytes: int = 256 << 20, log_session_bytes: int = 4 << 20) -> None:
+        self.logs = SessionLogs(size=log_size, ttl_s=log_ttl_s, max_sessions=max_logs,
+                                budget_bytes=log_budget_bytes, session_bytes=log_session_bytes)
         self._subs: dict[SessionKey, set[Subscription]] = {}
         self._last_yield = 0.0
         self.published = 0
 
-    def _log(self, key: SessionKey) -> _Log:
-        log = self._logs.get(key)
-        now = time.monotonic()
-        if log is None:
-            log = self._logs[key] = _Log(self.log_size)
-        elif now - log.touched > self.log_ttl_s:
-            log.entries.clear()  # expired: forget the events, keep the seq increasing
-        self._logs.move_to_end(key)
-        log.touched = now
-        while len(self._logs) > self.max_logs:
-            self._logs.popitem(last=False)
-        return log
-
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
-        log = self._log(key)
-        log.seq += 1
-        data["seq"] = log.seq
-        msg = RelayMessage(session_id=key.session_id, event=event, data=data, seq=log.seq,
-                           timestamp=time.time(), target_sid=target_sid)
-        log.entries.append(msg)
+        msg = self.logs.append(key, event=event, data=data, target_sid=target_sid)
         self.published += 1
         for sub in self._subs.get(key, ()):
             sub.push(msg)
@@ -185,7 +154,7 @@ class MemoryBus(Bus):
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        return log.seq
+        return msg.seq
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
@@ -200,15 +169,12 @@ class MemoryBus(Bus):
                 if not subs:
                     del self._subs[key]
 
-    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
+    async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         await trio.lowlevel.checkpoint()
-        log = self._logs.get(key)
-        if log is None:
-            return []
-        return [m for m in log.entries if m.seq > after_seq]
+        return self.logs.read(key, after_seq)
 
     def subscribed_keys(self) -> set[SessionKey]:
         return set(self._subs)
 
     def statistics(self) -> dict:
-        return {"published": self.published, "subscribed_sessions": len(self._subs), "logs": len(self._logs)}
+        return {"published": self.published, "subscribed_sessions": len(self._subs), **self.logs.statistics()}

@@ -21,6 +21,7 @@ from kdc_trio.relay.bus import Bus, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.relay.outbox import CloseReason, Outbox
+from kdc_trio.relay.session_log import gap_notice
 
 log = logging.getLogger("kdc_trio.relay")
 
@@ -54,6 +55,7 @@ class ChatRelayCommunicator:
         self.subscriptions_started = 0
         self.subscriptions_ended = 0
         self.delivered = 0
+        self.gaps_told = 0  # resumes told `stream.gap`: their resume point was no longer logged
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session tasks; runs until cancelled."""
@@ -183,8 +185,10 @@ class ChatRelayCommunicator:
         """Queue the logged events after `after_seq` that this connection should see.
 
         Call inside `session_channel` with the outbox on hold (`outbox.hold()`): live messages
-        wait while the log is read, then follow it without gaps or repeats. A log that cannot
-        be read raises RelayUnavailable (the held messages are released either way).
+        wait while the log is read, then follow it without gaps or repeats. When the log no
+        longer holds what followed `after_seq`, a `stream.gap` notice (with the first seq still
+        held) goes first. A log that cannot be read raises RelayUnavailable (the held messages
+        are released either way).
         """
         n = 0
         try:
@@ -192,7 +196,10 @@ class ChatRelayCommunicator:
                 logged = await self.bus.history(key, after_seq)
             except Exception as exc:
                 raise RelayUnavailable(f"the log of {key} could not be read: {exc}") from exc
-            for msg in logged:
+            if logged.gap(after_seq):
+                self.gaps_told += 1
+                outbox.offer_replayed(gap_notice(key, after_seq, logged))
+            for msg in logged.messages:
                 if msg.target_sid is None or msg.target_sid == outbox.sid:
                     outbox.offer_replayed(msg)
                     n += 1
@@ -206,4 +213,4 @@ class ChatRelayCommunicator:
     def statistics(self) -> dict:
         return {"sessions": len(self._entries), "connections": sum(len(e.outboxes) for e in self._entries.values()),
                 "subscriptions_started": self.subscriptions_started, "subscriptions_ended": self.subscriptions_ended,
-                "delivered": self.delivered}
+                "delivered": self.delivered, "gaps_told": self.gaps_told}

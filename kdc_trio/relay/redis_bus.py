@@ -1,7 +1,8 @@
 """RedisBus: the Bus through Redis, for many gateway and worker processes.
 
 Publishing runs one script: `INCR` the session's sequence, append the message (with its seq)
-to the session log (a capped list with a TTL) and `PUBLISH` it on the session's channel — one
+to the session log (a list with a TTL, capped in events and bytes, within a budget for all
+logs) and `PUBLISH` it on the session's channel — one
 round trip, so the sequence is strictly increasing whichever process produced. Receiving goes
 through the ServiceCommunicator's one pub/sub connection per process: a channel is listened
 to while at least one local Subscription wants it (the relay keeps that equal to "the session
@@ -28,24 +29,89 @@ from kdc_trio.relay.bus import Bus, Subscription
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
 from kdc_trio.relay.service import ServiceCommunicator
+from kdc_trio.relay.session_log import LogSlice, gap_notice
 
 log = logging.getLogger("kdc_trio.redis_bus")
 
-# KEYS: seq key, log key. ARGV: channel, the message's head JSON (scalars only), its data
-# JSON (an object), log size, log TTL s, seq TTL s. Returns the seq. The published/logged text
-# is `{"seq":N,<head>,"data":{"seq":N,<data>}}`, built by concatenation: no JSON is decoded in
-# Redis, and receivers take the data's text as it is (RelayMessage.from_raw).
+# KEYS: seq key, log key, log sizes (zset: log key -> bytes), log write times (zset: log key ->
+# Redis TIME s), total bytes of all logs. ARGV: channel, the message's head JSON (scalars only),
+# its data JSON (an object), log size (events), log TTL s, seq TTL s, the session's share (bytes),
+# the budget of all logs (bytes). Returns the seq. The published/logged text is
+# `{"seq":N,<head>,"data":{"seq":N,<data>}}`, built by concatenation: no JSON is decoded in Redis,
+# and receivers take the data's text as it is (RelayMessage.from_raw).
+#
+# Bounds, as in memory (relay/session_log.py): the session's log keeps at most `size` events and
+# `share` bytes (oldest out first); all logs together keep at most `budget` bytes, and past it the
+# largest logs lose their oldest events first, down to 90 % of the budget. Logs whose TTL passed
+# are forgotten from the accounting (a few per call). The largest log's key is found in the sizes
+# zset, not passed in KEYS: a single Redis (or one cluster slot via a {hash tag} prefix) only.
 PUBLISH = Script("""
 local seq = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 local rest = string.sub(ARGV[3], 2)
 local data = '{"seq":' .. seq .. (rest == '}' and '}' or (',' .. rest))
 local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"data":' .. data .. '}'
-redis.call('RPUSH', KEYS[2], msg)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ttl, cap, share, budget = tonumber(ARGV[5]), tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local now = tonumber(redis.call('TIME')[1])
+local t = tonumber(redis.call('GET', total)) or 0
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', now - ttl - 1, 'LIMIT', 0, 8)) do
+  t = t - (tonumber(redis.call('ZSCORE', sizes, k)) or 0)
+  redis.call('ZREM', sizes, k)
+  redis.call('ZREM', touched, k)
+  if k ~= log then redis.call('DEL', k) end
+end
+if redis.call('EXISTS', log) == 0 then
+  t = t - (tonumber(redis.call('ZSCORE', sizes, log)) or 0)
+  redis.call('ZREM', sizes, log)
+end
+redis.call('RPUSH', log, msg)
+local mine = (tonumber(redis.call('ZSCORE', sizes, log)) or 0) + #msg
+t = t + #msg
+local len = redis.call('LLEN', log)
+while len > 0 and (len > cap or mine > share) do
+  local old = redis.call('LPOP', log)
+  mine = mine - #old
+  t = t - #old
+  len = len - 1
+end
+if len > 0 then
+  redis.call('ZADD', sizes, mine, log)
+  redis.call('ZADD', touched, now, log)
+  redis.call('EXPIRE', log, ttl)
+else
+  redis.call('ZREM', sizes, log)
+  redis.call('ZREM', touched, log)
+end
+if t > budget then
+  local target = budget - math.floor(budget / 10)
+  while t > target do
+    local top = redis.call('ZREVRANGE', sizes, 0, 1, 'WITHSCORES')
+    if #top == 0 then t = 0 break end
+    local k, b = top[1], tonumber(top[2])
+    local below = tonumber(top[4]) or 0
+    repeat
+      local old = redis.call('LPOP', k)
+      if not old then t = t - b b = 0 break end
+      b = b - #old
+      t = t - #old
+    until b < below or t <= target
+    if b > 0 then
+      redis.call('ZADD', sizes, b, k)
+    else
+      redis.call('ZREM', sizes, k)
+      redis.call('ZREM', touched, k)
+    end
+  end
+end
+redis.call('SET', total, t)
 redis.call('PUBLISH', ARGV[1], msg)
 return seq
+""")
+
+# KEYS: seq key, log key. Returns {the session's seq, the log's entries}: one consistent read.
+READ_LOG = Script("""
+return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
 """)
 
 
@@ -54,7 +120,8 @@ class RedisBus(Bus):
 
     def __init__(self, redis: Commands, service: ServiceCommunicator, *, channel_prefix: str,
                  key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
-                 seq_ttl_s: int = 86400) -> None:
+                 seq_ttl_s: int = 86400, log_session_bytes: int = 4 << 20,
+                 log_budget_bytes: int = 256 << 20) -> None:
         self.redis = redis
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
@@ -63,6 +130,12 @@ class RedisBus(Bus):
         self.log_size = log_size
         self.log_ttl_s = int(log_ttl_s)
         self.seq_ttl_s = int(seq_ttl_s)
+        self.log_session_bytes = int(log_session_bytes)
+        self.log_budget_bytes = int(log_budget_bytes)
+        # the accounting of all logs' bytes, shared by every process on this Redis
+        self._log_sizes_key = f"{key_prefix}:logbytes"
+        self._log_touched_key = f"{key_prefix}:logtouched"
+        self._log_total_key = f"{key_prefix}:logbytes:total"
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}
@@ -73,6 +146,7 @@ class RedisBus(Bus):
         self.received = 0
         self.undecodable = 0  # JSON that is not a relay message
         self.recovered = 0
+        self.gaps = 0  # pub/sub outages that outlasted a session's log (told as stream.gap)
 
     def _channel(self, key: SessionKey) -> str:
         return key.channel(self.channel_prefix)
@@ -107,8 +181,10 @@ class RedisBus(Bus):
         """KEYS and ARGV of the PUBLISH script for one event."""
         head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
                 "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
-        return ([self._seq_key(key), self._log_key(key)],
-                [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s])
+        return ([self._seq_key(key), self._log_key(key), self._log_sizes_key, self._log_touched_key,
+                 self._log_total_key],
+                [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s,
+                 self.log_session_bytes, self.log_budget_bytes])
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
@@ -132,14 +208,16 @@ class RedisBus(Bus):
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
                         await self.service.unlisten(channel)
 
-    async def history(self, key: SessionKey, after_seq: int) -> list[RelayMessage]:
-        raw = await self.redis.execute("LRANGE", self._log_key(key), 0, -1)
-        out = []
-        for item in raw or ():
-            msg = self._decode(item)
-            if msg is not None and msg.seq > after_seq:
-                out.append(msg)
-        return out
+    async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
+        seq, raw = await READ_LOG.run(self.redis, keys=[self._seq_key(key), self._log_key(key)])
+        last = int(seq or 0)
+        held = [m for m in map(self._decode, raw or ()) if m is not None]
+        first = held[0].seq if held else last + 1
+        return LogSlice([m for m in held if m.seq > after_seq], first, last)
+
+    async def log_bytes(self) -> int:
+        """Bytes all session logs hold, as the publish script accounts them."""
+        return int(await self.redis.execute("GET", self._log_total_key) or 0)
 
     async def ping(self) -> bool:
         try:
@@ -154,6 +232,7 @@ class RedisBus(Bus):
         return {"published": self.published, "publish_batches": self._publisher.batches,
                 "received": self.received, "undecodable": self.undecodable,
                 "relay_gap": getattr(self.service.pubsub, "gaps", 0), "recovered_after_gap": self.recovered,
+                "log_gaps": self.gaps,
                 "subscribed_channels": len(self._subs)}
 
     # ---- from the pub/sub connection -------------------------------------------------------
@@ -181,11 +260,17 @@ class RedisBus(Bus):
 
     async def _resync(self, channel: str) -> None:
         key = self._keys.get(channel)
+        after = self._last_seq.get(channel, 0)
+        missed: list[RelayMessage] = []
         try:
-            missed = await self.history(key, self._last_seq.get(channel, 0)) if key else []
+            if key is not None:
+                logged = await self.history(key, after)
+                missed = logged.messages
+                if after and logged.gap(after):  # the outage outlasted the log: say so
+                    self.gaps += 1
+                    missed = [gap_notice(key, after, logged, reason="relay_gap"), *missed]
         except Exception:
             log.exception("could not read the log of %s after a Redis gap", channel)
-            missed = []
         held = self._resyncing.pop(channel, [])
         subs = self._subs.get(channel)
         if subs:

@@ -1,0 +1,172 @@
+"""Session logs in memory, bounded in events, in bytes per session and in bytes per process.
+
+Every published event gets the session's next sequence and a lean copy (its JSON text, no
+dict, no encodings) is appended to the session's log, for replay after a reconnect. Bounds:
+
+- per session: `size` events and `session_bytes` bytes; past either, the oldest go first;
+- per process: `budget_bytes` over all logs; past it, eviction takes from the *largest* logs
+  first (down to 90 % of the budget, so a scan is paid once per tenth of the budget), so one
+  session's flood never evicts another session's smaller log;
+- `max_sessions` logs (least recently written go first) and `ttl_s` without a write.
+
+A reader whose resume point is no longer held is told, never skipped silently: `LogSlice.gap`
+says so, and `gap_notice` is the `chat_service` event (`type: "stream.gap"`) that carries the
+first sequence still held. The Redis log (relay/redis_bus.py) keeps the same bounds in its
+publish script and answers with the same LogSlice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.message import RelayMessage
+from protocol import envelope
+
+# Bytes a logged event costs beyond its JSON text: the RelayMessage object with its slots, the
+# deque slot, the event name and head strings (measured with tracemalloc: ~180 on CPython 3.11).
+ENTRY_OVERHEAD = 200
+# Over the process budget, eviction frees down to budget - budget // EVICT_FRACTION.
+EVICT_FRACTION = 10
+GAP_TYPE = "stream.gap"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSlice:
+    """What a log holds after a resume point."""
+
+    messages: list[RelayMessage]  # logged, seq > after_seq, oldest first
+    first_seq: int  # the first seq the log still holds (last_seq + 1 when it holds none)
+    last_seq: int  # the session's latest seq
+
+    def gap(self, after_seq: int) -> bool:
+        """Events after `after_seq` are no longer held (evicted or expired), or the resume point
+        is unknown to this log (ahead of it: the log was lost)."""
+        if after_seq == self.last_seq:
+            return False
+        return not (self.first_seq - 1 <= after_seq <= self.last_seq)
+
+
+def gap_notice(key: SessionKey, after_seq: int, held: LogSlice, *, reason: str = "evicted") -> RelayMessage:
+    """The `chat_service` event `stream.gap`: what a resuming client missed cannot be replayed.
+
+    Not a logged event (no seq, no SSE id): the replayed events that follow carry theirs.
+    """
+    svc = envelope.ServiceCtx(request_id=GAP_TYPE, tenant=key.tenant or "-", project=key.project or "-",
+                              user=None, user_type="system")
+    env = envelope.service(svc, None, type=GAP_TYPE, data={
+        "session_id": key.session_id, "after_seq": after_seq, "first_seq": held.first_seq,
+        "last_seq": held.last_seq, "reason": reason})
+    env["conversation"]["session_id"] = key.session_id
+    return RelayMessage(session_id=key.session_id, event="chat_service", data=env, seq=0, timestamp=time.time())
+
+
+class _Log:
+    __slots__ = ("seq", "entries", "bytes", "touched")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.entries: deque[tuple[RelayMessage, int]] = deque()  # (lean copy, its bytes)
+        self.bytes = 0
+        self.touched = time.monotonic()
+
+    def first_seq(self) -> int:
+        return self.entries[0][0].seq if self.entries else self.seq + 1
+
+    def pop_oldest(self) -> int:
+        _, n = self.entries.popleft()
+        self.bytes -= n
+        return n
+
+
+class SessionLogs:
+    def __init__(self, *, size: int = 1000, ttl_s: float = 3600, max_sessions: int = 10_000,
+                 budget_bytes: int = 256 << 20, session_bytes: int = 4 << 20) -> None:
+        self.size = size
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self.budget_bytes = budget_bytes
+        self.session_bytes = session_bytes
+        self._logs: OrderedDict[SessionKey, _Log] = OrderedDict()
+        self.bytes = 0
+        self.issued = 0  # sequences handed out, all sessions
+        self.dropped_logs = 0
+        self.evicted_entries = 0
+
+    def _log(self, key: SessionKey) -> _Log:
+        log = self._logs.get(key)
+        now = time.monotonic()
+        if log is None:
+            # A session whose log was dropped must never see its sequence restart below what it
+            # had: once any log was dropped, new logs start above every seq handed out so far.
+            log = self._logs[key] = _Log(self.issued if self.dropped_logs else 0)
+        elif now - log.touched > self.ttl_s:
+            self._clear(log)  # expired: forget the events, keep the seq increasing
+        self._logs.move_to_end(key)
+        log.touched = now
+        while len(self._logs) > self.max_sessions:
+            _, old = self._logs.popitem(last=False)
+            self._clear(old)
+            self.dropped_logs += 1
+        return log
+
+    def _clear(self, log: _Log) -> None:
+        self.bytes -= log.bytes
+        self.evicted_entries += len(log.entries)
+        log.entries.clear()
+        log.bytes = 0
+
+    def append(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None) -> RelayMessage:
+        """The session's next event: seq assigned (also into `data`), a lean copy logged."""
+        log = self._log(key)
+        log.seq += 1
+        self.issued += 1
+        data["seq"] = log.seq
+        msg = RelayMessage(session_id=key.session_id, event=event, data=data, seq=log.seq,
+                           timestamp=time.time(), target_sid=target_sid)
+        text = msg.data_json()  # encoded once: delivery reuses it
+        lean = RelayMessage(session_id=key.session_id, event=event, data=None, seq=log.seq,
+                            timestamp=msg.timestamp, target_sid=target_sid, data_json=text)
+        n = sys.getsizeof(text) + ENTRY_OVERHEAD
+        log.entries.append((lean, n))
+        log.bytes += n
+        self.bytes += n
+        while log.entries and (len(log.entries) > self.size or log.bytes > self.session_bytes):
+            self.bytes -= log.pop_oldest()
+            self.evicted_entries += 1
+        if self.bytes > self.budget_bytes:
+            self._evict_largest_first()
+        return msg
+
+    def _evict_largest_first(self) -> None:
+        target = self.budget_bytes - self.budget_bytes // EVICT_FRACTION
+        heap = [(-log.bytes, i, log) for i, log in enumerate(self._logs.values()) if log.entries]
+        heapq.heapify(heap)
+        while heap and self.bytes > target:
+            _, i, log = heapq.heappop(heap)
+            below = -heap[0][0] if heap else 0
+            while log.entries:  # at least one, then level it with the next largest
+                self.bytes -= log.pop_oldest()
+                self.evicted_entries += 1
+                if log.bytes < below or self.bytes <= target:
+                    break
+            if log.entries:
+                heapq.heappush(heap, (-log.bytes, i, log))
+
+    def read(self, key: SessionKey, after_seq: int) -> LogSlice:
+        log = self._logs.get(key)
+        if log is None:
+            return LogSlice([], 1, 0)
+        # copies: the encodings a replay caches must not stay on the logged entry
+        out = [RelayMessage(session_id=m.session_id, event=m.event, data=None, seq=m.seq, timestamp=m.timestamp,
+                            target_sid=m.target_sid, data_json=m.data_json())
+               for m, _ in log.entries if m.seq > after_seq]
+        return LogSlice(out, log.first_seq(), log.seq)
+
+    def statistics(self) -> dict:
+        return {"logs": len(self._logs), "log_bytes": self.bytes, "log_evicted_entries": self.evicted_entries,
+                "logs_dropped": self.dropped_logs}

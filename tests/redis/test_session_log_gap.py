@@ -1,0 +1,116 @@
+"""End to end, in memory and through a real Redis: a flood of big events stays within the log
+budget, spares a smaller session's log (its Last-Event-ID replay keeps its 16 events), and a
+client whose resume point was evicted gets `chat_service` `stream.gap` with the first sequence
+still held — over SSE `Last-Event-ID` and over Socket.IO `last_event_id` alike."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import httpx
+import pytest
+import trio
+
+from kdc_trio.gateway import Gateway
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.relay.keys import SessionKey
+from tests.support.gateway import running_gateway, test_settings
+from tests.support.redis_server import redis_server
+from tests.support.sio_client import SioResult, run_sio
+from tests.support.sse_client import open_stream
+
+SHARE = 256 * 1024
+BUDGET = 2 << 20
+BIG = "x" * 32_000
+
+
+@asynccontextmanager
+async def gateway(backend: str) -> AsyncIterator[tuple[Gateway, RedisClient | None]]:
+    kw = dict(session_log_bytes=SHARE, session_log_budget_bytes=BUDGET)
+    if backend == "memory":
+        async with running_gateway(test_settings(**kw)) as gw:
+            yield gw, None
+        return
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        try:
+            async with running_gateway(test_settings(redis_url=srv.url, **kw)) as gw:
+                yield gw, redis
+        finally:
+            await redis.aclose()
+
+
+async def new_session(client: httpx.AsyncClient) -> dict:
+    async with trio.open_nursery() as nursery:
+        st = await open_stream(nursery, client, "/sse/stream?stream_id=new")
+        nursery.cancel_scope.cancel()
+    return st.ready
+
+
+async def resume_sse(client: httpx.AsyncClient, sid: str, last_id: int, count: int) -> list:
+    """The events a stream resumed after `last_id` gets, until `count` chat_delta arrived."""
+    async with trio.open_nursery() as nursery:
+        st = await open_stream(nursery, client, f"/sse/stream?stream_id=back&user_session_id={sid}",
+                               headers={"last-event-id": str(last_id)})
+        await st.wait_event("chat_delta", count)
+        nursery.cancel_scope.cancel()
+    return [e for e in st.events if e.event != "ready"]
+
+
+async def redis_log_bytes(gw: Gateway, redis: RedisClient) -> tuple[int, int]:
+    """(the script's account of all logs' bytes, what the log lists really hold)."""
+    real = 0
+    for k in await redis.execute("KEYS", f"{gw.settings.redis_prefix}:log:*"):
+        real += sum(len(m) for m in await redis.execute("LRANGE", k, 0, -1))
+    return await gw.bus.log_bytes(), real
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_flood_spares_smaller_logs_and_an_evicted_resume_point_is_told(backend):
+    async with gateway(backend) as (gw, redis), httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        victim, flooder = await new_session(client), await new_session(client)
+        vkey = SessionKey(victim["tenant"], victim["project"], victim["session_id"])
+        fkey = SessionKey(flooder["tenant"], flooder["project"], flooder["session_id"])
+        for i in range(16):
+            await gw.relay.publish(vkey, event="chat_delta", data={"text": f"victim {i}"})
+        # one session floods (30 x 32 kB, past its share), then 40 more (past the budget)
+        for i in range(30):
+            await gw.relay.publish(fkey, event="chat_delta", data={"text": BIG, "i": i})
+        for s in range(40):
+            key = SessionKey(fkey.tenant, fkey.project, f"flood-{s}")
+            for i in range(10):
+                await gw.relay.publish(key, event="chat_delta", data={"text": BIG, "i": i})
+
+        if redis is None:
+            assert gw.bus.statistics()["log_bytes"] <= BUDGET
+        else:
+            accounted, real = await redis_log_bytes(gw, redis)
+            assert accounted == real and real <= BUDGET, (accounted, real)
+
+        got = await resume_sse(client, victim["session_id"], 0, 16)
+        assert [e.event for e in got] == ["chat_delta"] * 16, "the victim's log is whole: no gap"
+        assert [int(e.id) for e in got] == list(range(1, 17))
+
+        # the flooder resumes from 0: told first, then what is held, from its first seq
+        got = await resume_sse(client, flooder["session_id"], 0, 1)
+        gap, first = got[0], got[1]
+        assert gap.event == "chat_service" and gap.id == "", "the notice is not a logged event"
+        assert gap.data["type"] == "stream.gap"
+        assert gap.data["data"]["after_seq"] == 0 and gap.data["data"]["last_seq"] == 30
+        assert gap.data["data"]["first_seq"] == int(first.id) > 1
+
+        # a contiguous resume point: no notice
+        got = await resume_sse(client, flooder["session_id"], 29, 1)
+        assert [e.event for e in got] == ["chat_delta"] and got[0].id == "30"
+
+        async def told(sio, res: SioResult) -> None:
+            await res.wait_for(lambda r: r.of("chat_delta"))
+
+        res = await run_sio(gw.base_url, told, transports=["websocket"],
+                            auth={"user_session_id": flooder["session_id"], "last_event_id": "0"})
+        names = [n for n in res.names() if n != "session_info"]
+        assert names[:2] == ["chat_service", "chat_delta"], names
+        notice = res.of("chat_service")[0]
+        assert notice["type"] == "stream.gap" and notice["data"]["first_seq"] == res.of("chat_delta")[0]["seq"]
+        assert gw.relay.statistics()["gaps_told"] == 2
