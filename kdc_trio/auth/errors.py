@@ -9,6 +9,8 @@ raised at construction time so a misconfigured gateway does not start.
 
 from __future__ import annotations
 
+from kdc_trio.errors import ClientError
+
 # Reasons an AuthError may carry. Transports may rely on these strings; keep them stable.
 MALFORMED_TOKEN = "malformed_token"
 TOKEN_EXPIRED = "token_expired"
@@ -26,7 +28,7 @@ ACCESS_TOKEN_REQUIRED = "access_token_required"
 INVALID_TOKEN = "invalid_token"  # any other pyjwt rejection
 
 
-class AuthError(Exception):
+class AuthError(ClientError):
     """A presented credential is invalid. Answer 401 (SSE/REST) or CONNECT_ERROR (Socket.IO).
 
     `reason` is one of the constants above; `detail` is a human-readable hint that never
@@ -36,9 +38,8 @@ class AuthError(Exception):
     error_status_hint = 401
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
+        super().__init__(401, reason, detail or "the token was rejected", message=reason)
         self.reason = reason
-        self.detail = detail
 
     def __repr__(self) -> str:
         return f"AuthError({self.reason!r}, {self.detail!r})"

@@ -1,8 +1,8 @@
 """The one error type of ingress: a refusal of a chat message, carrying the reply to send.
 
 Every problem a client can cause while posting a turn (SSE `POST /sse/chat` or Socket.IO
-`chat_message`) ends in an `IngressError`. Transports answer it as HTTP `status` with JSON
-`as_dict()`, or ack the Socket.IO event with `as_dict()`.
+`chat_message`) ends in an `IngressError`, a `ClientError` (kdc_trio/errors.py): the transports
+render it as HTTP `status` with JSON `as_dict()`, or in the Socket.IO event's ack.
 
 Statuses:
 - 413 `payload_too_large`: a size limit; `limit` names the setting (e.g. `CHAT_MAX_UPLOAD_MB`).
@@ -13,8 +13,7 @@ Statuses:
 
 from __future__ import annotations
 
-from typing import Any
-
+from kdc_trio.errors import ClientError
 from protocol.errors import RemoteProtocolError
 
 PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -27,31 +26,22 @@ _CLOSE_TOO_BIG = 1009
 _CLOSE_POLICY = 1008
 
 
-class IngressError(RemoteProtocolError):
+class IngressError(ClientError, RemoteProtocolError):
     """A chat message refused: `status` and `error` for the reply, `detail` for humans,
     `limit` = the environment name of the violated setting (size limits only)."""
 
     def __init__(self, status: int, error: str, detail: str, limit: str | None = None) -> None:
-        super().__init__(
+        RemoteProtocolError.__init__(
+            self,
             detail,
             error_status_hint=status,
             close_code_hint=_CLOSE_TOO_BIG if status == 413 else _CLOSE_POLICY,
             reason=error,
         )
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.limit = limit
+        ClientError.__init__(self, status, error, detail, limit=limit, message=detail)
         # The refused request's own ids, when it named valid ones: the refusal's chat_error carries them.
         self.conversation_id: str | None = None
         self.turn_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON reply body: `{error, detail}` plus `limit` when a limit was violated."""
-        body: dict[str, Any] = {"error": self.error, "detail": self.detail}
-        if self.limit is not None:
-            body["limit"] = self.limit
-        return body
 
     def __repr__(self) -> str:
         lim = f", limit={self.limit!r}" if self.limit else ""

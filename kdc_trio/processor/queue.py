@@ -11,11 +11,19 @@ from collections import deque
 
 import trio
 
+from kdc_trio.errors import ClientError
 from kdc_trio.processor.turn import Turn
 
 
-class QueueFull(Exception):
-    pass
+# Seconds a refused sender is told to wait (Retry-After) before posting again.
+QUEUE_FULL_RETRY_AFTER_S = 5
+
+
+class QueueFull(ClientError):
+    """The turn queue is full: 503 `queue_full` with Retry-After."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "queue_full", detail, retry_after=QUEUE_FULL_RETRY_AFTER_S, message=detail)
 
 
 class TurnQueue(ABC):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from kdc_trio.errors import ClientError
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.processor.conv_status import ConvStatus
 from kdc_trio.processor.queue import QueueFull
@@ -16,15 +17,6 @@ if TYPE_CHECKING:
     from kdc_trio.ports import TurnPorts
 
 log = logging.getLogger("kdc_trio.turns")
-
-
-class TurnRefused(Exception):
-    def __init__(self, status: int, error: str, detail: str, *, retry_after: int | None = None) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
@@ -49,7 +41,8 @@ async def tell_refusal(gw: "TurnPorts", session: Session, stream_id: str, *, err
 
 
 async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
-    """Queue a validated message as a turn; returns the 202 body or raises TurnRefused."""
+    """Queue a validated message as a turn; returns the 202 body or raises a ClientError
+    (404 not this session's conversation, 409 busy, 503 queue full)."""
     turn = _turn(session, stream_id, message)
     policy_queue = gw.settings.conv_busy_policy == "queue"
     status = ConvStatus(conversation_id=turn.conversation_id, session_id=session.session_id, state="in_progress",
@@ -60,10 +53,10 @@ async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, mess
         assert previous is not None
         gw.counters.turns_refused += 1
         if previous.session_id != session.session_id:
-            raise TurnRefused(404, "conversation_not_found", "no such conversation in this session")
+            raise ClientError(404, "conversation_not_found", "no such conversation in this session")
         detail = f"conversation {turn.conversation_id} already has turn {previous.current_turn_id} in progress"
         await comm.error(detail, step="ingress", title="conversation_busy", data={"code": "conversation_busy"})
-        raise TurnRefused(409, "conversation_busy", detail)
+        raise ClientError(409, "conversation_busy", detail)
     try:
         await gw.queue.put(turn)
     except QueueFull as exc:
@@ -73,9 +66,9 @@ async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, mess
         await gw.conv_store.set(rolled)
         await comm.conv_status(state=rolled.state, updated_at=rolled.updated_at, current_turn_id=turn.turn_id,
                                completion="rollback", origin_stream_id=stream_id)
-        await comm.service_event("queue.enqueue_rejected", data={"error": "queue_full", "detail": str(exc)})
-        await comm.error(str(exc), step="ingress", title="queue_full", data={"code": "queue_full"})
-        raise TurnRefused(503, "queue_full", str(exc), retry_after=5) from None
+        await comm.service_event("queue.enqueue_rejected", data={"error": exc.error, "detail": exc.detail})
+        await comm.error(exc.detail, step="ingress", title=exc.error, data={"code": exc.error})
+        raise
     gw.counters.turns_accepted += 1
     queued_behind = previous is not None and previous.state == "in_progress"
     await comm.conv_status(state="in_progress", updated_at=status.updated_at, current_turn_id=turn.turn_id,

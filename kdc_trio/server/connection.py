@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterable
 import h11
 import trio
 
+from kdc_trio.errors import ClientError
 from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.request import Headers, HTTPError, Request
 
@@ -57,10 +58,10 @@ class WriteDeadline(ClientGone):
     """The client stopped reading: a write did not finish within KDC_WRITE_TIMEOUT_S."""
 
 
-def own_error(group: BaseExceptionGroup) -> "HTTPError | ClientGone | None":
+def own_error(group: BaseExceptionGroup) -> "ClientError | ClientGone | None":
     """What a handler's nursery wrapped (trio's exception groups are strict), when it holds only
-    HTTPError/ClientGone: the first HTTPError, else a ClientGone; None if it holds anything else."""
-    ours, rest = group.split((HTTPError, ClientGone))
+    ClientError/ClientGone: the first ClientError, else a ClientGone; None if it holds anything else."""
+    ours, rest = group.split((ClientError, ClientGone))
     if ours is None or rest is not None:
         return None
     leaves, pending = [], [ours]
@@ -70,7 +71,19 @@ def own_error(group: BaseExceptionGroup) -> "HTTPError | ClientGone | None":
             pending.extend(exc.exceptions)
         else:
             leaves.append(exc)
-    return next((e for e in leaves if isinstance(e, HTTPError)), leaves[0])
+    return next((e for e in leaves if isinstance(e, ClientError)), leaves[0])
+
+
+def error_reply(exc: ClientError) -> tuple[list[tuple[str, str]], dict]:
+    """How HTTP answers a ClientError (the one place): its headers and its JSON body."""
+    headers = list(exc.headers)
+    if exc.status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="kdc-trio"'))
+    if exc.retry_after:
+        headers.append(("retry-after", str(exc.retry_after)))
+    if exc.status == 413 and not any(k.lower() == "connection" for k, _ in headers):
+        headers.append(("connection", "close"))  # the rest of the body is not read
+    return headers, exc.as_dict()
 
 
 def json_bytes(obj: object) -> bytes:
@@ -334,21 +347,22 @@ class HTTPConnection:
                 raise RuntimeError(f"handler for {request.method} {request.path} sent no response")
             if not ex.body_done:
                 await ex._drain_body()  # keep-alive needs the unread body consumed
-        except HTTPError as exc:
+        except ClientError as exc:
             if ex.response_started:
                 return False
+            headers, body = error_reply(exc)
             if not ex.body_done and exc.status not in (408, 413):
                 # Read the unread body first: closing on a client still sending makes it see a
                 # reset instead of our answer. Bounded by the body limit and the read deadline.
                 try:
                     await ex._drain_body()
                 except (HTTPError, ClientGone, h11.RemoteProtocolError):
-                    exc.headers.append(("connection", "close"))
+                    headers.append(("connection", "close"))
             try:
-                await ex.error(exc.status, exc.error, exc.detail, headers=exc.headers, extra=exc.extra)
+                await ex.json(exc.status, body, headers=headers)
             except ClientGone:
                 return False
-            return not any(k.lower() == "connection" and v == "close" for k, v in exc.headers)
+            return not any(k.lower() == "connection" and v == "close" for k, v in headers)
         except h11.RemoteProtocolError as exc:
             await self._refuse(exc.error_status_hint, "bad_request", str(exc))
             return False

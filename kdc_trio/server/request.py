@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote
 
 from kdc_trio.auth.sources import parse_cookie_header
+from kdc_trio.errors import ClientError
 
 
-class HTTPError(Exception):
+class HTTPError(ClientError):
     """Raised by a handler to answer `status` with JSON `{error, detail}` (and extra headers)."""
 
     def __init__(
         self, status: int, error: str, detail: str = "", *, headers: Iterable[tuple[str, str]] = (),
-        extra: dict | None = None,
+        extra: dict | None = None, retry_after: int | None = None, limit: str | None = None,
     ) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.headers = list(headers)
-        self.extra = extra or {}  # more fields for the JSON body (e.g. the violated `limit`)
+        super().__init__(status, error, detail, headers=headers, retry_after=retry_after, limit=limit)
+        self.extra = extra or {}  # more fields for the JSON body
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), **self.extra}
 
 
 class Headers:

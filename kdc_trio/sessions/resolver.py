@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from kdc_trio.auth.identity import Identity
+from kdc_trio.errors import ClientError
 from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.sessions.store import SessionStore
 
@@ -33,12 +34,11 @@ MAX_SESSION_ID_LEN = 128
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-class SessionError(Exception):
+class SessionError(ClientError):
+    """A session (or an id naming one) refused: 400 bad id, 401 unknown session, 403 not yours."""
+
     def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
+        super().__init__(status, error, detail, message=detail)
 
 
 def new_session_id() -> str:

@@ -1,4 +1,8 @@
-"""Who is asking, and which session they get: shared by SSE, chat posts, REST and Socket.IO."""
+"""Who is asking, and which session they get: shared by SSE, chat posts, REST and Socket.IO.
+
+Every refusal here is a `ClientError` (an `AuthError` 401, a `SessionError` 400/401/403, or a
+plain one); the transports render it, nobody translates it.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +10,36 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from kdc_trio.auth.errors import AuthError
 from kdc_trio.auth.identity import Identity
 from kdc_trio.auth.sources import extract_tokens
+from kdc_trio.errors import ClientError
+from kdc_trio.server import Request
 from kdc_trio.sessions.model import Session
-from kdc_trio.server import HTTPError, Request
-from kdc_trio.sessions.resolver import SessionError, resolve_session, safe_id
+from kdc_trio.sessions.resolver import resolve_session, safe_id
 
 if TYPE_CHECKING:
     from kdc_trio.config import Settings
     from kdc_trio.ports import IdentifyPorts
-    from kdc_trio.processor.submit import TurnRefused
 
 
 # A session cookie we set holds a session id; anything else in it is ignored.
 _SAFE_COOKIE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
-class Refused(Exception):
-    """The request cannot be served as this caller: status, error code, detail."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
 def identify(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
              query: Mapping[str, str] | None = None, sio_auth: Mapping[str, Any] | None = None,
              reject_anonymous: bool) -> Identity | None:
-    try:
-        tokens = extract_tokens(gw.settings, headers=headers, cookies=cookies, query=query, sio_auth=sio_auth)
-        identity = gw.authenticator.authenticate(tokens)
-    except AuthError as exc:
-        raise Refused(401, exc.reason, exc.detail or "the token was rejected") from None
+    tokens = extract_tokens(gw.settings, headers=headers, cookies=cookies, query=query, sio_auth=sio_auth)
+    identity = gw.authenticator.authenticate(tokens)
     if identity is None and reject_anonymous:
-        raise Refused(401, "authentication_required", "a token is required (anonymous access is disabled)")
+        raise ClientError(401, "authentication_required", "a token is required (anonymous access is disabled)")
     return identity
 
 
 def tenant_project(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The tenant/project a request names (None: it names none, see sessions/resolver.py)."""
-    try:
-        return tuple(safe_id(str(params[k]), what=k) if params.get(k) else None  # type: ignore[return-value]
-                     for k in ("tenant", "project"))
-    except SessionError as exc:
-        raise Refused(exc.status, exc.error, exc.detail) from None
+    return tuple(safe_id(str(params[k]), what=k) if params.get(k) else None  # type: ignore[return-value]
+                 for k in ("tenant", "project"))
 
 
 async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
@@ -69,7 +56,7 @@ async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookie
     tenant, project = tenant_project(params)
     sid = params.get("user_session_id")
     if sid is not None and not isinstance(sid, str):
-        raise Refused(400, "bad_request", "user_session_id must be a string")
+        raise ClientError(400, "bad_request", "user_session_id must be a string")
     s = gw.settings
     binding = await gw.store.stream_binding(stream_id) if stream_id else None
     candidates = []
@@ -79,12 +66,9 @@ async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookie
         cookie = cookies.get(s.session_cookie) if use_cookie and s.session_cookie else None
         if cookie and _SAFE_COOKIE.fullmatch(cookie):
             candidates.append(cookie)
-    try:
-        session = await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
-                                        project=project, default_tenant=s.default_tenant,
-                                        default_project=s.default_project, candidates=candidates)
-    except SessionError as exc:
-        raise Refused(exc.status, exc.error, exc.detail) from None
+    session = await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
+                                    project=project, default_tenant=s.default_tenant,
+                                    default_project=s.default_project, candidates=candidates)
     if binding is not None and binding.session_id == session.session_id and tenant is None and project is None:
         session = replace(session, tenant=binding.tenant, project=binding.project)
     return session
@@ -103,28 +87,12 @@ def session_cookie(settings: "Settings", session: Session) -> list[tuple[str, st
 
 def stream_id_from(value: Any, *, what: str = "stream_id") -> str:
     if not isinstance(value, str):
-        raise Refused(400, "bad_request", f"{what} must be a string")
-    try:
-        return safe_id(value, what=what)
-    except SessionError as exc:
-        raise Refused(exc.status, exc.error, exc.detail) from None
-
-
-def refused(exc: Refused | "TurnRefused") -> HTTPError:
-    headers = []
-    if exc.status == 401:
-        headers.append(("www-authenticate", 'Bearer realm="kdc-trio"'))
-    retry = getattr(exc, "retry_after", None)
-    if retry:
-        headers.append(("retry-after", str(retry)))
-    return HTTPError(exc.status, exc.error, exc.detail, headers=headers)
+        raise ClientError(400, "bad_request", f"{what} must be a string")
+    return safe_id(value, what=what)
 
 
 async def request_session(gw: "IdentifyPorts", req: Request, *, stream_id: str | None = None,
                           use_cookie: bool = True) -> Session:
-    try:
-        return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
-                                 query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
-                                 stream_id=stream_id, use_cookie=use_cookie)
-    except Refused as exc:
-        raise refused(exc) from None
+    return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
+                             query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
+                             stream_id=stream_id, use_cookie=use_cookie)

@@ -22,20 +22,12 @@ from typing import Any, AsyncIterator
 
 import trio
 
+from kdc_trio.errors import ClientError
 from kdc_trio.transports.eio_server import EIOSocket
 from protocol.errors import ProtocolError
 from protocol.socketio import Decoder, Packet, PacketType, encode
 
 log = logging.getLogger("kdc_trio.socketio")
-
-
-class ConnectRefused(Exception):
-    """A namespace refuses a CONNECT: `message` (and optional `data`) go in CONNECT_ERROR."""
-
-    def __init__(self, message: str, data: dict | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data = data
 
 
 @dataclass(eq=False)
@@ -83,7 +75,7 @@ class SocketIOApp:
     # ---- hooks -------------------------------------------------------------------------------
     @asynccontextmanager
     async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
-        """Accept a CONNECT to a known namespace by entering (raise ConnectRefused to refuse).
+        """Accept a CONNECT to a known namespace by entering (raise a ClientError to refuse).
 
         The block runs for the namespace connection's life; what it acquires, it releases on
         the way out (`conn.left_reason` says why it ended).
@@ -195,10 +187,10 @@ class SocketIOApp:
                     finally:
                         if self._forget(state, conn, "server namespace disconnect") and sock.close_reason is None:
                             sock.send("4" + encode(Packet(PacketType.DISCONNECT, ns))[0])
-        except ConnectRefused as exc:
+        except ClientError as exc:  # the one place a refused CONNECT is rendered
             if settled.is_set():
                 raise
-            self._connect_error(sock, ns, exc.message, exc.data)
+            self._connect_error(sock, ns, exc.error, {"status": exc.status, "detail": exc.detail})
         except Exception as exc:
             if settled.is_set():
                 raise

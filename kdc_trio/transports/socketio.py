@@ -16,18 +16,19 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from kdc_trio.errors import ClientError
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
-from kdc_trio.processor.submit import TurnRefused, submit_turn
+from kdc_trio.processor.submit import submit_turn
 from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
-from kdc_trio.server import HTTPError, Router
+from kdc_trio.server import Router
 from kdc_trio.sessions.model import Session
 from kdc_trio.transports.eio_server import EIOLimits, EIOServer
-from kdc_trio.transports.identify import Refused, session_for
-from kdc_trio.transports.sio_app import ConnectRefused, NamespaceConn, SocketIOApp
+from kdc_trio.transports.identify import session_for
+from kdc_trio.transports.sio_app import NamespaceConn, SocketIOApp
 from protocol.envelope import iso_timestamp
 
 if TYPE_CHECKING:
@@ -90,14 +91,11 @@ class ChatSocketIO(SocketIOApp):
         """The socket's session, its relay channel and its replay: held for the socket's life."""
         gw = self.gw
         if auth is not None and not isinstance(auth, dict):
-            raise ConnectRefused("bad_request", {"detail": "the auth payload must be an object"})
+            raise ClientError(400, "bad_request", "the auth payload must be an object")
         auth = auth or {}
         req = conn.sock.request
-        try:
-            session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
-                                        sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous)
-        except Refused as exc:
-            raise ConnectRefused(exc.error, {"status": exc.status, "detail": exc.detail}) from None
+        session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
+                                    sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous)
         key = SessionKey(session.tenant, session.project, session.session_id)
         outbox = Outbox(conn.sid, gw.settings.client_queue)
         last = auth.get("last_event_id", auth.get("offset"))
@@ -111,7 +109,7 @@ class ChatSocketIO(SocketIOApp):
                     await gw.relay.replay(key, outbox, replay_after)
             except RelayUnavailable as exc:
                 log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
-                raise ConnectRefused("relay_unavailable", {"status": 503, "detail": str(exc)}) from None
+                raise ClientError(503, "relay_unavailable", str(exc)) from None
             conn.state = ChatConn(session, key, outbox)
             gw.counters.sio_sockets += 1
             try:
@@ -149,15 +147,18 @@ class ChatSocketIO(SocketIOApp):
         state = conn.state
         if not isinstance(state, ChatConn):
             return
-        if event == "chat_message":
-            reply = await self._chat_message(conn, state, args)
-        elif event == "conv_status.get":
-            reply = await self._conv_status(conn, state, args)
-        elif event == "ping":
-            conn.emit("pong", {"timestamp": time.time()})
-            reply = {"timestamp": time.time()}
-        else:
-            reply = {"error": "unknown_event", "detail": f"no handler for client event {event!r}"}
+        try:
+            if event == "chat_message":
+                reply = await self._chat_message(conn, state, args)
+            elif event == "conv_status.get":
+                reply = await self._conv_status(conn, state, args)
+            elif event == "ping":
+                conn.emit("pong", {"timestamp": time.time()})
+                reply = {"timestamp": time.time()}
+            else:
+                reply = {"error": "unknown_event", "detail": f"no handler for client event {event!r}"}
+        except ClientError as exc:
+            reply = refusal_reply(exc)
         if ack_id is not None:
             # KDCube's clients read `ok` first: a refusal must never look accepted.
             conn.ack(ack_id, [{"ok": "error" not in reply, **reply}])
@@ -177,14 +178,11 @@ class ChatSocketIO(SocketIOApp):
 
             await tell_refusal(gw, state.session, conn.sid, error=exc.error, detail=exc.detail,
                                conversation_id=exc.conversation_id, turn_id=exc.turn_id)
-            return refusal_reply(exc.status, exc.error, exc.detail, limit=exc.limit,
-                                 conversation_id=exc.conversation_id, turn_id=exc.turn_id)
+            return refusal_reply(exc, conversation_id=exc.conversation_id, turn_id=exc.turn_id)
         try:
-            result = await submit_turn(gw, session=state.session, stream_id=conn.sid, message=message)
-        except TurnRefused as exc:
-            return refusal_reply(exc.status, exc.error, exc.detail, conversation_id=message.conversation_id,
-                                 turn_id=message.turn_id)
-        return result
+            return await submit_turn(gw, session=state.session, stream_id=conn.sid, message=message)
+        except ClientError as exc:
+            return refusal_reply(exc, conversation_id=message.conversation_id, turn_id=message.turn_id)
 
     async def _conv_status(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
         from kdc_trio.transports.rest import publish_conv_status
@@ -193,18 +191,16 @@ class ChatSocketIO(SocketIOApp):
         conversation_id = obj.get("conversation_id") if isinstance(obj, dict) else None
         if not isinstance(conversation_id, str) or len(conversation_id) > SMALL_EVENT:
             return {"error": "bad_request", "detail": 'expected {"conversation_id": str}'}
-        try:
-            return await publish_conv_status(self.gw, state.session, conversation_id, conn.sid)
-        except HTTPError as exc:
-            return {"error": exc.error, "detail": exc.detail, "status": exc.status}
+        return await publish_conv_status(self.gw, state.session, conversation_id, conn.sid)
 
 
-def refusal_reply(status: int, error: str, detail: str, *, limit: str | None = None, **ids: str | None) -> dict:
-    """A refused `chat_message` ack: ours (`error` code, `detail`, `status`) and KDCube's
-    (`ok: false`, `error_type`) side by side, with the request's ids when it had them."""
-    reply = {"ok": False, "error": error, "error_type": error, "detail": detail, "status": status}
-    if limit:
-        reply["limit"] = limit
+def refusal_reply(exc: ClientError, **ids: str | None) -> dict:
+    """How a refused client event is acked (the one place a ClientError becomes an ack): ours
+    (`error` code, `detail`, `status`) and KDCube's (`ok: false`, `error_type`) side by side,
+    with the request's ids when it had them."""
+    reply = {"ok": False, "error": exc.error, "error_type": exc.error, "detail": exc.detail, "status": exc.status}
+    if exc.limit:
+        reply["limit"] = exc.limit
     reply.update({k: v for k, v in ids.items() if v})
     return reply
 

@@ -19,7 +19,7 @@ import trio
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.multipart import parse_chat_body
-from kdc_trio.processor.submit import TurnRefused, submit_turn, tell_refusal
+from kdc_trio.processor.submit import submit_turn, tell_refusal
 from kdc_trio.processor.turn import new_id
 from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
@@ -27,7 +27,7 @@ from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, WriteDeadline
 from kdc_trio.sessions.model import Session
 from kdc_trio.sessions.store import StreamBinding, new_stream_token
-from kdc_trio.transports.identify import Refused, refused, request_session, session_cookie, stream_id_from
+from kdc_trio.transports.identify import request_session, session_cookie, stream_id_from
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
@@ -77,10 +77,7 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
 
 async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     s = gw.settings
-    try:
-        stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
-    except Refused as exc:
-        raise refused(exc) from None
+    stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
     last_id, ignored_last_id = resume_point(req)
     session = await request_session(gw, req, use_cookie=False)
     key = SessionKey(session.tenant, session.project, session.session_id)
@@ -197,23 +194,15 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
 async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     if not req.query.get("stream_id"):
         raise HTTPError(400, "bad_request", "stream_id is required: it names the stream that gets the replies")
-    try:
-        stream_id = stream_id_from(req.query["stream_id"])
-    except Refused as exc:
-        raise refused(exc) from None
+    stream_id = stream_id_from(req.query["stream_id"])
     session = await request_session(gw, req, stream_id=stream_id)
     try:
         message = await parse_chat_body(req.content_type, ex.body_chunks(), Limits.from_settings(gw.settings))
     except IngressError as exc:
         await tell_refusal(gw, session, stream_id, error=exc.error, detail=exc.detail,
                            conversation_id=exc.conversation_id, turn_id=exc.turn_id)
-        headers = [("connection", "close")] if exc.status == 413 else []
-        raise HTTPError(exc.status, exc.error, exc.detail, headers=headers,
-                        extra={"limit": exc.limit} if exc.limit else None) from None
-    try:
-        result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
-    except TurnRefused as exc:
-        raise refused(exc) from None
+        raise
+    result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
     await ex.json(202, result, headers=session_cookie(gw.settings, session))
 
 
@@ -232,10 +221,7 @@ async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         raise HTTPError(400, "bad_request", 'expected JSON {"conversation_id": str, "stream_id": str}') from None
     from kdc_trio.transports.rest import publish_conv_status
 
-    try:
-        stream_id = stream_id_from(stream_id) if stream_id is not None else None
-    except Refused as exc:
-        raise refused(exc) from None
+    stream_id = stream_id_from(stream_id) if stream_id is not None else None
     session = await request_session(gw, req, stream_id=stream_id)
     status = await publish_conv_status(gw, session, conversation_id, stream_id)
     await ex.json(200, status)
