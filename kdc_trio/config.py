@@ -75,6 +75,9 @@ class Settings:
     cors_origins: tuple[str, ...] = setting(
         "KDC_CORS_ORIGINS", (), _csv, "Comma-separated origins allowed by CORS (credentials allowed); `*` = any")
 
+    demo_page: bool = setting(
+        "KDC_DEMO_PAGE", True, _bool, "Serve the demo page at `/` (`0`: no page, `/` is a 404)")
+
     # --- SSE ------------------------------------------------------------------------------
     sse_heartbeat_s: float = setting("KDC_SSE_HEARTBEAT_S", 15.0, float, "Heartbeat comment interval on idle SSE streams")
     sse_retry_ms: int = setting("KDC_SSE_RETRY_MS", 3000, int, "`retry:` hint sent to EventSource clients")

@@ -66,10 +66,12 @@ class Gateway:
         self.ports = Ports(settings=s, authenticator=self.authenticator, store=self.store, relay=self.relay,
                            conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
                            server=self.server, processor=self.processor, metrics=self.metrics)
-        from kdc_trio.transports import rest, socketio, sse
+        from kdc_trio.transports import rest, socketio, sse, web
 
         sse.install(self.router, self.ports)
         rest.install(self.router, self.ports)
+        if s.demo_page:
+            web.install(self.router)
         self.engineio = socketio.install(self.router, self.ports)
         self.engineio.draining = self.server.draining
 
