@@ -25,7 +25,7 @@ import trio
 
 from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.commands import Commands, Script, text
-from kdc_trio.relay.bus import Bus, Subscription
+from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
 from kdc_trio.relay.service import ServiceCommunicator
@@ -244,8 +244,13 @@ class RedisBus(Bus):
         msgs = [m for m in map(self._decode, raws) if m is not None]
         self.received += len(msgs)
         held = self._resyncing.get(channel)
-        if held is not None:
+        if held is not None:  # live messages wait while the log is read back after a gap
             held.extend(msgs)
+            if len(held) > SUBSCRIPTION_BUFFER:  # the read is stuck: give up, as an overflow does
+                exc = SubscriptionOverflow(f"{len(held)} messages held while the log of {channel} was read")
+                held.clear()
+                for sub in list(subs):
+                    sub.fail(exc)
         else:
             self._deliver(channel, subs, msgs)
 

@@ -72,6 +72,7 @@ class ServiceCommunicator:
             await self.pubsub.subscribe(channel)
         except BaseException:
             self._listeners.pop(channel, None)
+            self._raw.discard(channel)
             raise
 
     async def unlisten(self, channel: str) -> None:

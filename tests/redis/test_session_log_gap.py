@@ -114,3 +114,27 @@ async def test_a_flood_spares_smaller_logs_and_an_evicted_resume_point_is_told(b
         notice = res.of("chat_service")[0]
         assert notice["type"] == "stream.gap" and notice["data"]["first_seq"] == res.of("chat_delta")[0]["seq"]
         assert gw.relay.statistics()["gaps_told"] == 2
+
+
+async def test_live_messages_held_during_a_stuck_log_read_are_bounded(monkeypatch):
+    """After a pub/sub gap the bus holds live messages while it reads the log back; if that read
+    is stuck, the hold is capped: the session's connections are closed (they resume from the log)
+    and nothing of the session stays subscribed."""
+    monkeypatch.setattr("kdc_trio.relay.redis_bus.SUBSCRIPTION_BUFFER", 20)
+    async with gateway("redis") as (gw, redis), httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=held")
+            key = SessionKey(st.ready["tenant"], st.ready["project"], st.ready["session_id"])
+            channel = key.channel(gw.settings.relay_prefix)
+            gw.bus._resyncing[channel] = []  # as on_reconnect leaves it while _resync reads the log
+            for i in range(25):
+                await gw.relay.publish(key, event="chat_delta", data={"i": i})
+            with trio.fail_after(10):
+                while gw.relay.statistics()["sessions"]:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        assert gw.bus._resyncing.get(channel) == [], "the held messages were dropped, not kept"
+        assert not st.of("chat_delta"), "nothing was delivered out of order"
+        with trio.fail_after(10):
+            while await redis.execute("PUBSUB", "CHANNELS"):
+                await trio.sleep(0.02)
