@@ -154,6 +154,13 @@ class Settings:
         "KDC_TURN_MAX_ATTEMPTS", 3, int, "Runs of one turn whose worker died before it is failed with chat_error")
     turn_lease_ms: int = setting(
         "KDC_TURN_LEASE_MS", 15000, int, "A running turn not renewed this long (its worker died) is taken over")
+    turn_retry_s: float = setting(
+        "KDC_TURN_RETRY_S", 60.0, float,
+        "A worker whose turn cannot reach Redis retries it (re-run, chat_error, conv_status, ack) this long, "
+        "then hands it back to the queue")
+    turn_dead_letter_size: int = setting(
+        "KDC_TURN_DEAD_LETTER_SIZE", 1000, int,
+        "Undecodable queue entries kept (with their reason) in the `<prefix>:turns:dead` stream")
     bundle: str = setting(
         "KDC_BUNDLE", "kdc_trio.bundles.demo:DemoBundle",
         doc="The bundle to run: `module:Class`, or `path/to/file.py:Class` (a file loaded at start)")
@@ -176,6 +183,14 @@ class Settings:
         "Attachments up to this size travel inside the queued turn; larger ones via a Redis key with a TTL")
     redis_attachment_ttl_s: int = setting(
         "KDC_REDIS_ATTACHMENT_TTL_S", 3600, int, "Lifetime of an attachment stored beside its queued turn")
+    redis_retry_max_ms: int = setting(
+        "KDC_REDIS_RETRY_MAX_MS", 5000, int,
+        "Longest pause between retries of a Redis loop that failed (queue reads, leases, pub/sub reconnect)")
+    pubsub_ping_interval_s: float = setting(
+        "KDC_PUBSUB_PING_INTERVAL_S", 5.0, float, "The pub/sub connection sends a PING this often to prove it is alive")
+    pubsub_ping_timeout_s: float = setting(
+        "KDC_PUBSUB_PING_TIMEOUT_S", 3.0, float,
+        "No PONG within this: the pub/sub connection is dropped, re-made, and the gap filled from the session log")
     redis_prefix: str = setting("KDC_REDIS_PREFIX", "kdc", doc="Prefix of kdc-trio's own Redis keys (sessions, turns, logs)")
 
     # --- Socket.IO ------------------------------------------------------------------------

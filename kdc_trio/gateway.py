@@ -22,7 +22,6 @@ from kdc_trio.ports import Counters, Ports
 from kdc_trio.processor.runner import Processor
 from kdc_trio.relay.bus import Bus, MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
-from kdc_trio.sdk.communicator import load_event_filter
 from kdc_trio.metrics import GatewayMetrics
 from kdc_trio.server import Router, Server
 from kdc_trio.server.cors import CORS
@@ -54,11 +53,9 @@ class Gateway:
         self.relay = ChatRelayCommunicator(self.bus, linger_s=s.relay_linger_ms / 1000,
                                            observe=self.metrics.observe_batch)
         if self.bundle is not None:
-            self.processor = Processor(
-                queue=self.queue, bundle=self.bundle, publish=self.relay.publish, conv_store=self.conv_store,
-                concurrency=s.worker_concurrency, turn_timeout_s=s.turn_timeout_s,
-                event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open,
-                max_attempts=s.turn_max_attempts, on_turn_end=self.metrics.turn_finished)
+            self.processor = Processor.from_settings(s, queue=self.queue, bundle=self.bundle,
+                                                     publish=self.relay.publish, conv_store=self.conv_store,
+                                                     on_turn_end=self.metrics.turn_finished)
         cors = CORS(s.cors_origins)
         self.router = Router()
         self.server = Server(s, cors.wrap(self.router), cors.headers)

@@ -60,13 +60,16 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     s = settings
     service = ServiceCommunicator(client)
     if listen:
-        service.pubsub = pubsub_cls(s.redis_url, on_batch=service.on_batch, on_reconnect=service.on_reconnect)
+        service.pubsub = pubsub_cls(s.redis_url, on_batch=service.on_batch, on_reconnect=service.on_reconnect,
+                                    ping_interval=s.pubsub_ping_interval_s, ping_timeout=s.pubsub_ping_timeout_s,
+                                    backoff_max=s.redis_retry_max_ms / 1000)
     bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,
                    log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s,
                    log_session_bytes=s.session_log_bytes, log_budget_bytes=s.session_log_budget_bytes)
     queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
-                           attachment_ttl_s=s.redis_attachment_ttl_s)
+                           attachment_ttl_s=s.redis_attachment_ttl_s, dead_letter_size=s.turn_dead_letter_size,
+                           backoff_max_s=s.redis_retry_max_ms / 1000)
     return RedisParts(client=client, bus=bus, queue=queue,
                       store=RedisSessionStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s),
                       conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s))

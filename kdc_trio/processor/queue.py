@@ -39,6 +39,10 @@ class TurnQueue(ABC):
         """The turn is finished (success or reported error): never redeliver it."""
         await trio.lowlevel.checkpoint()
 
+    @abstractmethod
+    def release(self, turn: Turn) -> None:
+        """This worker gives the turn up unfinished (its end could not be told): deliver it again."""
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         await trio.sleep_forever()
@@ -60,6 +64,11 @@ class MemoryTurnQueue(TurnQueue):
             raise QueueFull(f"{self.maxlen} turns waiting (KDC_TURN_QUEUE_SIZE)")
         self._q.append(turn)
         self.enqueued += 1
+        self._lot.unpark()
+
+    def release(self, turn: Turn) -> None:
+        turn.attempt += 1  # first in line again, past the limit: its chat_start says it is a retry
+        self._q.appendleft(turn)
         self._lot.unpark()
 
     async def get(self) -> Turn:

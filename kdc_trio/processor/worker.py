@@ -15,10 +15,9 @@ from contextlib import AsyncExitStack
 import trio
 
 from kdc_trio.config import Settings
+from kdc_trio.gateway_redis import open_redis_parts
 from kdc_trio.processor.bundle import Bundle, load_bundle
 from kdc_trio.processor.runner import Processor
-from kdc_trio.gateway_redis import open_redis_parts
-from kdc_trio.sdk.communicator import load_event_filter
 
 log = logging.getLogger("kdc_trio.worker")
 
@@ -29,11 +28,8 @@ async def run_worker(settings: Settings, *, bundle: Bundle | None = None,
         raise SystemExit("kdc-trio worker needs REDIS_URL: workers and gateways meet in Redis")
     async with AsyncExitStack() as stack:
         parts = await open_redis_parts(settings, stack, listen=False)
-        processor = Processor(
-            queue=parts.queue, bundle=bundle or load_bundle(settings.bundle), publish=parts.bus.publish,
-            conv_store=parts.conv_store, concurrency=settings.worker_concurrency,
-            turn_timeout_s=settings.turn_timeout_s, event_filter=load_event_filter(settings.event_filter),
-            filter_fail_open=settings.filter_fail_open, max_attempts=settings.turn_max_attempts)
+        processor = Processor.from_settings(settings, queue=parts.queue, bundle=bundle or load_bundle(settings.bundle),
+                                            publish=parts.bus.publish, conv_store=parts.conv_store)
         async with trio.open_nursery() as nursery:
             await nursery.start(parts.bus.run)
             await nursery.start(parts.queue.run)

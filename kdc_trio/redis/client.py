@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import trio
 
-from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError, RedisTimeoutError
 from kdc_trio.redis.url import RedisURL, parse_redis_url
 
 
@@ -59,7 +59,8 @@ class RedisClient:
         it could have read our commands. A connection lost mid-exchange is not retried."""
         if not commands:
             return []
-        with trio.fail_after(self.command_timeout if timeout is None else timeout):
+        limit = self.command_timeout if timeout is None else timeout
+        with trio.move_on_after(limit) as deadline:
             for attempt in (1, 2):
                 async with self.connection() as conn:
                     reused = conn.exchanges > 0
@@ -70,6 +71,8 @@ class RedisClient:
                         if not reused or attempt == 2 or conn.reader.has_data():
                             raise
                 await self._drop_idle()
+        if deadline.cancelled_caught:
+            raise RedisTimeoutError(f"no reply from Redis within {limit}s ({commands[0][0]!s})")
         raise AssertionError("unreachable")
 
     async def _drop_idle(self) -> None:
@@ -94,4 +97,4 @@ async def open_redis(url: str, **options: Any) -> AsyncIterator[RedisClient]:
         await client.aclose()
 
 
-__all__ = ["RedisClient", "RedisError", "RedisConnectionError", "open_redis"]
+__all__ = ["RedisClient", "RedisError", "RedisConnectionError", "RedisTimeoutError", "open_redis"]

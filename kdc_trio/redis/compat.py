@@ -4,7 +4,9 @@ For deployments that need what only redis-py speaks (Sentinel, Cluster). `Compat
 offers `execute`/`pipeline` with raw RESP2 replies and our error types, exactly like
 `RedisClient`; `CompatPubSub` offers `subscribe`/`unsubscribe`/`run` and hands messages on in
 batches (everything redis-py has buffered, one trio await per batch) like `PubSub`. redis-py
-re-subscribes after a reconnect by itself; we count the gap and call `on_reconnect`.
+re-subscribes after a reconnect by itself; we count the gap and call `on_reconnect`. Like
+`PubSub` it PINGs its connection (no PONG in time → the connection is dropped and re-made) and
+a subscribe that fails takes its channels back out of the wanted set.
 
 Every call needs the trio-asyncio loop: `open_compat_loop()` opens it for the tasks below it
 (the gateway and worker wiring enter it when `KDC_REDIS_BACKEND=compat`).
@@ -21,7 +23,8 @@ import redis.exceptions as rex
 import trio
 import trio_asyncio
 
-from kdc_trio.redis.connection import RedisConnectionError, RedisError
+from kdc_trio.redis.connection import RedisConnectionError, RedisError, RedisTimeoutError
+from kdc_trio.redis.retry import Backoff
 
 log = logging.getLogger("kdc_trio.redis.compat")
 
@@ -42,7 +45,9 @@ def _ours(exc: BaseException) -> BaseException:
         return RedisError(f"NOSCRIPT {exc}")
     if isinstance(exc, rex.ResponseError):
         return RedisError(str(exc))
-    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, OSError)):
+    if isinstance(exc, rex.TimeoutError):
+        return RedisTimeoutError(str(exc))
+    if isinstance(exc, (rex.ConnectionError, OSError)):
         return RedisConnectionError(str(exc))
     return exc
 
@@ -67,11 +72,13 @@ class CompatClient:
         self._r.response_callbacks.clear()  # raw RESP replies, as the native client gives them
 
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
-        with trio.fail_after(self.command_timeout if timeout is None else timeout):
+        limit = self.command_timeout if timeout is None else timeout
+        with trio.move_on_after(limit):
             try:
                 return await aio(self._r.execute_command)(*args)
             except (rex.RedisError, OSError) as exc:
                 raise _ours(exc) from None
+        raise RedisTimeoutError(f"no reply from Redis within {limit}s")
 
     async def pipeline(self, commands: Sequence[Sequence[Any]], *, timeout: float | None = None) -> list[Any]:
         async def run() -> list[Any]:
@@ -82,11 +89,15 @@ class CompatClient:
 
         if not commands:
             return []
-        with trio.fail_after(self.command_timeout if timeout is None else timeout):
+        limit = self.command_timeout if timeout is None else timeout
+        replies = None
+        with trio.move_on_after(limit):
             try:
                 replies = await aio(run)()
             except (rex.RedisError, OSError) as exc:
                 raise _ours(exc) from None
+        if replies is None:
+            raise RedisTimeoutError(f"no reply from Redis within {limit}s")
         return [_ours(r) if isinstance(r, BaseException) else r for r in replies]
 
     async def publish(self, channel: str, message: bytes | str) -> int:
@@ -99,31 +110,57 @@ class CompatClient:
 
 class CompatPubSub:
     def __init__(self, url: str, *, on_batch: Callable[[list[tuple[bytes, bytes]]], None],
-                 on_reconnect: Callable[[], None] | None = None, confirm_timeout: float = 10.0) -> None:
+                 on_reconnect: Callable[[], None] | None = None, confirm_timeout: float = 10.0,
+                 backoff_max: float = 5.0, ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
         self.url = url
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
         self.confirm_timeout = confirm_timeout
+        self.backoff_max = backoff_max
+        self.ping_interval = ping_interval  # 0 = no liveness PINGs
+        self.ping_timeout = ping_timeout
         self.wanted: set[str] = set()
         self._confirmed: set[str] = set()
         self._confirm = trio.lowlevel.ParkingLot()
-        self._r = _raw_client(url)
+        self._pongs = 0
+        self._pong = trio.lowlevel.ParkingLot()
+        # socket_timeout bounds what redis-py does while reconnecting (handshake, re-SUBSCRIBE) on a
+        # stalled server; our own reads pass their timeout explicitly.
+        self._r = _raw_client(url, socket_connect_timeout=5.0, socket_timeout=confirm_timeout)
         self._ps = self._r.pubsub()
         self._connects = 0
         self._gaps_told = 0
         self.gaps = 0
+        self.pings_missed = 0
         self.received = 0
         self.batches = 0
 
     async def subscribe(self, *channels: str) -> None:
-        self.wanted.update(channels)
+        added = [c for c in channels if c not in self.wanted]
+        self.wanted.update(added)
         try:
-            await aio(self._ps.subscribe)(*channels)
-        except (rex.RedisError, OSError) as exc:
-            raise _ours(exc) from None
-        with trio.fail_after(self.confirm_timeout):
-            while not all(c in self._confirmed for c in channels if c in self.wanted):
-                await self._confirm.park()
+            try:
+                await aio(self._ps.subscribe)(*channels)
+            except (rex.RedisError, OSError) as exc:
+                raise _ours(exc) from None
+            with trio.fail_after(self.confirm_timeout):
+                while not all(c in self._confirmed for c in channels if c in self.wanted):
+                    await self._confirm.park()
+        except BaseException:
+            await self._take_back(added)
+            raise
+
+    async def _take_back(self, channels: list[str]) -> None:
+        """A failed subscribe: not wanted, and not in redis-py's set either (it re-subscribes those
+        after every reconnect); the UNSUBSCRIBE is best effort (the connection may be gone)."""
+        self.wanted.difference_update(channels)
+        for c in channels:
+            self._ps.channels.pop(c.encode(), None)
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await aio(self._ps.unsubscribe)(*channels)
+            except (rex.RedisError, OSError) as exc:
+                log.info("UNSUBSCRIBE after a failed subscribe not sent: %s", exc)
 
     async def unsubscribe(self, *channels: str) -> None:
         self.wanted.difference_update(channels)
@@ -158,18 +195,47 @@ class CompatPubSub:
         self._connects = 1
         task_status.started()
         try:
-            while True:
-                try:
-                    msgs = await aio(self._read_batch)()
-                except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-                    log.warning("Redis pub/sub (compat) read failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                self._dispatch(msgs)
+            async with trio.open_nursery() as nursery:
+                if self.ping_interval > 0:
+                    nursery.start_soon(self._pinger)
+                await self._read_loop()
         finally:
             with trio.CancelScope(shield=True):
                 await aio(self._ps.aclose)()
                 await aio(self._r.aclose)()
+
+    async def _read_loop(self) -> None:
+        backoff = Backoff(self.backoff_max)
+        while True:
+            try:
+                msgs = await aio(self._read_batch)()
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                delay = backoff.next_delay()
+                log.warning("Redis pub/sub (compat) read failed: %s; retry in %.2fs", exc, delay)
+                await trio.sleep(delay)
+                continue
+            backoff.reset()
+            self._dispatch(msgs)
+
+    async def _pinger(self) -> None:
+        """PING every interval; no PONG in time → drop the connection: the next read re-makes it
+        (redis-py re-subscribes) and the gap is told through `on_reconnect`."""
+        while True:
+            await trio.sleep(self.ping_interval)
+            seen = self._pongs
+            with trio.move_on_after(self.ping_timeout):
+                try:
+                    await aio(self._ps.ping)()
+                except (rex.RedisError, OSError) as exc:
+                    log.info("Redis pub/sub (compat) PING not sent: %s", exc)
+                    continue  # the read loop is already reconnecting
+                while self._pongs == seen:
+                    await self._pong.park()
+            if self._pongs == seen and self._ps.connection is not None:
+                self.pings_missed += 1
+                log.warning("Redis pub/sub (compat): no PONG within %ss; dropping the connection", self.ping_timeout)
+                with trio.move_on_after(self.ping_timeout):
+                    await aio(self._ps.connection.disconnect)()
 
     def _dispatch(self, msgs: list[dict]) -> None:
         batch = []
@@ -178,8 +244,11 @@ class CompatPubSub:
             kind = m["type"]
             kind = kind.decode() if isinstance(kind, bytes) else kind
             channel = m["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else channel
-            if kind == "message" and name in self.wanted:
+            name = channel.decode() if isinstance(channel, bytes) else (channel or "")
+            if kind == "pong":
+                self._pongs += 1
+                self._pong.unpark_all()
+            elif kind == "message" and name in self.wanted:
                 batch.append((channel, m["data"]))
             elif kind == "subscribe":
                 self._confirmed.add(name)

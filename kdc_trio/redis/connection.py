@@ -25,6 +25,11 @@ class RedisConnectionError(ConnectionError):
     """The connection could not be opened, or it was lost."""
 
 
+class RedisTimeoutError(RedisConnectionError, trio.TooSlowError):
+    """A command (or pipeline) got no reply within its deadline: Redis is stalled or the road to
+    it is cut. Still a `trio.TooSlowError` for callers that wait on deadlines."""
+
+
 async def open_stream(url: RedisURL, timeout: float) -> trio.abc.Stream:
     try:
         with trio.fail_after(timeout):
@@ -51,7 +56,7 @@ class Connection:
     async def open(cls, url: RedisURL, *, timeout: float = 5.0) -> "Connection":
         conn = cls(await open_stream(url, timeout))
         try:
-            with trio.fail_after(timeout):
+            with trio.move_on_after(timeout) as deadline:
                 if url.password:
                     auth = ("AUTH", url.username, url.password) if url.username else ("AUTH", url.password)
                     await conn.execute(*auth)
@@ -60,6 +65,9 @@ class Connection:
         except BaseException:
             await conn.aclose()
             raise
+        if deadline.cancelled_caught:
+            await conn.aclose()
+            raise RedisTimeoutError(f"no reply from {url!r} to AUTH/SELECT within {timeout}s")
         return conn
 
     async def send(self, commands: Sequence[Sequence[Any]]) -> None:

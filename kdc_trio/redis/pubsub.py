@@ -10,6 +10,11 @@
 - A lost connection is survived: reconnect with capped exponential backoff and full jitter,
   re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
   `on_reconnect()` so the owner can recover what was published while it was away.
+- The connection proves it is alive: a PING every `ping_interval` (`KDC_PUBSUB_PING_INTERVAL_S`);
+  no PONG within `ping_timeout` (`KDC_PUBSUB_PING_TIMEOUT_S`) counts as a lost connection (a
+  half-open TCP connection, a stalled server), so a process is never silently deaf.
+- A `subscribe()` that fails (confirmation timed out, cancelled) takes back what it added to
+  the wanted set: no channel stays subscribed, and re-sent after every reconnect, for nobody.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ CHUNK = 1000
 class PubSub:
     def __init__(self, url: str | RedisURL, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
-                 confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0) -> None:
+                 confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
+                 ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
         self.url = parse_redis_url(url) if isinstance(url, str) else url
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
@@ -41,23 +47,35 @@ class PubSub:
         self.confirm_timeout = confirm_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.ping_interval = ping_interval  # 0 = no liveness PINGs
+        self.ping_timeout = ping_timeout
         self.wanted: set[str] = set()
         self._asked: set[str] = set()       # what this connection asked the server for
         self._confirmed: set[str] = set()   # what the server confirmed on this connection
         self._changed = trio.Event()        # wanted changed: the writer has work
         self._confirm = trio.lowlevel.ParkingLot()
+        self._ping_due = False              # the writer sends a PING with its next batch
+        self._pongs = 0                     # PONG replies on the current connection
+        self._pong = trio.lowlevel.ParkingLot()
         self.connected = False
+        self.pings_missed = 0
         self.gaps = 0
         self.received = 0
         self.batches = 0
 
     # ---- the owner's side -------------------------------------------------------------------
     async def subscribe(self, *channels: str) -> None:
-        self.wanted.update(channels)
+        added = [c for c in channels if c not in self.wanted]
+        self.wanted.update(added)
         self._changed.set()
-        with trio.fail_after(self.confirm_timeout):
-            while not all(c in self._confirmed for c in channels if c in self.wanted):
-                await self._confirm.park()
+        try:
+            with trio.fail_after(self.confirm_timeout):
+                while not all(c in self._confirmed for c in channels if c in self.wanted):
+                    await self._confirm.park()
+        except BaseException:
+            self.wanted.difference_update(added)  # not confirmed: nobody wants it any more
+            self._changed.set()
+            raise
 
     async def unsubscribe(self, *channels: str) -> None:
         """Stop wanting the channels; the UNSUBSCRIBE goes out with the next batch (no wait)."""
@@ -81,6 +99,7 @@ class PubSub:
                 continue
             delay = self.backoff_initial
             self._asked, self._confirmed = set(), set()
+            self._pongs, self._ping_due = 0, False
             self._changed.set()
             self.connected = True
             if first:
@@ -91,6 +110,8 @@ class PubSub:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn)
+                    if self.ping_interval > 0:
+                        nursery.start_soon(self._pinger)
                     if not first and self.on_reconnect is not None:
                         nursery.start_soon(self._after_reconnect)
                     first = False
@@ -110,6 +131,21 @@ class PubSub:
         assert self.on_reconnect is not None
         self.on_reconnect()
 
+    async def _pinger(self) -> None:
+        """PING every interval; no PONG in time → the connection is lost (raises, so it is re-made)."""
+        while True:
+            await trio.sleep(self.ping_interval)
+            seen = self._pongs
+            self._ping_due = True
+            self._changed.set()
+            with trio.move_on_after(self.ping_timeout):
+                while self._pongs == seen:
+                    await self._pong.park()
+            if self._pongs == seen:
+                self.pings_missed += 1
+                raise RedisConnectionError(f"no PONG within {self.ping_timeout}s: the connection is half-open "
+                                           "or Redis is stalled")
+
     async def _writer(self, conn: Connection) -> None:
         while True:
             await self._changed.wait()
@@ -121,6 +157,9 @@ class PubSub:
                 cmds.append(("SUBSCRIBE", *add[i:i + CHUNK]))
             for i in range(0, len(drop), CHUNK):
                 cmds.append(("UNSUBSCRIBE", *drop[i:i + CHUNK]))
+            if self._ping_due:
+                self._ping_due = False
+                cmds.append(("PING",))
             if cmds:
                 self._asked.update(add)
                 self._asked.difference_update(drop)
@@ -132,9 +171,13 @@ class PubSub:
             await conn.fill()
             batch: Batch = []
             confirmed = False
+            pongs = self._pongs
             while (reply := reader.gets()) is not False:
                 if isinstance(reply, RedisError):
                     raise RedisConnectionError(f"pub/sub error reply: {reply}")
+                if isinstance(reply, bytes):  # +PONG: a PING while no channel is subscribed
+                    self._pongs += 1
+                    continue
                 kind = reply[0]
                 if kind == b"message":
                     batch.append((reply[1], reply[2]))
@@ -143,6 +186,10 @@ class PubSub:
                     confirmed = True
                 elif kind == b"unsubscribe":
                     self._confirmed.discard(reply[1].decode())
+                elif kind == b"pong":
+                    self._pongs += 1
+            if self._pongs != pongs:
+                self._pong.unpark_all()
             if confirmed:
                 self._confirm.unpark_all()
             if batch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import fields
 from typing import Any, AsyncIterator
 
 import trio
@@ -13,11 +14,15 @@ from kdc_trio.gateway import Gateway, open_gateway
 TEST_SECRET = "test-secret-0123456789-0123456789-abcdef"
 
 
-def test_settings(**overrides: Any) -> Settings:
+def test_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Test defaults, then `env` (environment names, e.g. {"KDC_TURN_RETRY_S": "5"}), then overrides."""
     base = dict(host="127.0.0.1", port=0, jwt_secret=TEST_SECRET, sse_heartbeat_s=15.0, shutdown_grace_s=2.0,
                 relay_linger_ms=0)
+    env = env or {}
+    from_env = {f.name for f in fields(Settings) if f.metadata.get("env") in env}
+    base = {k: v for k, v in base.items() if k not in from_env}
     base.update(overrides)
-    return Settings.from_env({}, **base)
+    return Settings.from_env(env, **base)
 
 
 test_settings.__test__ = False  # a factory, not a test (pytest collects names starting with test_)

@@ -1,5 +1,8 @@
 """A tiny TCP proxy in threads (usable from trio, asyncio or a browser test) that can cut every
-connection it carries, and refuse new ones for a while: a real dropped connection, not a mock."""
+connection it carries, and refuse new ones for a while: a real dropped connection, not a mock.
+
+It can also make connections go silent (`freeze`): nothing forwarded either way while both
+sockets stay open — a half-open path, as a dead NAT entry or a pulled cable leaves it."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ class TCPProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._refuse_until = 0.0
+        self._sent: dict[socket.socket, bytearray] = {}  # first bytes each client sent (for freeze)
+        self._frozen: set[socket.socket] = set()
         self.accepted = 0
         self.dropped = 0
         self._closed = False
@@ -46,13 +51,18 @@ class TCPProxy:
             with self._lock:
                 self._pairs.append((down, up))
                 self.accepted += 1
-            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
+            self._sent[down] = bytearray()
+            threading.Thread(target=self._pump, args=(down, up, down), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, down), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, client: socket.socket) -> None:
+        sent = self._sent[client] if src is client else None
         try:
             while data := src.recv(CHUNK):
+                if client in self._frozen:
+                    return  # silent: forward nothing, close nothing
+                if sent is not None and len(sent) < CHUNK:
+                    sent += data
                 dst.sendall(data)
         except OSError:
             pass
@@ -77,6 +87,14 @@ class TCPProxy:
                 s.close()
         self.dropped += len(pairs)
         return len(pairs)
+
+    def freeze(self, match: bytes) -> int:
+        """Silence every open connection whose client has sent `match` (e.g. b"SUBSCRIBE"); new
+        connections are carried as before. Returns how many went silent."""
+        with self._lock:
+            hit = [down for down, _ in self._pairs if match in self._sent.get(down, b"")]
+        self._frozen.update(hit)
+        return len(hit)
 
     def close(self) -> None:
         self._closed = True

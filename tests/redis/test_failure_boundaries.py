@@ -1,0 +1,189 @@
+"""Failure boundaries against a real Redis that is killed, paused or cut at the worst moment.
+
+- a turn whose bundle fails while Redis is down: the gateway survives and, once Redis is back,
+  the turn ends with chat_error and its final conv_status (they were lost, and the error escaped
+  the worker and ended the gateway);
+- undecodable queue entries: dead-lettered once with their reason, the workers go on (the first
+  one ended the worker, and the entry went from worker to worker);
+- a pub/sub subscribe that times out takes its channel back (it stayed wanted for ever);
+- a half-open pub/sub connection is found by PING and re-made, the gap filled from the session
+  log (the gateway stayed deaf).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx
+import pytest
+import trio
+
+from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
+from kdc_trio.processor.redis_queue import RedisTurnQueue
+from kdc_trio.processor.runner import Processor
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.relay.keys import SessionKey
+from tests.redis.backends import BACKENDS
+from tests.redis.test_stores import make_turn
+from tests.support.gateway import running_gateway, test_settings
+from tests.support.redis_server import redis_server
+from tests.support.sse_client import SSEStream, open_stream
+from tests.support.tcp_proxy import TCPProxy
+
+# A Redis that keeps its data over a kill -9 and restart (a blip, not a data loss).
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def turn_ended(st: SSEStream, turn_id: str, state: str | None = None) -> bool:
+    return any(e.data["data"].get("current_turn_id") == turn_id
+               and e.data["data"]["state"] in ((state,) if state else ("idle", "error"))
+               for e in st.of("conv_status"))
+
+
+class BreaksOnCue:
+    """Says `chat_start`, then raises when the test says so (after it stopped Redis)."""
+
+    def __init__(self) -> None:
+        self.go = trio.Event()
+
+    async def run(self, turn, comm) -> None:
+        await comm.start(message=turn.message.text)
+        if turn.message.text == "break":
+            await self.go.wait()
+            raise RuntimeError("the bundle broke")
+        await comm.complete()
+
+
+async def test_a_turn_failing_while_redis_is_down_ends_with_chat_error_once_redis_is_back():
+    with redis_server(*PERSISTENT) as srv:
+        bundle = BreaksOnCue()
+        settings = test_settings({"KDC_REDIS_RETRY_MAX_MS": "500"}, redis_url=srv.url)
+        async with running_gateway(settings, bundle=bundle) as gw, \
+                httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client, trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
+            sid = st.ready["session_id"]
+            r = await client.post(f"/sse/chat?stream_id=s&user_session_id={sid}", json={"message": "break"})
+            assert r.status_code == 202, r.text
+            turn_id = r.json()["turn_id"]
+            await st.wait_event("chat_start")
+            srv.kill()
+            bundle.go.set()  # the bundle fails now; telling it (chat_error, conv_status) fails too
+            await trio.sleep(1.5)
+            assert gw.processor.running == 1, "the worker is still trying to tell the turn's end"
+            srv.start()
+            back = time.monotonic()
+            await st.wait_for(lambda s: turn_ended(s, turn_id, "error"), timeout=30)
+            told_after = time.monotonic() - back
+            errors = [e for e in st.of("chat_error") if e.data["conversation"]["turn_id"] == turn_id]
+            assert len(errors) == 1 and "RuntimeError" in errors[0].data["data"]["error"]
+            r = await client.post(f"/sse/chat?stream_id=s&user_session_id={sid}", json={"message": "after"})
+            assert r.status_code == 202, r.text
+            await st.wait_for(lambda s: turn_ended(s, r.json()["turn_id"], "idle"), timeout=20)
+            assert gw.processor.failed == 1 and gw.processor.completed == 1 and gw.processor.released == 0
+            nursery.cancel_scope.cancel()
+    print(f"chat_error + conv_status told {told_after:.2f}s after Redis came back")
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    async def run(self, turn, comm) -> None:
+        self.ran.append(turn.message.text)
+        await comm.complete()
+
+
+async def test_undecodable_entries_are_dead_lettered_once_and_the_workers_go_on():
+    published = []
+
+    async def publish(key, *, event, data, target_sid=None) -> int:
+        published.append(event)
+        return len(published)
+
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        bundle = Recording()
+        queues = [RedisTurnQueue(redis, prefix="t", lease_ms=300, consumer=f"w{i}") for i in (1, 2)]
+        async with trio.open_nursery() as nursery:
+            for q in queues:
+                await nursery.start(q.run)
+                await nursery.start(Processor(queue=q, bundle=bundle, publish=publish, concurrency=2,
+                                              turn_timeout_s=5, conv_store=RedisConvStatusStore(redis)).run)
+            poison = [("turn", "{not json"), ("other", "no turn field"), ("turn", json.dumps({"message": {}})),
+                      ("turn", b"\xff\xfe binary")]
+            for name, value in poison:
+                await redis.execute("XADD", "t:turns", "*", name, value)
+            await queues[0].put(make_turn())
+            with trio.fail_after(10):
+                while not bundle.ran or await redis.execute("XLEN", "t:turns"):
+                    await trio.sleep(0.02)
+            await trio.sleep(1.5)  # five leases: nothing is reclaimed, nothing moved twice
+            dead = await redis.execute("XRANGE", "t:turns:dead", "-", "+")
+            pending = await redis.execute("XPENDING", "t:turns", "workers")
+            nursery.cancel_scope.cancel()
+        await redis.aclose()
+    assert bundle.ran == ["hi"], "a good turn behind the bad ones ran"
+    assert len(dead) == len(poison), dead
+    entries = sorted((dict(zip(fields[::2], fields[1::2])) for _, fields in dead),
+                     key=lambda e: tuple(map(int, e[b"entry"].split(b"-"))))  # in the order they were added
+    assert [(k, e[b"f:" + k.encode()]) for (k, _), e in zip(poison, entries)] == \
+        [(k, v.encode() if isinstance(v, str) else v) for k, v in poison], "the entry kept byte for byte"
+    reasons = [e[b"reason"].decode() for e in entries]
+    assert reasons[0].startswith("JSONDecodeError") and reasons[1].startswith("KeyError")
+    assert all(r for r in reasons)
+    assert pending[0] == 0, "nothing left pending"
+    assert sum(q.dead_lettered for q in queues) == len(poison)
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+async def test_a_subscribe_that_times_out_takes_its_channel_back(name):
+    backend = BACKENDS[name]
+    with redis_server() as srv:
+        async with backend.loop():
+            ps = backend.pubsub(srv.url, on_batch=lambda b: None, confirm_timeout=0.5)
+            client = backend.client(srv.url)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ps.run)
+                await ps.subscribe("kept")
+                srv.proc.send_signal(signal.SIGSTOP)
+                try:
+                    with pytest.raises(trio.TooSlowError):
+                        await ps.subscribe("lost")
+                    assert "lost" not in ps.wanted and "kept" in ps.wanted
+                finally:
+                    srv.proc.send_signal(signal.SIGCONT)
+                with trio.fail_after(5):
+                    while {c.decode() for c in await client.execute("PUBSUB", "CHANNELS")} != {"kept"} | (
+                            {"__kdc_compat_keepalive__"} if name == "compat" else set()):
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+            await client.aclose()
+
+
+async def test_a_half_open_pubsub_connection_is_found_by_ping_and_the_gap_filled():
+    with redis_server() as srv:
+        proxy = TCPProxy(srv.port)
+        try:
+            settings = test_settings({"KDC_PUBSUB_PING_INTERVAL_S": "0.5", "KDC_PUBSUB_PING_TIMEOUT_S": "1"},
+                                     redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+            async with running_gateway(settings) as gw, \
+                    httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
+                st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
+                key = SessionKey(st.ready["tenant"], st.ready["project"], st.ready["session_id"])
+                await gw.bus.publish(key, event="chat_service", data={"n": 0})
+                await st.wait_for(lambda s: s.of("chat_service"))
+                assert proxy.freeze(b"SUBSCRIBE") == 1, "the pub/sub connection goes silent"
+                cut = time.monotonic()
+                await gw.bus.publish(key, event="chat_service", data={"n": 1})  # commands still flow
+                await st.wait_for(lambda s: len(s.of("chat_service")) == 2, timeout=15)
+                heard_after = time.monotonic() - cut
+                await gw.bus.publish(key, event="chat_service", data={"n": 2})
+                await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=5)
+                nursery.cancel_scope.cancel()
+        finally:
+            proxy.close()
+    assert [e.data["n"] for e in st.of("chat_service")] == [0, 1, 2]
+    assert gw.bus.service.pubsub.gaps >= 1
+    print(f"half-open pub/sub found and the event delivered {heard_after:.2f}s after the cut")
