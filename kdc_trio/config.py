@@ -47,6 +47,10 @@ class Settings:
     max_body_bytes: int = setting(
         "KDC_MAX_BODY_BYTES", 0, int,
         "Request body limit; larger → 413. 0 = derived: MESSAGE_MAX_BYTES + 1 MiB of form overhead")
+    max_body_bytes_in_flight: int = setting(
+        "KDC_MAX_BODY_BYTES_IN_FLIGHT", 256 * MiB, int,
+        "Request bodies being received per process (each reserves its Content-Length); past it → 503 + "
+        "Retry-After, a body larger than the whole budget → 413. 0 = no budget")
     read_timeout_s: float = setting(
         "KDC_READ_TIMEOUT_S", 30.0, float,
         "Deadline to receive the request line and headers; also the longest silence while a body arrives")

@@ -66,9 +66,12 @@ async def parse_chat_body(
         return build_message(await _read_json(chunks, limits), [], limits)
     if ctype == MULTIPART_TYPE:
         form = _Form(_boundary(params), limits)
-        async for chunk in chunks:
-            form.feed(chunk)
-        obj, files = form.finish()
+        try:
+            async for chunk in chunks:
+                form.feed(chunk)
+            obj, files = form.finish()
+        finally:
+            form.close()  # the parser's callbacks are the form's bound methods: a reference cycle
         return build_message(obj, files, limits, match="filename")
     raise unsupported(f"content type must be {JSON_TYPE} or {MULTIPART_TYPE}, not {ctype!r}")
 
@@ -165,6 +168,16 @@ class _Form:
             max_header_size=MAX_PART_HEADER_BYTES,
         )
         self.parser.logger = _PARSER_LOG
+
+    def close(self) -> None:
+        """Break the form <-> parser cycle and let go of every buffer, now: held in a cycle, the
+        uploads of a request lived until the next full garbage collection (rounds of 16
+        concurrent 20 MiB uploads grew a process to 1.9 GB). What finish() returned stays alive
+        as long as its new owner keeps it."""
+        self.parser.callbacks = {}
+        self.files = []
+        self.fields = {}
+        self.part = None
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:

@@ -19,6 +19,7 @@ import trio
 
 from kdc_trio.errors import ClientError
 from kdc_trio.logs import REQUEST_ID, request_id_for
+from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
 from kdc_trio.server.request import Headers, HTTPError, Request
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class Exchange:
         # The whole body must have arrived by then (KDC_BODY_TIMEOUT_S), however it trickles in;
         # KDC_READ_TIMEOUT_S bounds each silence within it.
         self.body_deadline = trio.current_time() + conn.settings.body_timeout_s
+        self._received = 0  # body bytes read so far (all calls of body_chunks)
+        self._reserved = 0  # of the process's budget for bodies in flight; given back by release_body()
 
     # ---- request body --------------------------------------------------------------------
     async def body_chunks(self, limit: int | None = None) -> AsyncIterator[bytes]:
@@ -114,6 +117,8 @@ class Exchange:
         if length is not None and length.isdigit() and int(length) > limit:
             raise HTTPError(413, "payload_too_large", f"body of {length} bytes is over the {limit}-byte limit",
                             headers=[("connection", "close")])
+        if length is not None and length.isdigit() and not self.body_done:
+            self._reserve(int(length))  # before the client is told to go on (100-continue)
         if h.they_are_waiting_for_100_continue:
             await self._conn.send_event(h11.InformationalResponse(status_code=100, headers=[]))
         seen = 0
@@ -121,6 +126,8 @@ class Exchange:
             event = await self._conn.next_event(self.settings.read_timeout_s, mid_request=True,
                                                 deadline=self.body_deadline)
             if isinstance(event, h11.Data):
+                self._received += len(event.data)
+                self._reserve(self._received)
                 seen += len(event.data)
                 if seen > limit:
                     raise HTTPError(413, "payload_too_large", f"body is over the {limit}-byte limit",
@@ -128,6 +135,18 @@ class Exchange:
                 yield event.data
             elif isinstance(event, h11.EndOfMessage):
                 self.body_done = True
+
+    def _reserve(self, total: int) -> None:
+        """Hold `total` bytes of the process's body budget for this exchange (only the growth
+        is taken); over the budget → HTTPError 503 (or 413)."""
+        if total > self._reserved:
+            self._conn.budget.reserve(total - self._reserved)
+            self._reserved = total
+
+    def release_body(self) -> None:
+        """Give this exchange's share of the body budget back (the request has ended)."""
+        self._conn.budget.release(self._reserved)
+        self._reserved = 0
 
     async def read_body(self, limit: int | None = None) -> bytes:
         parts = [c async for c in self.body_chunks(limit)]
@@ -164,6 +183,7 @@ class Exchange:
     async def start_stream(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         if not self.body_done:
             await self._drain_body()
+        self.release_body()  # what was drained is gone; a stream may live for hours
         self.response_started = True
         await self._conn.send_event(
             h11.Response(status_code=status, headers=self._headers(headers), reason=REASONS.get(status, "")))
@@ -195,6 +215,7 @@ class Exchange:
 
         if not self.body_done:
             await self._drain_body()
+        self.release_body()
         ws = await accept(self._conn, self.request, max_message_bytes=max_message_bytes, extra=self._extra)
         self.response_started = True  # only now: a refused handshake still gets its 400
         self.upgraded = True
@@ -204,8 +225,10 @@ class Exchange:
 class HTTPConnection:
     def __init__(self, stream: trio.abc.Stream, settings: "Settings", handler: Handler,
                  cors: Callable[[Request], list[tuple[str, str]]], idle_scopes: set[trio.CancelScope],
-                 client: str | None = None, draining: trio.Event | None = None) -> None:
+                 client: str | None = None, draining: trio.Event | None = None,
+                 budget: BodyBudget | None = None) -> None:
         self.stream = stream
+        self.budget = budget or BodyBudget(0)
         self.draining = draining  # once set, a finished request closes the connection
         self.settings = settings
         self.handler = handler
@@ -334,6 +357,12 @@ class HTTPConnection:
         REQUEST_ID.set(rid)  # every log line of this request (and of tasks it starts) carries it
         ex = Exchange(self, request, [*self.cors(request), ("x-request-id", rid)])
         try:
+            return await self._run_exchange(request, ex, rid)
+        finally:
+            ex.release_body()
+
+    async def _run_exchange(self, request: Request, ex: Exchange, rid: str) -> bool:
+        try:
             try:
                 await self.handler(request, ex)
             except BaseExceptionGroup as group:  # raised in the handler's own nursery
@@ -351,7 +380,7 @@ class HTTPConnection:
             if ex.response_started:
                 return False
             headers, body = error_reply(exc)
-            if not ex.body_done and exc.status not in (408, 413):
+            if not ex.body_done and exc.status not in (408, 413) and exc.error != BUDGET_ERROR:
                 # Read the unread body first: closing on a client still sending makes it see a
                 # reset instead of our answer. Bounded by the body limit and the read deadline.
                 try:

@@ -16,6 +16,7 @@ from typing import Callable
 import trio
 
 from kdc_trio.config import Settings
+from kdc_trio.server.budget import BodyBudget
 from kdc_trio.server.connection import Handler, HTTPConnection
 from kdc_trio.server.request import Request
 
@@ -94,6 +95,7 @@ class Server:
         self.per_address: dict[str, int] = {}  # open connections by client address; 0s removed
         self.refused = 0  # accepted and closed at once: a cap was reached
         self.accept_errors = 0
+        self.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
         self.max_connections, self.max_per_address, warning = connection_caps(settings)
         if warning:
             log.warning(warning)
@@ -170,7 +172,7 @@ class Server:
     async def _run_connection(self, stream: trio.SocketStream, address: str, client: str | None) -> None:
         try:
             conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client,
-                                  draining=self.draining)
+                                  draining=self.draining, budget=self.body_budget)
             await conn.run()
         except Exception:
             log.exception("connection task crashed")  # a bug; this connection only
