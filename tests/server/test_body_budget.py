@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import trio
 
-from tests.server.raw import connect, exchange, read_response, send, serving
-from tests.server.test_statuses import assert_error, error_router
+from tests.server.raw import Response, connect, exchange, read_response, send, serving
+from tests.server.test_statuses import error_router
 
 KIB = 1024
+
+
+def assert_refused(r: Response, status: int, error: str) -> None:
+    """The budget's refusal: JSON {error, detail, limit} naming the setting."""
+    assert r.status == status, r
+    body = r.json()
+    assert body["error"] == error and body["limit"] == "KDC_MAX_BODY_BYTES_IN_FLIGHT", body
+    assert "KDC_MAX_BODY_BYTES_IN_FLIGHT" in body["detail"]
+    assert r.headers["connection"] == "close"
 
 
 def post(n: int, body: bytes = b"") -> bytes:
@@ -39,10 +48,9 @@ async def test_bodies_past_the_budget_get_503_and_reservations_come_back():
         again = await exchange(port, post(60 * KIB, b"b" * (60 * KIB)))
         await wait_in_use(server, 0)
         peak = server.body_budget.peak
-    assert_error(busy, 503, "body_budget_exhausted")
-    assert busy.headers["retry-after"] == "1" and busy.headers["connection"] == "close"
-    assert "KDC_MAX_BODY_BYTES_IN_FLIGHT" in busy.json()["detail"]
-    assert_error(chunked, 503, "body_budget_exhausted")
+    assert_refused(busy, 503, "body_budget_exhausted")
+    assert busy.headers["retry-after"] == "1"
+    assert_refused(chunked, 503, "body_budget_exhausted")
     assert small.status == 200 and done.status == 200 and len(done.body) == 60 * KIB
     assert again.status == 200
     assert peak <= 100 * KIB
@@ -51,8 +59,7 @@ async def test_bodies_past_the_budget_get_503_and_reservations_come_back():
 async def test_a_body_larger_than_the_whole_budget_is_413():
     async with serving(error_router(), max_body_bytes=500 * KIB, max_body_bytes_in_flight=100 * KIB) as (server, port):
         r = await exchange(port, post(200 * KIB))
-    assert_error(r, 413, "payload_too_large")
-    assert "KDC_MAX_BODY_BYTES_IN_FLIGHT" in r.json()["detail"]
+    assert_refused(r, 413, "payload_too_large")
 
 
 async def test_an_abandoned_body_gives_its_reservation_back():
