@@ -113,8 +113,9 @@ class Processor:
 
     async def _worker(self) -> None:
         while True:
-            turn = await self.queue.get()
-            await self.run_turn(turn)
+            # No local holds the turn across the next wait: a finished turn's attachments (up to
+            # MESSAGE_MAX_BYTES) are freed when it ends, not when this worker takes another.
+            await self.run_turn(await self.queue.get())
 
     async def run_turn(self, turn: Turn) -> None:
         """Run the turn, tell its end, ack it; or hand it back to the queue. Raises only on a bug

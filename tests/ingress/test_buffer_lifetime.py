@@ -16,6 +16,7 @@ import trio
 
 from kdc_trio.ingress import IngressError, parse_chat_body
 from kdc_trio.ingress import multipart as multipart_module
+from kdc_trio.ingress.models import Attachment
 from tests.ingress.helpers import BOUNDARY, DEFAULT_LIMITS, MULTIPART_CT, feed, form, jbody, part, small_limits
 from tests.server.raw import connect, read_response, send
 from tests.support.gateway import running_gateway, test_settings
@@ -47,6 +48,10 @@ def big_buffers_in_garbage(min_size: int = MIB) -> list[str]:
         gc.set_debug(0)
         gc.collect()
     return found
+
+
+def live_attachments() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is Attachment)
 
 
 def live_forms() -> list[object]:
@@ -108,6 +113,7 @@ async def test_uploads_through_the_gateway_leave_no_buffer_in_a_cycle():
                 with trio.fail_after(10):  # the accepted turn runs and ends
                     while gw.processor.running or gw.server.connections:
                         await trio.sleep(0.01)
-                results.append((r.status, big_buffers_in_garbage()))
-    assert [s for s, _ in results] == [202, 413, 400]
-    assert [g for _, g in results] == [[], [], []]
+                results.append((r.status, big_buffers_in_garbage(), live_attachments()))
+    assert [s for s, _, _ in results] == [202, 413, 400]
+    assert [g for _, g, _ in results] == [[], [], []]
+    assert [a for _, _, a in results] == [0, 0, 0], "a finished turn's attachments are not kept (a worker's local held the last one)"
