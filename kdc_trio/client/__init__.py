@@ -16,14 +16,19 @@ from kdc_trio.client.connection import (
     Client,
     ClientError,
     ConnectionLost,
+    EventsLost,
+    ProtocolError,
     Refused,
     SessionInfo,
     Turn,
     TurnFailed,
 )
-from kdc_trio.client.events import Answer, Complete, Delta, Error, Event, Start, Status, Step, TurnEvent, decode
+from kdc_trio.client.events import (
+    Answer, Complete, Delta, Error, Event, Gap, Start, Status, Step, TurnEvent, decode,
+)
 
 __all__ = [
-    "Answer", "Client", "ClientError", "Complete", "ConnectionLost", "Delta", "Error", "Event", "Refused",
-    "SessionInfo", "Start", "Status", "Step", "Turn", "TurnEvent", "TurnFailed", "decode",
+    "Answer", "Client", "ClientError", "Complete", "ConnectionLost", "Delta", "Error", "Event", "EventsLost", "Gap",
+    "ProtocolError", "Refused", "SessionInfo", "Start", "Status", "Step", "Turn", "TurnEvent", "TurnFailed",
+    "decode",
 ]

@@ -3,7 +3,7 @@
 stdout gets the turn as a person reads it: steps as `· title` lines when they happen, thinking
 (dimmed on a terminal), the answer, the follow-ups. Exit status: 0 the turn completed,
 1 it ended in `chat_error`, 2 the gateway refused the request (HTTP error), 3 the gateway could
-not be reached or the stream was lost for good.
+not be reached, or the stream was lost for good or resumed with events missing (`stream.gap`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 import trio
 
-from kdc_trio.client.connection import Client, ConnectionLost, Refused
-from kdc_trio.client.events import Delta, Error, Step, TurnEvent
+from kdc_trio.client.connection import Client, ClientError, Refused
+from kdc_trio.client.events import Delta, Error, Gap, Step, TurnEvent
 
 EXIT_OK, EXIT_CHAT_ERROR, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -65,6 +65,8 @@ class Printer:
             self._line(self._step(ev))
         elif isinstance(ev, Error):
             self._line(f"error: {ev.error}")
+        elif isinstance(ev, Gap):
+            self._line(f"lost: events {ev.after_seq + 1}..{ev.first_seq - 1} were no longer held by the gateway")
         self.out.flush()
 
     @staticmethod
@@ -91,17 +93,20 @@ async def chat(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
         async with Client(args.url, token=args.token, id_token=args.id_token, tenant=args.tenant,
                           project=args.project) as client:
             turn = await client.send(args.question, files=args.file)
-            failed = False
+            status = EXIT_OK
             async for ev in turn:
                 printer.event(ev)
-                failed = failed or isinstance(ev, Error)
+                if isinstance(ev, Error):
+                    status = EXIT_CHAT_ERROR
+                elif isinstance(ev, Gap):
+                    status = EXIT_UNREACHABLE
             printer.end()
-            return EXIT_CHAT_ERROR if failed else EXIT_OK
+            return status
     except Refused as exc:
         printer.end()
         print(f"kdc-trio chat: refused: {exc}", file=err)
         return EXIT_REFUSED
-    except ConnectionLost as exc:
+    except ClientError as exc:  # ConnectionLost, ProtocolError
         printer.end()
         print(f"kdc-trio chat: {exc}", file=err)
         return EXIT_UNREACHABLE

@@ -24,7 +24,7 @@ import anyio
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from kdc_trio.client.events import Answer, Complete, Error, TurnEvent, decode
+from kdc_trio.client.events import Answer, Complete, Error, Gap, TurnEvent, decode
 
 # Re-opening a dropped stream: the first try is immediate, then waits double from this, up to
 # the server's `retry:` hint (KDC_SSE_RETRY_MS): a restarting gateway is not hammered.
@@ -57,6 +57,20 @@ class Refused(ClientError):
 
 class ConnectionLost(ClientError):
     """The gateway could not be reached, or a dropped stream could not be re-opened."""
+
+
+class EventsLost(ClientError):
+    """A resume found the gateway's log had moved on: some of the turn's events are gone
+    (`gap` says which sequences); `answer` holds what arrived."""
+
+    def __init__(self, gap: Gap, answer: Answer) -> None:
+        super().__init__(f"events {gap.after_seq + 1}..{gap.first_seq - 1} were lost ({gap.reason})")
+        self.gap = gap
+        self.answer = answer
+
+
+class ProtocolError(ClientError):
+    """The gateway sent an event this client cannot decode."""
 
 
 class TurnFailed(ClientError):
@@ -106,7 +120,7 @@ async def _refusal(resp: httpx.Response) -> Refused:
 
 class Turn:
     """One turn's events, in order, as they arrive: `async for event in turn`, or `await
-    turn.answer()`. Iteration ends after `Complete` or `Error`."""
+    turn.answer()`. Iteration ends after `Complete` or `Error` (or `Gap`: events were lost)."""
 
     def __init__(self, client: "Client", turn_id: str, conversation_id: str | None) -> None:
         self._client = client
@@ -130,12 +144,15 @@ class Turn:
         return event
 
     async def answer(self) -> Answer:
-        """Read the rest of the turn; its assembled answer, or TurnFailed on `chat_error`."""
+        """Read the rest of the turn; its assembled answer, or TurnFailed on `chat_error`,
+        EventsLost when a resume could not replay all of it."""
         async for _ in self:
             pass
         answer = Answer.of(self.events)
         if answer.error is not None:
             raise TurnFailed(answer.error, answer)
+        if answer.gap is not None:
+            raise EventsLost(answer.gap, answer)
         return answer
 
 
@@ -168,6 +185,7 @@ class Client:
         self.session: SessionInfo | None = None
         self.last_seq = 0
         self.reconnects = 0
+        self.gaps = 0
         self.duplicates = 0
         self.events = 0
 
@@ -179,7 +197,7 @@ class Client:
         await self.aclose()
 
     def statistics(self) -> dict[str, int]:
-        return {"events": self.events, "last_seq": self.last_seq, "reconnects": self.reconnects,
+        return {"events": self.events, "last_seq": self.last_seq, "reconnects": self.reconnects, "gaps": self.gaps,
                 "duplicates_dropped": self.duplicates, "turns_open": len(self._turns)}
 
     # ---- the stream ------------------------------------------------------------------------
@@ -290,10 +308,23 @@ class Client:
             sse = await self._next_sse()
             if sse.retry:
                 self._retry_s = sse.retry / 1000
-            self._route(decode(sse.event, sse.id or None, sse.data))
+            try:
+                event = decode(sse.event, sse.id or None, sse.data)
+            except (ValueError, TypeError) as exc:
+                raise ProtocolError(f"undecodable {sse.event!r} event from {self.url}: {exc}") from exc
+            self._route(event)
 
     def _route(self, event: TurnEvent | None) -> None:
         if event is None:
+            return
+        if isinstance(event, Gap):
+            # What the open turns missed cannot be replayed: each ends with the Gap (its end
+            # may be among the lost events, so waiting for it could be forever).
+            self.gaps += 1
+            for turn in list(self._turns.values()):
+                turn._buffer.append(event)
+                turn._routed_last = True
+            self._turns.clear()
             return
         if event.seq is not None:
             if event.seq <= self.last_seq:

@@ -70,7 +70,18 @@ class Status(Event):
     completion: str | None
 
 
-TurnEvent = Start | Step | Delta | Complete | Error | Status
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Gap(Event):
+    """`stream.gap`: on a resume the gateway no longer held every event after the client's last
+    one; sequences `after_seq + 1 … first_seq - 1` are lost. It ends every turn that was open."""
+
+    after_seq: int
+    first_seq: int
+    reason: str | None
+
+
+TurnEvent = Start | Step | Delta | Complete | Error | Status | Gap
+GAP_TYPE = "stream.gap"
 
 
 def _seq(event_id: str | None, env: dict[str, Any]) -> int | None:
@@ -89,11 +100,19 @@ def _dict(value: Any) -> dict[str, Any]:
 def decode(event: str, event_id: str | None, data: str) -> TurnEvent | None:
     """The typed event for one SSE event of a turn's family; None for anything else.
     Raises ValueError on a family event whose data is not a JSON object."""
-    if event not in ("chat_start", "chat_step", "chat_delta", "chat_complete", "chat_error", "conv_status"):
+    if event not in ("chat_start", "chat_step", "chat_delta", "chat_complete", "chat_error", "conv_status",
+                     "chat_service"):
         return None
     env = json.loads(data)
     if not isinstance(env, dict):
         raise ValueError(f"{event}: data is not a JSON object")
+    if event == "chat_service":
+        body = _dict(env.get("data"))
+        if env.get("type") != GAP_TYPE:
+            return None  # other gateway notices are not a turn's
+        return Gap(seq=None, turn_id=None, conversation_id=None, envelope=env,
+                   after_seq=int(body.get("after_seq") or 0), first_seq=int(body.get("first_seq") or 0),
+                   reason=body.get("reason"))
     conv, ev, body = _dict(env.get("conversation")), _dict(env.get("event")), _dict(env.get("data"))
     base = dict(seq=_seq(event_id, env), turn_id=conv.get("turn_id"), conversation_id=conv.get("conversation_id"),
                 agent=ev.get("agent"), envelope=env)
@@ -125,6 +144,7 @@ class Answer:
     followups: tuple[str, ...]
     complete: Complete | None
     error: Error | None
+    gap: Gap | None  # some of the turn's events were lost (the resume point had left the log)
     events: tuple[TurnEvent, ...] = field(repr=False)
 
     @classmethod
@@ -132,7 +152,7 @@ class Answer:
         streams: dict[str, list[str]] = {}
         steps: list[Step] = []
         followups: tuple[str, ...] = ()
-        complete = error = None
+        complete = error = gap = None
         for e in events:
             if isinstance(e, Delta):
                 streams.setdefault(e.marker, []).append(e.text)
@@ -144,6 +164,9 @@ class Answer:
                 complete = e
             elif isinstance(e, Error):
                 error = e
+            elif isinstance(e, Gap):
+                gap = e
         joined = {k: "".join(v) for k, v in streams.items()}
         return cls(text=joined.get("answer", ""), thinking=joined.get("thinking", ""), streams=joined,
-                   steps=tuple(steps), followups=followups, complete=complete, error=error, events=tuple(events))
+                   steps=tuple(steps), followups=followups, complete=complete, error=error, gap=gap,
+                   events=tuple(events))

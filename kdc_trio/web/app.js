@@ -24,6 +24,7 @@
     events: 0,
     duplicates: 0,      // events at or below lastId (a server that repeats itself would show here)
     reconnects: 0,
+    gaps: 0,            // resumes the gateway could not replay in full (`stream.gap`)
     restarted: false,   // the last stream was refused for good and a new session was started
     turns: new Map(),   // turn_id -> the turn's DOM parts
     busy: false,
@@ -45,8 +46,9 @@
     s.dataset.state = kind;
     s.textContent = label;
   }
-  function notice(text) {
+  function notice(text, kind) {
     const n = $("notice");
+    n.className = "notice" + (kind ? " " + kind : "");
     n.textContent = text;
     n.hidden = false;
   }
@@ -74,6 +76,7 @@
     state.source = es;
     es.addEventListener("ready", onReady);
     for (const family of FAMILIES) es.addEventListener(family, onChatEvent);
+    es.addEventListener("chat_service", onService);
     es.addEventListener("server_shutdown", () => setStatus("reconnecting", "server draining…"));
     es.onerror = () => {
       if (es.readyState === EventSource.CONNECTING) {
@@ -133,6 +136,17 @@
     state.events += 1;
     handle(e.type, env);
     renderStats();
+  }
+
+  function onService(e) {
+    const env = JSON.parse(e.data);
+    if (env.type !== "stream.gap") return;
+    const d = env.data || {};
+    state.gaps += 1;
+    notice(`Events ${d.after_seq + 1}–${d.first_seq - 1} were lost: the session log no longer held them ` +
+           `(${d.reason}). What followed them is shown.`, "warn");
+    $("notice").dataset.gaps = String(state.gaps);
+    timeline(`Events ${d.after_seq + 1}–${d.first_seq - 1} lost`, "stream.gap", null, null, "lost");
   }
 
   // ---- turns --------------------------------------------------------------------------------

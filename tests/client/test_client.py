@@ -11,7 +11,7 @@ import trio
 
 from kdc_trio.auth.mint import mint_token
 from kdc_trio.client import (
-    Client, Complete, ConnectionLost, Delta, Refused, Start, Status, Step, TurnFailed,
+    Client, Complete, ConnectionLost, Delta, EventsLost, Gap, Refused, Start, Status, Step, TurnFailed,
 )
 from tests.support.bundles import SLOW_DELTAS
 from tests.support.gateway import test_settings
@@ -132,6 +132,33 @@ async def test_dropped_stream_resumes_after_the_turn_ended_meanwhile(slow_server
 
 def test_dropped_stream_resumes_from_asyncio(slow_server, proxy):
     asyncio.run(asyncio.wait_for(_resume(proxy.url, proxy, refuse_for_s=0.3), 30))
+
+
+async def test_resume_past_the_log_ends_the_turn_with_a_gap():
+    # a log of 3 events and an outage of ~8 deltas: the resume point is no longer held
+    proc = KdcProcess("serve", {"KDC_BUNDLE": "tests.support.bundles:SlowBroadcastBundle",
+                                "KDC_SSE_RETRY_MS": "200", "KDC_SESSION_LOG_SIZE": "3"}).wait_ready()
+    proxy = TCPProxy(proc.port)
+    try:
+        async with Client(proxy.url, reconnect_attempts=20) as client:
+            turn = await client.send("slow")
+            seen = []
+            with trio.fail_after(30):
+                async for ev in turn:
+                    seen.append(ev)
+                    if isinstance(ev, Delta) and ev.text == "d1 ":
+                        proxy.drop_all(refuse_for_s=0.8)
+            gap = seen[-1]
+            assert isinstance(gap, Gap) and gap.after_seq == seen[-2].seq and gap.first_seq > gap.after_seq + 1
+            assert client.statistics()["gaps"] == 1
+            with pytest.raises(EventsLost) as lost:
+                await turn.answer()
+            assert lost.value.answer.text.startswith("d0 d1 ")
+            # the connection goes on: a new turn after the gap completes normally
+            assert isinstance((await (await client.send("again")).answer()).complete, Complete)
+    finally:
+        proxy.close()
+        proc.stop()
 
 
 async def test_stream_gone_for_good_is_connection_lost(slow_server, proxy):

@@ -5,6 +5,7 @@ a stream cut by a TCP proxy that the page resumes from with Last-Event-ID."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -89,10 +90,13 @@ def test_turn_with_a_file_then_a_followup(page, tmp_path):
         proc.stop()
 
 
-def test_stream_cut_mid_turn_resumes_without_loss_or_repeat(page):
+@contextmanager
+def _slow_turn_through_a_proxy(page, **env: str):
+    """A gateway running SlowBroadcastBundle behind a TCP proxy, the page loaded through it and one
+    turn sent: yields (the turn's answer locator, the proxy)."""
     from playwright.sync_api import expect
 
-    proc = _server({"KDC_BUNDLE": "tests.support.bundles:SlowBroadcastBundle", "KDC_SSE_RETRY_MS": "300"})
+    proc = _server({"KDC_BUNDLE": "tests.support.bundles:SlowBroadcastBundle", "KDC_SSE_RETRY_MS": "300", **env})
     proxy = TCPProxy(proc.port)
     try:
         page.goto(proxy.url + "/")
@@ -100,7 +104,17 @@ def test_stream_cut_mid_turn_resumes_without_loss_or_repeat(page):
         page.fill("#text", "slow please")
         page.click("#send")
         answer = page.locator(".turn").nth(0).locator(".answer")
-        expect(answer).to_contain_text("d2 ")
+        expect(answer).to_contain_text("d1 ")
+        yield answer, proxy
+    finally:
+        proxy.close()
+        proc.stop()
+
+
+def test_stream_cut_mid_turn_resumes_without_loss_or_repeat(page):
+    from playwright.sync_api import expect
+
+    with _slow_turn_through_a_proxy(page) as (answer, proxy):
         # the browser's connections end; for 0.6 s (several deltas) it cannot come back
         assert proxy.drop_all(refuse_for_s=0.6) >= 1
         expect(page.locator("#notice")).to_contain_text("Reconnected (#1): resumed after event")
@@ -114,9 +128,19 @@ def test_stream_cut_mid_turn_resumes_without_loss_or_repeat(page):
         assert state["dups"] == 0 and state["reconnects"] == 1
         assert proxy.accepted >= 2  # the stream really was opened again
         page.screenshot(path=str(artifact("demo-page-reconnected.png")), full_page=True)
-    finally:
-        proxy.close()
-        proc.stop()
+
+
+def test_resume_past_the_log_says_events_were_lost(page):
+    from playwright.sync_api import expect
+
+    # a log of 3 events, an outage of ~9 deltas: the resume point is no longer held
+    with _slow_turn_through_a_proxy(page, KDC_SESSION_LOG_SIZE="3") as (answer, proxy):
+        proxy.drop_all(refuse_for_s=0.9)
+        expect(page.locator("#notice")).to_contain_text("were lost: the session log no longer held them")
+        expect(page.locator("#conv-status")).to_have_text("idle · success")
+        text = answer.evaluate("e => e.textContent")
+        assert text.startswith("d0 d1 ") and text.endswith("d11 ") and len(text.split()) < SLOW_DELTAS
+        page.screenshot(path=str(artifact("demo-page-gap.png")), full_page=True)
 
 
 def test_gateway_restart_without_the_session_starts_a_new_one(page):
