@@ -7,12 +7,12 @@ nothing waits unboundedly and nothing is dropped after it was accepted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import deque
 
 import trio
 
 from kdc_trio.errors import ClientError
 from kdc_trio.processor.turn import Turn
+from kdc_trio.util.batch_queue import BatchQueue
 
 
 # Seconds a refused sender is told to wait (Retry-After) before posting again.
@@ -54,17 +54,14 @@ class TurnQueue(ABC):
 class MemoryTurnQueue(TurnQueue):
     def __init__(self, maxlen: int) -> None:
         self.maxlen = maxlen
-        self._q: deque[Turn] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._q: BatchQueue[Turn] = BatchQueue(maxlen)
         self.enqueued = 0
 
     async def put(self, turn: Turn) -> None:
         await trio.lowlevel.checkpoint()
-        if len(self._q) >= self.maxlen:
+        if not self._q.put_nowait(turn):
             raise QueueFull(f"{self.maxlen} turns waiting (KDC_TURN_QUEUE_SIZE)")
-        self._q.append(turn)
         self.enqueued += 1
-        self._lot.unpark()
 
     def release(self, turn: Turn) -> None:
         turn.attempt += 1  # first in line again, past the limit: its chat_start says it is a retry
@@ -72,10 +69,7 @@ class MemoryTurnQueue(TurnQueue):
         self._lot.unpark()
 
     async def get(self) -> Turn:
-        while not self._q:
-            await self._lot.park()
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return self._q.popleft()
+        return await self._q.get()
 
     def statistics(self) -> dict:
         return {"waiting": len(self._q), "maxlen": self.maxlen, "enqueued": self.enqueued}

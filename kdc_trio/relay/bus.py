@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
@@ -17,6 +16,7 @@ import trio
 
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
+from kdc_trio.util.batch_queue import BatchQueue
 from kdc_trio.relay.session_log import LogSlice, SessionLogs
 
 # Messages one subscription may hold before its owner drains them. The owner (the relay)
@@ -40,33 +40,28 @@ class Subscription:
     switch per event); the owner then only waits for `wait_failed()` to learn the bus gave up.
     """
 
-    __slots__ = ("key", "_q", "_lot", "_error", "limit", "_sink")
+    __slots__ = ("key", "_q", "_error", "limit", "_sink")
 
     def __init__(self, key: SessionKey, limit: int = SUBSCRIPTION_BUFFER) -> None:
         self.key = key
         self.limit = limit
-        self._q: deque[RelayMessage] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        # Overflow policy: a full buffer fails the subscription (SubscriptionOverflow).
+        self._q: BatchQueue[RelayMessage] = BatchQueue(limit)
         self._error: BaseException | None = None
         self._sink: Callable[[list[RelayMessage]], None] | None = None
 
     def deliver_to(self, sink: Callable[[list[RelayMessage]], None]) -> None:
         self._sink = sink
-        if self._q:
-            queued = list(self._q)
-            self._q.clear()
+        queued = self._q.take_nowait()
+        if queued:
             sink(queued)
 
     def push(self, msg: RelayMessage) -> None:
         if self._sink is not None:
             self._sink([msg])
             return
-        if len(self._q) >= self.limit:
+        if self._error is None and not self._q.put_nowait(msg):
             self.fail(SubscriptionOverflow(f"{self.limit} messages undelivered on {self.key}"))
-            return
-        self._q.append(msg)
-        if len(self._q) == 1:
-            self._lot.unpark_all()
 
     def push_many(self, msgs: list[RelayMessage]) -> None:
         if self._sink is not None:
@@ -77,12 +72,13 @@ class Subscription:
 
     def fail(self, exc: BaseException) -> None:
         self._error = exc
-        self._lot.unpark_all()
+        self._q.close()
 
     async def wait_failed(self) -> None:
-        """Park until the bus fails this subscription, then raise its error."""
+        """Park until the bus fails this subscription, then raise its error (after `deliver_to`,
+        when nothing is buffered)."""
         while self._error is None:
-            await self._lot.park()
+            await self._q.wait_nonempty()
         raise self._error
 
     def __aiter__(self) -> "Subscription":
@@ -92,11 +88,9 @@ class Subscription:
         while not self._q:
             if self._error is not None:
                 raise self._error
-            await self._lot.park()
+            await self._q.wait_nonempty()
         await trio.lowlevel.checkpoint_if_cancelled()
-        batch = list(self._q)
-        self._q.clear()
-        return batch
+        return self._q.take_nowait()
 
 
 class Bus(ABC):

@@ -9,13 +9,11 @@ Why an outbox closed is a `CloseReason`, never a string to match.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-import trio
-
 from kdc_trio.relay.message import RelayMessage
+from kdc_trio.util.batch_queue import BatchQueue
 
 
 class CloseReason(Enum):
@@ -55,16 +53,15 @@ class Closed:
 
 
 class Outbox:
-    __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "_q", "_lot", "delivered", "_held")
+    __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "_q", "_put", "_held")
 
     def __init__(self, sid: str, maxlen: int) -> None:
         self.sid = sid
         self.maxlen = maxlen
         self.closed_reason: Closed | None = None
         self.last_seq = 0  # highest session seq queued: replay and live delivery never double up
-        self._q: deque[RelayMessage] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
-        self.delivered = 0
+        self._q: BatchQueue[RelayMessage] = BatchQueue(maxlen)
+        self._put = self._q.put_nowait  # bound once: offer is the per-event path
         self._held: list[RelayMessage] | None = None
 
     def hold(self) -> None:
@@ -92,31 +89,24 @@ class Outbox:
         resumable = msg.resumable
         if self.closed_reason is not None or (resumable and msg.seq <= self.last_seq):
             return
-        if len(self._q) >= self.maxlen:
+        if not self._put(msg):
             self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
         if resumable:
             self.last_seq = msg.seq
-        self._q.append(msg)
-        if len(self._q) == 1:
-            self._lot.unpark_all()
 
     def close(self, reason: CloseReason, detail: str = "") -> None:
         if self.closed_reason is None:
             self.closed_reason = Closed(reason, detail)
-            self._lot.unpark_all()
+            self._q.close()
 
     async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
         """Everything queued (maybe nothing, after `timeout` or on close); always checkpoints."""
-        if not self._q and self.closed_reason is None:
-            with trio.CancelScope(deadline=trio.current_time() + timeout):  # cheaper than move_on_after
-                await self._lot.park()
-        else:
-            await trio.lowlevel.checkpoint()
-        batch = list(self._q)
-        self._q.clear()
-        self.delivered += len(batch)
-        return batch
+        return await self._q.take_batch(timeout)
+
+    @property
+    def delivered(self) -> int:
+        return self._q.taken
 
     def depth(self) -> int:
         return len(self._q)

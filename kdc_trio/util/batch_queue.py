@@ -1,0 +1,125 @@
+"""The one bounded batch queue: producers never block, a consumer takes everything in one wake-up.
+
+Every hand-off queue in the gateway is one of these: a connection's outbox (relay/outbox.py), a
+relay subscription's buffer (relay/bus.py), the embedded turn queue (processor/queue.py), the
+Redis turn queue's ready turns (processor/redis_queue.py) and an Engine.IO socket's outgoing
+frames (transports/eio_server.py).
+
+Overflow policy: `put_nowait` never blocks and never grows the queue past `maxlen`; when full
+it keeps nothing and returns False, and the owner does what its docstring states (an outbox or
+an Engine.IO socket closes its connection, the turn queue refuses the turn with 503, a
+subscription fails). Nothing is dropped silently: the caller always learns.
+
+Wake-ups: waiters park only while the queue is empty, and each put wakes at most one of them
+(the queue counts its parked waiters, so a put with nobody parked costs no call): a batch
+consumer pays one wake-up per batch however many items arrive meanwhile, and N idle getters
+(`get`, e.g. 2,000 workers) are not all woken for one item.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Generic, Iterable, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+class BatchQueue(Generic[T]):
+    __slots__ = ("maxlen", "_items", "_lot", "_parked", "closed", "taken")
+
+    def __init__(self, maxlen: int) -> None:
+        if maxlen < 1:
+            raise ValueError("a BatchQueue holds at least one item")
+        self.maxlen = maxlen
+        self._items: deque[T] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._parked = 0  # waiters in _lot that no put has woken yet
+        self.closed = False
+        self.taken = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # ---- producing (sync, never blocks) ---------------------------------------------------
+    def put_nowait(self, item: T) -> bool:
+        """Queue `item`; False (and nothing queued) when full or closed."""
+        items = self._items
+        if len(items) >= self.maxlen or self.closed:
+            return False
+        items.append(item)
+        if self._parked:
+            self._parked -= 1
+            self._lot.unpark()
+        return True
+
+    def extend_nowait(self, new: Iterable[T]) -> bool:
+        """Queue all of `new`, or none of it (False) when they would not fit or the queue is closed."""
+        new = list(new)
+        items = self._items
+        if len(items) + len(new) > self.maxlen or self.closed:
+            return False
+        items.extend(new)
+        for _ in range(min(len(new), self._parked)):
+            self._parked -= 1
+            self._lot.unpark()
+        return True
+
+    def close(self) -> None:
+        """No more puts; every waiter wakes (and gets what is left, then nothing)."""
+        self.closed = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the waiters without an item: the owner changed some state they watch."""
+        self._parked = 0
+        self._lot.unpark_all()
+
+    async def _park(self) -> None:
+        self._parked += 1
+        try:
+            await self._lot.park()
+        except BaseException:  # cancelled (or timed out) while parked: no put woke us
+            self._parked -= 1
+            raise
+
+    # ---- consuming ------------------------------------------------------------------------
+    def take_nowait(self) -> list[T]:
+        """Everything queued, oldest first (maybe nothing)."""
+        items = self._items
+        if not items:
+            return []
+        batch = list(items)
+        items.clear()
+        self.taken += len(batch)
+        return batch
+
+    async def wait_nonempty(self, timeout: float = math.inf) -> None:
+        """Return once something is queued, the queue closes, `wake()` is called or `timeout`
+        passes; always checkpoints."""
+        if not self._items and not self.closed:
+            with trio.CancelScope(deadline=trio.current_time() + timeout):  # cheaper than move_on_after
+                await self._park()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def take_batch(self, timeout: float = math.inf) -> list[T]:
+        """Everything available in one wake-up: waits for the first item (or close, or `timeout`)."""
+        await self.wait_nonempty(timeout)
+        return self.take_nowait()
+
+    async def get(self) -> T:
+        """One item, waiting for it (for several consumers that each take one)."""
+        while not self._items:
+            if self.closed:
+                raise trio.EndOfChannel
+            await self._park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.taken += 1
+        return self._items.popleft()
+
+    def statistics(self) -> dict:
+        return {"queued": len(self._items), "maxlen": self.maxlen, "taken": self.taken,
+                "waiting_tasks": len(self._lot), "closed": self.closed}
