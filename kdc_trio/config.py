@@ -149,7 +149,13 @@ class Settings:
     max_external_events: int = setting(
         "KDC_MAX_EXTERNAL_EVENTS", 64, int, "Events in one KDCube `external_events` submission; more → 413")
     conv_busy_policy: str = setting(
-        "KDC_CONV_BUSY_POLICY", "reject", doc="A turn for a busy conversation: `reject` (409) or `queue`")
+        "KDC_CONV_BUSY_POLICY", "continue", doc="A message for a conversation whose turn runs: `continue` "
+        "(KDCube: a continuation the turn may take, else the next turn), `reject` (409) or `queue` (run beside it)")
+    max_continuations: int = setting(
+        "KDC_MAX_CONTINUATIONS", 16, int, "Continuations waiting per conversation; past it a message gets 429")
+    continuation_poll_ms: int = setting(
+        "KDC_CONTINUATION_POLL_MS", 100, int,
+        "Through Redis: how often a bundle waiting in `turn.next_continuation()` looks for one")
     turn_queue_size: int = setting(
         "KDC_TURN_QUEUE_SIZE", 1000, int, "Turns waiting for a worker; past it a post gets 503")
     worker_concurrency: int = setting("KDC_WORKER_CONCURRENCY", 8, int, "Turns one process runs at once")

@@ -72,5 +72,6 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
                            backoff_max_s=s.redis_retry_max_ms / 1000)
     return RedisParts(client=client, bus=bus, queue=queue,
                       store=RedisSessionStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s),
-                      conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s))
+                      conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s,
+                                                      poll_s=s.continuation_poll_ms / 1000))
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import trio
 
 from kdc_trio.processor.bundle import Bundle
+from kdc_trio.processor.continuations import ContinuationInbox, tell_turn_end
 from kdc_trio.processor.conv_status import ConvStatus, ConvStatusStore
 from kdc_trio.processor.queue import TurnQueue
 from kdc_trio.processor.turn import Turn
@@ -53,6 +54,8 @@ class Outcome:
     unreachable: bool = False      # the bundle failed because Redis could not be reached
     error_told: bool = False
     status: ConvStatus | None = None
+    # After the store recorded the end (once): the follow-up that runs next, and dropped steers.
+    following: tuple[Turn | None, list[Turn]] = (None, [])
     told: bool = False             # the final conv_status was stored and published
 
     @classmethod
@@ -117,11 +120,15 @@ class Processor:
             # MESSAGE_MAX_BYTES) are freed when it ends, not when this worker takes another.
             await self.run_turn(await self.queue.get())
 
+    def _communicator(self, turn: Turn) -> ChatCommunicator:
+        return communicator_for(turn, self.publish, event_filter=self.event_filter,
+                                filter_fail_open=self.filter_fail_open)
+
     async def run_turn(self, turn: Turn) -> None:
         """Run the turn, tell its end, ack it; or hand it back to the queue. Raises only on a bug
         in our code or on cancellation (the turn then stays in the queue for another worker)."""
-        comm = communicator_for(turn, self.publish, event_filter=self.event_filter,
-                                filter_fail_open=self.filter_fail_open)
+        comm = self._communicator(turn)
+        turn.inbox = ContinuationInbox(self.conv_store, turn.conversation_id, turn.turn_id)
         give_up_at = trio.current_time() + self.retry_s
         backoff = Backoff(self.backoff_max_s)
         self.running += 1
@@ -210,14 +217,14 @@ class Processor:
             await comm.error(outcome.error, step="turn", title=outcome.title)
             outcome.error_told = True
         if outcome.status is None:
-            outcome.status = ConvStatus(conversation_id=turn.conversation_id, session_id=turn.session.session_id,
-                                        state=outcome.state, current_turn_id=turn.turn_id,
-                                        completion=outcome.completion, origin_stream_id=turn.stream_id)
-        status = outcome.status
-        await self.conv_store.set(status)
-        await comm.conv_status(state=status.state, updated_at=status.updated_at,
-                               current_turn_id=status.current_turn_id, completion=status.completion,
-                               origin_stream_id=status.origin_stream_id)
+            status = ConvStatus(conversation_id=turn.conversation_id, session_id=turn.session.session_id,
+                                state=outcome.state, current_turn_id=turn.turn_id,
+                                completion=outcome.completion, origin_stream_id=turn.stream_id)
+            # the end is recorded once: it may promote a waiting follow-up to be the next turn
+            outcome.following = await self.conv_store.finish(status)
+            outcome.status = status
+        await tell_turn_end(self.conv_store, self.queue, turn, comm, outcome.status, *outcome.following,
+                            comm_for=self._communicator)
         outcome.told = True
 
     async def _retrying(self, what: str, turn: Turn, op, give_up_at: float, backoff: Backoff) -> bool:

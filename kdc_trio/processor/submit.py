@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kdc_trio.turns")
 
+# Retry-After for a message refused because too many continuations wait: about a turn's pace.
+CONTINUATIONS_RETRY_AFTER_S = 5
+
 
 def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
     conversation_id = message.conversation_id or new_id("conv")
@@ -41,14 +44,21 @@ async def tell_refusal(gw: "TurnPorts", session: Session, stream_id: str, *, err
 
 
 async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
-    """Queue a validated message as a turn; returns the 202 body or raises a ClientError
-    (404 not this session's conversation, 409 busy, 503 queue full)."""
+    """Queue a validated message as a turn, or keep it as a continuation of the conversation's
+    running turn (`KDC_CONV_BUSY_POLICY=continue`); returns the 202 body or raises a ClientError
+    (404 not this session's conversation, 409 busy with `reject`, 429 too many continuations, 503 queue full)."""
     turn = _turn(session, stream_id, message)
-    policy_queue = gw.settings.conv_busy_policy == "queue"
+    policy = gw.settings.conv_busy_policy
     status = ConvStatus(conversation_id=turn.conversation_id, session_id=session.session_id, state="in_progress",
                         current_turn_id=turn.turn_id, origin_stream_id=stream_id)
-    ok, previous = await gw.conv_store.begin_turn(status, allow_busy=policy_queue)
     comm = communicator_for(turn, gw.relay.publish)
+    if policy == "continue":
+        offer = await gw.conv_store.offer(status, turn, max_pending=gw.settings.max_continuations)
+        ok, previous = offer.outcome == "started", offer.previous
+        if not ok:
+            return await _not_started(gw, turn, comm, offer.outcome, previous)
+    else:
+        ok, previous = await gw.conv_store.begin_turn(status, allow_busy=policy == "queue")
     if not ok:
         assert previous is not None
         gw.counters.turns_refused += 1
@@ -76,17 +86,50 @@ async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, mess
     return accepted_reply(turn, session, created=previous is None)
 
 
+async def _not_started(gw: "TurnPorts", turn: Turn, comm, outcome: str, previous: ConvStatus | None) -> dict:
+    """A message that did not start a turn: a continuation (KDCube's answers), or refused."""
+    session = turn.session
+    active = previous.current_turn_id if previous is not None else None
+    if outcome == "foreign":
+        gw.counters.turns_refused += 1
+        raise ClientError(404, "conversation_not_found", "no such conversation in this session")
+    if outcome == "full":
+        gw.counters.turns_refused += 1
+        detail = (f"conversation {turn.conversation_id} already has {gw.settings.max_continuations} "
+                  f"continuations waiting for turn {active} (KDC_MAX_CONTINUATIONS)")
+        await comm.error(detail, step="ingress", title="continuations_full", data={"code": "continuations_full"})
+        raise ClientError(429, "continuations_full", detail, retry_after=CONTINUATIONS_RETRY_AFTER_S)
+    if outcome == "continued":
+        gw.counters.turns_accepted += 1
+        await comm.service_event("event.continuation.accepted", data={
+            "event_type": turn.message.event_type, "is_continuation": True, "active_turn_id": active,
+            "queued_turn_id": turn.turn_id, "target_turn_id": turn.message.active_turn_id,
+            "event_id": turn.task_id, "message_len": len(turn.message.text),
+            "attachment_count": len(turn.message.attachments)})
+        return accepted_reply(turn, session, created=False, status="external_event_accepted",
+                              continuation_of=active)
+    # A steer with no running turn, or for another turn than the running one: answered as KDCube
+    # does (ok, nothing runs), with the turn that does run, if any.
+    reason = "active_turn_control_no_active_turn" if outcome == "no_active_turn" else \
+        "active_turn_control_target_mismatch"
+    reply = accepted_reply(turn, session, created=False, status=reason)
+    reply.update(is_continuation=True, active_turn_id=active if outcome == "mismatch" else None,
+                 message="Steer ignored: no such turn is running")
+    return reply
+
+
 def accepted_reply(turn: Turn, session: Session, *, created: bool, continuation_of: str | None = None,
                    status: str = "processing_started") -> dict:
     """The 202 body / Socket.IO ack of an accepted message: ours and KDCube's fields."""
+    continued = status == "external_event_accepted"
     return {
         "ok": True, "status": status, "task_id": turn.task_id, "session_id": session.session_id,
         "user_type": session.user_type.value, "conversation_id": turn.conversation_id, "turn_id": turn.turn_id,
-        "conversation_created": created, "is_continuation": continuation_of is not None,
+        "conversation_created": created, "is_continuation": continued,
         "active_turn_id": continuation_of, "target_turn_id": turn.message.active_turn_id,
-        "queued_turn_id": turn.turn_id if continuation_of is not None else None,
-        "event_id": turn.task_id if continuation_of is not None else None,
-        "live_owner_detected": True if continuation_of is not None else None,
+        "queued_turn_id": turn.turn_id if continued else None,
+        "event_id": turn.task_id if continued else None,
+        "live_owner_detected": True if continued else None,
         "message": ("Continuation accepted; available to the active conversation owner"
-                    if continuation_of is not None else "Queued; streaming via the session's streams"),
+                    if continued else "Queued; streaming via the session's streams"),
     }

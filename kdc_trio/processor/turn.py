@@ -6,6 +6,9 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
+
+import trio
 
 from kdc_trio.ingress.models import PROMPT, Attachment, ChatMessage
 from kdc_trio.relay.keys import SessionKey
@@ -38,6 +41,25 @@ class Turn:
     # (an attachment that expired in Redis) — the processor then reports a chat_error.
     receipt: str | None = field(default=None, compare=False)
     error: str | None = field(default=None, compare=False)
+    # Set by the processor while the turn runs: where its continuations come from.
+    inbox: Any = field(default=None, compare=False, repr=False)
+
+    async def next_continuation(self, timeout: float | None = 0.0) -> ChatMessage | None:
+        """A message the client sent to this conversation while this turn runs (a follow-up or a
+        steer: `message.event_type`), taken by this turn, so it will not run as a turn of its own.
+        Waits up to `timeout` seconds for one (0: only what already came; None: no limit).
+        None when none came; a follow-up not taken runs as the next turn."""
+        if self.inbox is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await self.inbox.next(timeout)
+
+    async def take_continuations(self) -> list[ChatMessage]:
+        """Every continuation waiting now, oldest first, taken by this turn."""
+        taken: list[ChatMessage] = []
+        while (m := await self.next_continuation(0)) is not None:
+            taken.append(m)
+        return taken
 
     @property
     def key(self) -> SessionKey:

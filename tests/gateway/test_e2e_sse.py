@@ -129,8 +129,9 @@ class SlowBundle:
 
 
 async def test_busy_conversation_gets_409_and_conv_status_on_request():
+    """KDC_CONV_BUSY_POLICY=reject restores the 409 (the default makes it a continuation)."""
     bundle = SlowBundle()
-    async with running_gateway(bundle=bundle) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+    async with running_gateway(test_settings(conv_busy_policy="reject"), bundle=bundle) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
         async with trio.open_nursery() as nursery:
             st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
             sid = st.ready["session_id"]

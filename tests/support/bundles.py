@@ -27,3 +27,22 @@ class FailingBundle:
         await comm.start(message=turn.message.text)
         await comm.delta("partial ", index=0, marker="answer")
         raise RuntimeError("the bundle broke on purpose")
+
+
+class ContinuationBundle:
+    """For continuation tests. A message `take` waits (up to 10 s) for a continuation and says what
+    it took; `hold <s>` runs for <s> seconds taking nothing; anything else answers at once."""
+
+    async def run(self, turn, comm):
+        text = turn.message.text
+        await comm.start(message=text)
+        if text == "take":
+            m = await turn.next_continuation(timeout=10)
+            said = f"took {m.event_type}: {m.text} ({len(m.attachments)} files)" if m else "took nothing"
+            await comm.delta(said, index=0, completed=True)
+        elif text.startswith("hold "):
+            await trio.sleep(float(text.split()[1]))
+            await comm.delta("held", index=0, completed=True)
+        else:
+            await comm.delta(f"answer to {text}", index=0, completed=True)
+        await comm.complete(data={"text": text})
