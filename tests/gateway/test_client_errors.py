@@ -56,7 +56,8 @@ def test_the_http_rendering(exc, headers, body):
 
 
 async def test_http_replies_of_each_refusal():
-    settings = test_settings(turn_queue_size=1, message_max_bytes=1000)
+    # reject: a busy conversation's 409 (the default takes the message as a continuation)
+    settings = test_settings(turn_queue_size=1, message_max_bytes=1000, conv_busy_policy="reject")
     async with running_gateway(settings, with_worker=False) as gw, \
             httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
         r = await client.get("/api/session", headers={"authorization": "Bearer not-a-jwt"})
