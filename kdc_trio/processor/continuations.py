@@ -54,8 +54,8 @@ class ContinuationInbox:
         return turn.message
 
 
-async def tell_turn_end(store: ConvStatusStore, queue: TurnQueue, turn: Turn, comm: ChatCommunicator, status: ConvStatus,
-                        nxt: Turn | None, dropped: list[Turn], *,
+async def tell_turn_end(store: ConvStatusStore, queue: TurnQueue, turn: Turn, comm: ChatCommunicator,
+                        status: ConvStatus, nxt: Turn | None, dropped: list[Turn], *,
                         comm_for: Callable[[Turn], ChatCommunicator]) -> None:
     """Publish how `turn` ended, as the store recorded it (`ConvStatusStore.finish` gave `nxt` and
     `dropped`): its final `conv_status`, or, when a follow-up waited, that one as the next turn."""
