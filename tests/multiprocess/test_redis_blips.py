@@ -105,3 +105,23 @@ async def test_a_2s_redis_outage_mid_turn_leaves_a_standalone_worker_running_and
     assert ids == sorted(ids) and len(ids) == len(set(ids)), "one session sequence, in order, no duplicates"
     print(f"events flowed {flowing_after:.2f}s and the turn ended ({final.data['data']['state']}) "
           f"{ended_after:.2f}s after Redis came back")
+
+
+async def test_a_redis_restart_that_lost_its_data_leaves_serve_running_and_new_turns_run():
+    """A Redis restarted without its data (no persistence): the queue's consumer group is gone
+    (NOGROUP) and is re-created, so posts after the restart run instead of waiting for ever."""
+    with redis_server() as srv, ExitStack() as stack:
+        env = {"REDIS_URL": srv.url, "KDC_BUNDLE": BUNDLE, "KDC_REDIS_RETRY_MAX_MS": "1000"}
+        gw = spawn(stack, "serve", env)
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
+            await post_and_finish(client, st, "before")
+            srv.restart()
+            back = time.monotonic()
+            fresh = await open_stream(nursery, client, "/sse/stream?stream_id=s", timeout=30)
+            await post_and_finish(client, fresh, "after")
+            ran_after = time.monotonic() - back
+            assert gw.proc.poll() is None, gw.output()
+            assert "consumer group workers re-created" in gw.output()
+            nursery.cancel_scope.cancel()
+    print(f"a new session's turn ran end to end {ran_after:.2f}s after Redis restarted empty")
