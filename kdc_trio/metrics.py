@@ -127,6 +127,25 @@ class _GatewayCollector(Collector):
             yield _counter("kdc_redis_gap_events_recovered",
                            "Events pub/sub missed during a reconnect, re-read from the session log",
                            bs.get("recovered_after_gap", 0))
+            yield _counter("kdc_redis_pings_missed", "Pub/sub PINGs unanswered in time (the connection was re-made)",
+                           getattr(pubsub, "pings_missed", 0))
+        yield from _failure_counters(gw)
+
+
+def _failure_counters(gw: Any) -> Iterable[Any]:
+    """What the failure boundaries absorbed: Redis rounds retried, turns re-run or handed back,
+    undecodable queue entries dead-lettered."""
+    qs = gw.queue.statistics()
+    if "dead_lettered" in qs:  # the Redis turn queue
+        yield _counter("kdc_turn_queue_retries", "Turn-queue reads and lease renewals that failed and were retried",
+                       qs["failures"])
+        yield _counter("kdc_turns_dead_lettered", "Undecodable queue entries moved to the dead-letter stream",
+                       qs["dead_lettered"])
+    if getattr(gw, "processor", None) is not None:
+        ps = gw.processor.statistics()
+        yield _counter("kdc_turn_reruns", "Turn runs started again because Redis was unreachable", ps["rerun"])
+        yield _counter("kdc_turns_handed_back", "Turns whose end could not be told, handed back to the queue",
+                       ps["released"])
 
 
 def _outbox_depths(relay: Any) -> tuple[int, int]:

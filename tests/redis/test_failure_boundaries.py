@@ -82,6 +82,8 @@ async def test_a_turn_failing_while_redis_is_down_ends_with_chat_error_once_redi
             assert r.status_code == 202, r.text
             await st.wait_for(lambda s: turn_ended(s, r.json()["turn_id"], "idle"), timeout=20)
             assert gw.processor.failed == 1 and gw.processor.completed == 1 and gw.processor.released == 0
+            metrics = (await client.get("/metrics")).text
+            assert "kdc_turns_handed_back_total 0.0" in metrics and "kdc_turn_reruns_total 0.0" in metrics
             nursery.cancel_scope.cancel()
     print(f"chat_error + conv_status told {told_after:.2f}s after Redis came back")
 
@@ -182,9 +184,12 @@ async def test_a_half_open_pubsub_connection_is_found_by_ping_and_the_gap_filled
                 heard_after = time.monotonic() - cut
                 await gw.bus.publish(key, event="chat_service", data={"n": 2})
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=5)
+                metrics = (await client.get("/metrics")).text
                 nursery.cancel_scope.cancel()
         finally:
             proxy.close()
     assert [e.data["n"] for e in st.of("chat_service")] == [0, 1, 2]
-    assert gw.bus.service.pubsub.gaps >= 1
+    missed = [line for line in metrics.splitlines() if line.startswith("kdc_redis_pings_missed_total")]
+    assert missed and float(missed[0].split()[1]) >= 1, missed
+    assert gw.bus.service.pubsub.gaps >= 1 and gw.bus.service.pubsub.pings_missed >= 1
     print(f"{backend}: half-open pub/sub found and the event delivered {heard_after:.2f}s after the cut")
