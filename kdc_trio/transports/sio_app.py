@@ -157,17 +157,20 @@ class SocketIOApp:
             sock.close(f"second CONNECT to {ns}", send_close_packet=False)
             return
         conn = NamespaceConn(sock, ns)
-        settled = trio.Event()
+        reply = _ConnectReply(sock)
         try:
             if sock.nursery is None:
                 raise RuntimeError("the socket's task has not started")
-            sock.nursery.start_soon(self._namespace_task, state, conn, packet.data, settled)
+            sock.nursery.start_soon(self._namespace_task, state, conn, packet.data, reply)
         except RuntimeError:  # the socket is closed (its nursery takes no more tasks)
             return
-        await settled.wait()  # accepted, refused, or the socket closed meanwhile
+        try:
+            await reply.decided.wait()  # accepted, refused, or the socket closed meanwhile
+        finally:
+            reply.reader_done()
 
     async def _namespace_task(self, state: SioSocketState, conn: NamespaceConn, auth: Any,
-                              settled: trio.Event) -> None:
+                              reply: "_ConnectReply") -> None:
         sock, ns = conn.sock, conn.namespace
         try:
             with conn.scope:
@@ -176,9 +179,9 @@ class SocketIOApp:
                         return  # closed while the namespace was being opened
                     state.namespaces[ns] = conn
                     state.connected.set()
-                    sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))[0])
-                    settled.set()
+                    reply.decide(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))
                     try:
+                        await reply.sent.wait()
                         await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
                         if self.connect_reply_gap_s:
                             await trio.sleep(self.connect_reply_gap_s)
@@ -188,23 +191,16 @@ class SocketIOApp:
                         if self._forget(state, conn, "server namespace disconnect") and sock.close_reason is None:
                             sock.send("4" + encode(Packet(PacketType.DISCONNECT, ns))[0])
         except ClientError as exc:  # the one place a refused CONNECT is rendered
-            if settled.is_set():
+            if reply.decided.is_set():
                 raise
-            self._connect_error(sock, ns, exc.error, {"status": exc.status, "detail": exc.detail})
+            reply.decide(_connect_error(ns, exc.error, {"status": exc.status, "detail": exc.detail}))
         except Exception as exc:
-            if settled.is_set():
+            if reply.decided.is_set():
                 raise
             log.exception("Socket.IO CONNECT to %s on %s failed", ns, sock.sid)
-            self._connect_error(sock, ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"})
+            reply.decide(_connect_error(ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"}))
         finally:
-            settled.set()
-
-    @staticmethod
-    def _connect_error(sock: EIOSocket, ns: str, message: str, data: dict | None) -> None:
-        body: dict = {"message": message}
-        if data is not None:
-            body["data"] = data
-        sock.send("4" + encode(Packet(PacketType.CONNECT_ERROR, ns, body))[0])
+            reply.decide(None)
 
     def _forget(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> bool:
         """Unregister the namespace connection; False if it already was."""
@@ -218,3 +214,44 @@ class SocketIOApp:
         """End a namespace connection from outside its task (client DISCONNECT, socket closed)."""
         if self._forget(state, conn, reason):
             conn.scope.cancel()
+
+
+def _connect_error(ns: str, message: str, data: dict | None) -> Packet:
+    body: dict = {"message": message}
+    if data is not None:
+        body["data"] = data
+    return Packet(PacketType.CONNECT_ERROR, ns, body)
+
+
+class _ConnectReply:
+    """The answer to one CONNECT, sent by the request that carried the CONNECT when it is still
+    there (so a polling POST's `ok` goes out before its answer, as for every other packet), else
+    by the namespace task that decided it. `decide(None)`: nothing to send (the socket closed)."""
+
+    __slots__ = ("sock", "packet", "decided", "sent", "_reader_waiting")
+
+    def __init__(self, sock: EIOSocket) -> None:
+        self.sock = sock
+        self.packet: Packet | None = None
+        self.decided = trio.Event()
+        self.sent = trio.Event()
+        self._reader_waiting = True
+
+    def decide(self, packet: Packet | None) -> None:
+        if self.decided.is_set():
+            return
+        self.packet = packet
+        self.decided.set()
+        if not self._reader_waiting:
+            self._send()
+
+    def reader_done(self) -> None:
+        self._reader_waiting = False
+        if self.decided.is_set():
+            self._send()
+
+    def _send(self) -> None:
+        if not self.sent.is_set():
+            if self.packet is not None and self.sock.close_reason is None:
+                self.sock.send("4" + encode(self.packet)[0])
+            self.sent.set()

@@ -138,3 +138,44 @@ async def test_live_messages_held_during_a_stuck_log_read_are_bounded(monkeypatc
         with trio.fail_after(10):
             while await redis.execute("PUBSUB", "CHANNELS"):
                 await trio.sleep(0.02)
+
+
+def resp(*parts: object) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for p in parts:
+        b = p if isinstance(p, bytes) else str(p).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+async def test_a_redis_outage_longer_than_the_log_is_told_to_live_connections():
+    """After a pub/sub reconnect the bus reads each channel's log past the last seq it delivered;
+    when the log no longer reaches back that far, the session's live connections get stream.gap."""
+    from kdc_trio.relay.redis_bus import PUBLISH
+
+    async with gateway("redis") as (gw, redis), httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=live")
+            key = SessionKey(st.ready["tenant"], st.ready["project"], st.ready["session_id"])
+            await gw.relay.publish(key, event="chat_delta", data={"text": "seen"})
+            await st.wait_event("chat_delta")
+            # the outage, in one transaction: the pub/sub connection is killed and, before it
+            # can be back, the session gets more than its log keeps (as another process would)
+            tx = [resp("MULTI"), resp("CLIENT", "KILL", "TYPE", "pubsub")]
+            for i in range(12):
+                keys, args = gw.bus.publish_script_args(key, event="chat_delta", data={"text": BIG, "i": i})
+                tx.append(resp("EVAL", PUBLISH.source, len(keys), *keys, *args))
+            tx.append(resp("EXEC"))
+            host, port = gw.settings.redis_url.split("//")[1].split("/")[0].split(":")
+            sock = trio.socket.socket()
+            await sock.connect((host, int(port)))
+            await sock.send(b"".join(tx))
+            reply = b""
+            while b"*13\r\n" not in reply:  # EXEC's array of 13 replies
+                reply += await sock.recv(65536)
+            sock.close()
+            gap = (await st.wait_event("chat_service", timeout=15))[0]
+            nursery.cancel_scope.cancel()
+        assert gap.data["type"] == "stream.gap" and gap.data["data"]["reason"] == "relay_gap"
+        assert gap.data["data"]["after_seq"] == 1 and gap.data["data"]["first_seq"] > 2
+        assert gw.bus.statistics()["log_gaps"] == 1

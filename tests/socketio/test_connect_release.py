@@ -110,3 +110,15 @@ async def test_a_refused_connect_leaves_nothing():
         res = await run_sio(gw.base_url, idle, transports=["websocket"])
         assert res.connect_error["message"] == "authentication_required"
         await wait_released(gw)
+
+
+async def test_a_refused_polling_connect_is_answered_after_its_post():
+    """The CONNECT_ERROR travels after the `ok` of the POST that carried the CONNECT (as every
+    packet's answer does): python-socketio's polling client then closes at once; answered
+    before it, the client sometimes waited for the next ping (25 s) to let go."""
+    settings = test_settings(ws_reject_anonymous=True, sio_ping_interval_ms=600_000)
+    async with running_gateway(settings) as gw:
+        for _ in range(8):
+            res = await run_sio(gw.base_url, idle, transports=["polling"], timeout=20)
+            assert res.connect_error["message"] == "authentication_required"
+        await wait_released(gw)
