@@ -2,7 +2,11 @@
 
 It streams `thinking` deltas, `answer` deltas that echo the user's text, one `canvas` item,
 one `timeline_text` entry, a `chat.followups` card, and an `attachments_received` step listing
-each attachment as {filename, mime, size, sha256} computed from the bytes it got.
+each attachment as {filename, mime, size, sha256} computed from the bytes it got. Messages the
+client sent to the conversation while the answer streamed (KDCube's follow-ups and steers) are
+taken into this turn before it ends: a follow-up is answered in it ("You added: …", with its
+attachments' digests in a `continuation_received` step), a steer is acknowledged (a `steer_received`
+step); neither runs as a turn of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ class DemoBundle:
             await emit.delta(text=chunk if i == 0 else " " + chunk, index=index, marker="answer")
             index += 1
             await trio.sleep(DELTA_PAUSE_S)
+        for extra in await turn.take_continuations():
+            if extra.is_steer:
+                await comm.step(step="steer_received", status="completed", title="Steer received", agent=AGENT,
+                                data={"text": extra.text, "turn_id": extra.turn_id})
+                continue
+            await comm.step(step="continuation_received", status="completed", title="Follow-up received",
+                            agent=AGENT, data={"text": extra.text, "turn_id": extra.turn_id,
+                                               "attachments": [a.describe() for a in extra.attachments]})
+            await emit.delta(text=f"\n\nYou added: {extra.text}", index=index, marker="answer")
+            index += 1
         await emit.delta(text="", index=index, marker="answer", completed=True)
 
         await emit.delta(text=f"# Echo\n\n{text}\n", index=0, marker="canvas", format="markdown",

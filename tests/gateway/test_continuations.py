@@ -145,3 +145,32 @@ async def test_socketio_follow_up_ack_says_continuation():
     assert first["ok"] and first["is_continuation"] is False
     assert follow["ok"] and follow["is_continuation"] and follow["active_turn_id"] == "t1"
     assert res.of("chat_delta")[0]["delta"]["text"] == "took event.user.followup: over sio (0 files)"
+
+
+async def test_the_demo_bundle_answers_a_follow_up_and_a_steer_in_its_turn(monkeypatch):
+    from kdc_trio.bundles import demo
+
+    monkeypatch.setattr(demo, "DELTA_PAUSE_S", 0.2)  # a slow demo: time to send while it answers
+    async with running_gateway(test_settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=tab")
+            url = f"/sse/chat?stream_id=tab&user_session_id={st.ready['session_id']}"
+            words = " ".join(f"w{i}" for i in range(30))
+            assert (await client.post(url, json=message(words, "t1"))).status_code == 202
+            await st.wait_for(lambda s: any(e.data["delta"]["marker"] == "answer" for e in s.of("chat_delta")))
+            sub = message("and this", "f1", event_type="event.user.followup", target="t1")
+            r = await client.post(url, data={"event_submission": json.dumps(sub)},
+                                  files=[("files", ("x.txt", b"xx", "text/plain"))])
+            assert r.json()["is_continuation"] is True
+            r = await client.post(url, json=message("shorter please", "s1", event_type="event.user.steer",
+                                                    target="t1"))
+            assert r.json()["is_continuation"] is True
+            await st.wait_for(lambda s: s.of("conv_status") and s.of("conv_status")[-1].data["data"]["state"] == "idle",
+                              timeout=20)
+            nursery.cancel_scope.cancel()
+    assert [turn_of(e) for e in st.of("chat_start")] == ["t1"]
+    answer = "".join(e.data["delta"]["text"] for e in st.of("chat_delta") if e.data["delta"]["marker"] == "answer")
+    assert answer.endswith("\n\nYou added: and this")
+    steps = {e.data["event"]["step"]: e.data["data"] for e in st.of("chat_step")}
+    assert steps["steer_received"]["text"] == "shorter please"
+    assert steps["continuation_received"]["attachments"][0]["filename"] == "x.txt"
