@@ -61,6 +61,12 @@
   // ---- the stream -------------------------------------------------------------------------
   async function newSession() {
     const r = await fetch("/api/session", { headers: authHeaders() });
+    if (r.status === 401) {
+      const err = await r.json().catch(() => ({}));
+      notice(`The gateway refused this page: ${err.error || "unauthorized"} (${err.detail || ""}). ` +
+             "Open it as /?token=<access token>.", "warn");
+      throw new Error("refused");
+    }
     if (!r.ok) throw new Error(`GET /api/session: ${r.status}`);
     return (await r.json()).session_id;
   }
@@ -93,7 +99,7 @@
     try {
       state.sessionId = await newSession();
     } catch (e) {
-      setStatus("closed", "gateway unreachable");
+      setStatus("closed", e.message === "refused" ? "sign-in required" : "gateway unreachable");
       setTimeout(restart, RESTART_DELAY_MS * 3);
       return;
     }
@@ -324,7 +330,7 @@
     try {
       state.sessionId = await newSession();
     } catch (e) {
-      setStatus("closed", "gateway unreachable");
+      setStatus("closed", e.message === "refused" ? "sign-in required" : "gateway unreachable");
       setTimeout(restart, RESTART_DELAY_MS);
       return;
     }

@@ -170,6 +170,29 @@ def test_gateway_restart_without_the_session_starts_a_new_one(page):
             second.stop()
 
 
+def test_token_in_the_page_url_signs_in(page):
+    from playwright.sync_api import expect
+
+    from kdc_trio.auth.mint import mint_token
+    from tests.support.gateway import test_settings
+
+    token = mint_token(test_settings(), subject="alice", roles=(), ttl_s=600)
+    proc = _server({"CHAT_SSE_REJECT_ANONYMOUS": "1"})
+    try:
+        page.goto(f"{proc.base_url}/")  # no token: the page says what to do
+        expect(page.locator("#notice")).to_contain_text("authentication_required")
+        expect(page.locator("#notice")).to_contain_text("/?token=<access token>")
+        expect(page.locator("#status")).to_have_text("sign-in required")
+        page.goto(f"{proc.base_url}/?token={token}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#session")).to_contain_text("registered (alice)")
+        page.fill("#text", "signed in")
+        page.press("#text", "Enter")
+        expect(page.locator(".turn").nth(0).locator(".answer")).to_have_text("You said: signed in")
+    finally:
+        proc.stop()
+
+
 def test_page_is_off_with_kdc_demo_page_0():
     proc = _server({"KDC_DEMO_PAGE": "0"})
     try:
