@@ -29,7 +29,6 @@ import json
 import logging
 import secrets
 import socket
-from collections import deque
 
 import trio
 
@@ -38,9 +37,13 @@ from kdc_trio.processor.turn import Turn
 from kdc_trio.redis.commands import Commands, Script, text, transaction
 from kdc_trio.redis.connection import RedisError
 from kdc_trio.redis.retry import REDIS_FAILURES, Backoff
+from kdc_trio.util.batch_queue import BatchQueue
 
 log = logging.getLogger("kdc_trio.turn_queue")
 
+# Turns read ahead for this process's idle workers never outnumber them (the reader asks for as
+# many as wait); this bound only guards a bug, whose overflow leaves the entry pending for a reclaim.
+READY_LIMIT = 65_536
 GROUP = "workers"
 BLOCK_MS = 2000
 # KEYS[1] stream; ARGV: max waiting, turn JSON. Returns the entry id, or false when full.
@@ -81,9 +84,9 @@ class RedisTurnQueue(TurnQueue):
         self.inline_bytes = inline_bytes
         self.attachment_ttl_s = attachment_ttl_s
         self.consumer = consumer or f"{socket.gethostname()}-{secrets.token_hex(4)}"
-        self._ready: deque[Turn] = deque()
+        # Turns read for this process's idle workers; never more than the getters that asked.
+        self._ready: BatchQueue[Turn] = BatchQueue(READY_LIMIT)
         self._getters = 0
-        self._lot = trio.lowlevel.ParkingLot()       # getters waiting for a turn
         self._want = trio.lowlevel.ParkingLot()      # the reader waiting for a getter
         self._inflight: dict[str, Turn] = {}
         self._side_keys: dict[str, list[str]] = {}  # entry id → its attachments' keys
@@ -131,13 +134,9 @@ class RedisTurnQueue(TurnQueue):
         self._getters += 1
         self._want.unpark_all()
         try:
-            while not self._ready:
-                await self._lot.park()
+            return await self._ready.get()
         finally:
             self._getters -= 1
-        turn = self._ready.popleft()
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return turn
 
     async def ack(self, turn: Turn) -> None:
         if turn.receipt is None:
@@ -255,9 +254,10 @@ class RedisTurnQueue(TurnQueue):
         if missing:
             turn.error = (f"attachment(s) {', '.join(missing)} expired in Redis before a worker took the turn "
                           f"(KDC_REDIS_ATTACHMENT_TTL_S={self.attachment_ttl_s})")
+        if not self._ready.put_nowait(turn):  # a bug: the reader asks only for what getters wait for
+            log.error("turn entry %s left pending: %d turns already ready", entry_id, len(self._ready))
+            return  # not in flight, so not renewed: reclaimed once its lease lapses
         self._inflight[entry_id] = turn
-        self._ready.append(turn)
-        self._lot.unpark()
 
     async def _dead_letter(self, entry_id: str, fields: list, exc: Exception) -> None:
         """Move an entry that cannot be decoded to the dead-letter stream, with its reason. The script

@@ -22,6 +22,7 @@ import trio
 
 from kdc_trio.server import ClientGone, Exchange, Request
 from kdc_trio.server.websocket import WebSocket, WebSocketClosed
+from kdc_trio.util.batch_queue import BatchQueue
 from protocol.eio_state import EIOEvent, EIOState, initial_state, transition
 from protocol.engineio import (
     PROBE,
@@ -98,8 +99,7 @@ class EIOSocket:
         self.app_state: object = None
         self.close_reason: str | None = None
         self.closed = trio.Event()
-        self._out: list[str | bytes] = []
-        self._lot = trio.lowlevel.ParkingLot()
+        self._out: BatchQueue[str | bytes] = BatchQueue(server.max_queue)
         self._pong = trio.Event()
         self.opened_at = trio.current_time()
         self.upgrade_settled = trio.Event()  # set when a probe ends, upgraded or not
@@ -120,17 +120,11 @@ class EIOSocket:
     def send_many(self, frames) -> None:
         if self.close_reason is not None:
             return
-        was_empty = not self._out
-        self._out.extend(frames)
-        if len(self._out) > self.server.max_queue:
+        if not self._out.extend_nowait(frames):
             self.close(f"outbox_full: more than {self.server.max_queue} frames waiting (SSE_CLIENT_QUEUE)")
-            return
-        if was_empty:
-            self._lot.unpark_all()
 
     def take(self) -> list[str | bytes]:
-        out, self._out = self._out, []
-        return out
+        return self._out.take_nowait()
 
     async def flush(self) -> None:
         """Write what is queued now, on a WebSocket (a reply that must not share a TCP read
@@ -145,10 +139,11 @@ class EIOSocket:
                     self.close(f"write failed: {exc}")
 
     async def wait_output(self) -> None:
-        if not self._out and self.close_reason is None:
-            await self._lot.park()
-        else:
-            await trio.lowlevel.checkpoint()
+        """Until frames are queued, the socket closes, or its transport state changes (`wake`)."""
+        await self._out.wait_nonempty()
+
+    def wake(self) -> None:
+        self._out.wake()
 
     def close(self, reason: str, *, send_close_packet: bool = True) -> None:
         """End the socket (idempotent): its session task ends, its transports are told."""
@@ -157,7 +152,7 @@ class EIOSocket:
             self._send_close_packet = send_close_packet
             self.state = transition(self.state, EIOEvent.CLOSE)
             self.closed.set()
-            self._lot.unpark_all()
+            self._out.close()
 
     def pong(self) -> None:
         self._pong.set()
@@ -430,7 +425,7 @@ class EIOServer:
                 sock.ws = ws
                 sock.transport = "websocket"
                 sock.state = transition(sock.state, EIOEvent.UPGRADE)
-                sock._lot.unpark_all()
+                sock.wake()
             elif sock.state in (EIOState.PROBING, EIOState.UPGRADING):
                 # the upgrade failed: the socket stays on polling
                 sock.state = transition(sock.state, EIOEvent.PROBE_FAILED)
@@ -447,7 +442,7 @@ class EIOServer:
         sock.state = transition(sock.state, EIOEvent.PROBE)
         await ws.send("3" + PROBE)
         sock._noop_pending_poll = sock._poll_pending
-        sock._lot.unpark_all()
+        sock.wake()
         while True:
             frame = await ws.receive()
             if frame == "5":
