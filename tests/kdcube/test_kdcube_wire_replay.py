@@ -118,7 +118,11 @@ async def wait_turn_end(st: SSEStream, turn_id: str, timeout: float = 20.0) -> N
     def ended(s: SSEStream) -> bool:
         return any(e.event in ("chat_complete", "chat_error") and e.data["conversation"]["turn_id"] == turn_id
                    for e in s.events)
-    await st.wait_for(ended, timeout)
+    try:
+        await st.wait_for(ended, timeout)
+    except trio.TooSlowError:
+        seen = [(e.event, (e.data or {}).get("conversation", {}).get("turn_id")) for e in st.events]
+        raise AssertionError(f"no chat_complete/chat_error for {turn_id} in {timeout}s; the stream got {seen}") from None
 
 
 def check_profile(profile: dict, mode: str) -> None:
@@ -136,7 +140,7 @@ def check_profile(profile: dict, mode: str) -> None:
 @pytest.mark.parametrize("mode", ["anonymous", "cookie", "bearer"])
 async def test_web_app_over_sse_holds_turns(mode):
     """Connect, a plain message, two attachments (multipart), conv_status.get: every envelope readable."""
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         app = WebAppSSE(client, mode, token() if mode != "anonymous" else None)
         check_profile(await app.fetch_profile(), mode)
         async with trio.open_nursery() as nursery:
@@ -174,7 +178,7 @@ async def test_followup_and_steer_during_a_running_turn_are_accepted_continuatio
     """W/features/chat/chatServiceMiddleware.ts:402-412: with a turn in progress the app sends
     event.user.followup / event.user.steer with active_turn_id = target_turn_id = that turn, and reads
     the ack's status / is_continuation / live_owner_detected / active_turn_id (:494-500)."""
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         app = WebAppSSE(client, "anonymous")
         await app.fetch_profile()
         async with trio.open_nursery() as nursery:
@@ -214,7 +218,7 @@ async def test_refusal_names_the_request_ids_and_the_app_can_read_it():
     """A refused post: chatSubmitErrorFromResponse (W/features/chatController/chatBase.ts:216-235) reads
     `detail` or the body; a `chat_error` it causes must carry the request's own ids (the reducer indexes
     state.turns by conversation.turn_id, W/features/chat/chatStateSlice.ts:609-611)."""
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         app = WebAppSSE(client, "anonymous")
         await app.fetch_profile()
         async with trio.open_nursery() as nursery:
@@ -233,7 +237,7 @@ async def test_refusal_names_the_request_ids_and_the_app_can_read_it():
 
 async def test_a_foreign_last_event_id_starts_a_fresh_stream():
     """A browser moved from a KDCube gateway resends its Last-Event-ID (a uuid there): a fresh stream."""
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         app = WebAppSSE(client, "anonymous")
         await app.fetch_profile()
         async with trio.open_nursery() as nursery:
@@ -248,7 +252,7 @@ async def test_web_app_over_socketio_with_a_token():
     auth + query {user_session_id, project, tenant, bearer_token, id_token}, chat_message with the
     submission then one binary argument per file, acks with ok, conv_status.get."""
     tok = token()
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         profile = await WebAppSSE(client, "bearer", tok).fetch_profile()     # chatServiceMiddleware.ts:371-374
         # socketIOChat.ts:109-120: the auth payload; engine.io-client puts it in the query too, where an
         # unset id_token becomes the string "undefined" (engine.io-client contrib/parseqs.js encode)
@@ -299,7 +303,7 @@ async def test_sse_proto_service(with_token):
     `{message: {message, chat_history, project, tenant, turn_id, conversation_id}, attachment_meta}`."""
     tok = token() if with_token else None
     auth = {"Authorization": f"Bearer {tok}"} if tok else {}
-    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url) as client:
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
         r = await client.get("/profile", headers=auth)                # SseChatService.ts:90-103
         assert r.status_code == 200 and r.json()["session_id"], r.text
         session_id = r.json()["session_id"]

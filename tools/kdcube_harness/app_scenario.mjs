@@ -88,6 +88,8 @@ await steps.run("connect (/profile, stream)", async (notes) => {
     const profile = state().userProfile;
     if (profile.status === "failed") return [`/profile failed: ${profile.error}`];
     notes.push(`profile: user_type=${profile.profile?.userType} roles=${JSON.stringify(profile.profile?.roles)} session=${profile.profile?.sessionId}`);
+    const opened = observed.wsFrames.find((f) => f.dir === "open");
+    if (opened) notes.push(`socket.io handshake query: ${[...new URL(opened.text).searchParams].map(([k, v]) => `${k}=${k.endsWith("token") && v !== "undefined" ? "<token>" : v}`).join("&")}`);
     const problems = [];
     const wantType = auth === "anonymous" ? "anonymous" : "registered";
     if (String(profile.profile?.userType).toLowerCase() !== wantType) problems.push(`user_type ${profile.profile?.userType}, want ${wantType}`);

@@ -32,7 +32,9 @@ const PATCHES = [
     },
 ];
 
-// What Vite puts in `import.meta.env` for a production build without CHAT_WEB_APP_* variables.
+// What Vite puts in `import.meta.env` for a production build without CHAT_WEB_APP_* variables; and, as
+// `vite build` does, process.env.NODE_ENV = "production" (Redux Toolkit then leaves out its
+// development-only checks, as in the deployed app).
 const VITE_ENV = {MODE: "production", DEV: false, PROD: true, SSR: false, BASE_URL: "/"};
 
 function args() {
@@ -105,7 +107,7 @@ async function main() {
         target: "node20",
         sourcemap: "inline",
         nodePaths: [join(HERE, "node_modules")],
-        define: {"import.meta.env": JSON.stringify(VITE_ENV)},
+        define: {"import.meta.env": JSON.stringify(VITE_ENV), "process.env.NODE_ENV": '"production"'},
         // esbuild's ESM output for Node needs `require` for the CommonJS packages it inlines
         banner: {js: "import {createRequire as __kdcCreateRequire} from 'node:module'; const require = __kdcCreateRequire(import.meta.url);"},
         plugins: [patchPlugin(uiRoot, applied), wsRecorderPlugin],

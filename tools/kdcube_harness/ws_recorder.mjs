@@ -8,6 +8,7 @@ export class WebSocket extends ws.WebSocket {
         super(...args);
         const frames = globalThis.__KDC_HARNESS_OBSERVED__?.wsFrames;
         if (!frames) return;
+        frames.push({dir: "open", at: Date.now(), text: String(args[0])});
         this.on("message", (data, isBinary) => {
             frames.push({dir: "in", at: Date.now(), text: isBinary ? `<binary ${data.length} bytes>` : String(data)});
         });
