@@ -139,6 +139,7 @@ await steps.run("conv_status.get", async (notes) => {
 
 await steps.run("follow-up and steer during a running turn", async (notes) => {
     const mark = observed.actions.length;
+    const startedAt = Date.now();
     const text = longText();
     const runningId = await send(text);
     await waitFor(() => app.selectCurrentTurn(state())?.id === runningId, TIMEOUT, "the long turn in progress (chat_start)");
@@ -170,8 +171,17 @@ await steps.run("follow-up and steer during a running turn", async (notes) => {
         notes.push(`next turn ${id}: ${t.state}, message ${JSON.stringify(t.userMessage.text)}, answer ${JSON.stringify(t.answer?.slice(0, 60))}`);
         if (t.state !== "finished" || !t.answer) problems.push(`next turn ${id} is ${t.state} with answer ${JSON.stringify(t.answer)}`);
     }
-    const statuses = actionsSince(mark, "chatState/conversationStatus").map((a) => a.payload.data?.completion ?? a.payload.data?.state);
-    notes.push(`conv_status: ${statuses.join(", ")}`);
+    const serviceTypes = [
+        ...observed.sseEvents.filter((e) => e.at >= startedAt && e.event === "chat_service").map((e) => JSON.parse(e.data).type),
+        ...observed.wsFrames.filter((f) => f.at >= startedAt && f.dir === "in" && f.text.includes('"chat_service"'))
+            .map((f) => JSON.parse(f.text.slice(f.text.indexOf("[")))[1]?.type),
+    ];
+    if (serviceTypes.length) notes.push(`chat_service (the app only logs these): ${serviceTypes.join(", ")}`);
+    const statuses = args.transport === "websocket"
+        ? observed.wsFrames.filter((f) => f.at >= startedAt && f.dir === "in" && f.text.includes('"conv_status"'))
+            .map((f) => JSON.parse(f.text.slice(f.text.indexOf("[")))[1]?.data)
+        : actionsSince(mark, "chatState/conversationStatus").map((a) => a.payload.data);
+    notes.push(`conv_status: ${statuses.map((d) => d?.completion ?? d?.state).join(", ")}`);
     return problems;
 });
 
