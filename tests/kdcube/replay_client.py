@@ -168,13 +168,15 @@ def reduce_turn(envelopes: list[tuple[str, dict]], turn_id: str) -> TurnView:
 DEMO_FOLLOWUPS = ["Tell me more", "Send a file", "Start over"]
 
 
-def check_demo_turn(view: TurnView, text: str, files: list[PickedFile] = ()) -> list[str]:
+def check_demo_turn(view: TurnView, text: str, files: list[PickedFile] = (), *,
+                    took_followup: str | None = None) -> list[str]:
     """The demo bundle's turn as the app shows it: answer, thinking, steps, followups, canvas, timeline,
-    and each attachment's sha256 (tools/kdcube_harness/app_scenario.mjs checkDemoTurn, same checks)."""
+    and each attachment's sha256 (tools/kdcube_harness/app_scenario.mjs checkDemoTurn, same checks).
+    `took_followup`: a follow-up this turn took, answered after the echo ("You added: …")."""
     problems = []
     if not (view.started and view.completed) or view.error:
         problems.append(f"turn started={view.started} completed={view.completed} error={view.error}")
-    if view.answer != f"You said: {text}":
+    if view.answer != f"You said: {text}" + (f"\n\nYou added: {took_followup}" if took_followup else ""):
         problems.append(f"answer {view.answer[:80]!r}")
     if not view.thinking.startswith("Reading the message."):
         problems.append(f"thinking {view.thinking[:40]!r}")

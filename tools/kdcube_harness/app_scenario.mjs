@@ -31,13 +31,14 @@ const steps = new Steps();
 const actionsSince = (mark, type) => observed.actions.slice(mark).filter((a) => a.type === type);
 const popupsSince = (mark) => actionsSince(mark, "popupNotifications/pushNotification").map((a) => a.payload);
 
-function checkDemoTurn(turnId, text, files = []) {
+function checkDemoTurn(turnId, text, files = [], {tookFollowup = null} = {}) {
     const turn = state().chatState.turns[turnId];
     if (!turn) return [`turn ${turnId} is not in the store`];
     const problems = [];
     const errors = turn.artifacts.filter((a) => a.artifactType === "service_error").map((a) => a.content?.message);
     if (turn.state !== "finished") problems.push(`turn state is "${turn.state}"${errors.length ? `: ${errors.join("; ")}` : ""}`);
-    if (turn.answer !== DEMO.answer(text)) problems.push(`answer is ${JSON.stringify(turn.answer?.slice(0, 80))}, want the demo's echo`);
+    const want = DEMO.answer(text) + (tookFollowup ? DEMO.added(tookFollowup) : "");
+    if (turn.answer !== want) problems.push(`answer is ${JSON.stringify(turn.answer?.slice(-80))}, want the demo's echo`);
     const thinking = turn.artifacts.find((a) => a.artifactType === "thinking");
     if (!thinking?.content?.agents?.[DEMO.agent]?.startsWith("Reading the message.")) problems.push("no thinking artifact from the demo agent");
     for (const s of DEMO.steps) {
@@ -161,22 +162,32 @@ await steps.run("follow-up and steer during a running turn", async (notes) => {
         notes.push(`${what}: ${p.type} "${p.text}"`);
         if (p.type !== "info") problems.push(`${what} refused: ${p.text}`);
     }
-    problems.push(...checkDemoTurn(runningId, text));
     const turn = state().chatState.turns[runningId];
+    // The follow-up is answered exactly once: taken by the running turn (a continuation_received step,
+    // "You added: …") or run as the next turn. The steer is taken (steer_received) or told as dropped.
+    const taken = turn?.steps?.continuation_received?.status === "completed";
+    problems.push(...checkDemoTurn(runningId, text, [], {tookFollowup: taken ? followup : null}));
     const appended = (turn?.additionalUserMessages ?? []).map((m) => m.text);
     if (appended.length) notes.push(`appended to the running turn: ${JSON.stringify(appended)}`);
     const order = state().chatState.turnOrder;
+    let ranAsTurn = 0;
     for (const id of order.slice(order.indexOf(runningId) + 1)) {
         const t = state().chatState.turns[id];
         notes.push(`next turn ${id}: ${t.state}, message ${JSON.stringify(t.userMessage.text)}, answer ${JSON.stringify(t.answer?.slice(0, 60))}`);
-        if (t.state !== "finished" || !t.answer) problems.push(`next turn ${id} is ${t.state} with answer ${JSON.stringify(t.answer)}`);
+        if (t.answer === DEMO.answer(followup)) ranAsTurn += 1;
+        problems.push(...checkDemoTurn(id, t.userMessage.text).map((p) => `next turn ${id}: ${p}`));
     }
+    notes.push(taken ? "the running turn took the follow-up" : "the follow-up ran as the next turn");
+    if (Number(taken) + ranAsTurn !== 1) problems.push(`the follow-up was answered ${Number(taken) + ranAsTurn} times`);
     const serviceTypes = [
         ...observed.sseEvents.filter((e) => e.at >= startedAt && e.event === "chat_service").map((e) => JSON.parse(e.data).type),
         ...observed.wsFrames.filter((f) => f.at >= startedAt && f.dir === "in" && f.text.includes('"chat_service"'))
             .map((f) => JSON.parse(f.text.slice(f.text.indexOf("[")))[1]?.type),
     ];
     if (serviceTypes.length) notes.push(`chat_service (the app only logs these): ${serviceTypes.join(", ")}`);
+    const steerTaken = turn?.steps?.steer_received?.status === "completed";
+    notes.push(steerTaken ? "the running turn took the steer" : "steer not taken");
+    if (!steerTaken && !serviceTypes.includes("event.continuation.dropped")) problems.push("the steer was neither taken nor told as dropped");
     const statuses = args.transport === "websocket"
         ? observed.wsFrames.filter((f) => f.at >= startedAt && f.dir === "in" && f.text.includes('"conv_status"'))
             .map((f) => JSON.parse(f.text.slice(f.text.indexOf("[")))[1]?.data)

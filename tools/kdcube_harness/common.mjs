@@ -63,6 +63,7 @@ export function demoFiles() {
 export const DEMO = {
     agent: "demo",
     answer: (text) => (text ? `You said: ${text}` : "You sent no text."),
+    added: (followup) => `\n\nYou added: ${followup}`,  // a follow-up the running turn took
     followups: ["Tell me more", "Send a file", "Start over"],
     canvasName: "echo.md",
     timelineText: "Echoed the message",
