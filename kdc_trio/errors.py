@@ -39,3 +39,18 @@ class ClientError(Exception):
         if self.limit is not None:
             body["limit"] = self.limit
         return body
+
+
+class Unavailable(Exception):
+    """Not a client's error and not a bug: a service the gateway depends on (Redis) cannot be
+    reached right now. `RedisConnectionError` is one. An HTTP request that fails on it is answered
+    503 `service_unavailable` with `Retry-After` (server/connection.py), not a 500."""
+
+    retry_after = 1
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Is `exc` (or every leaf of an exception group) an `Unavailable`?"""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(unavailable(e) for e in exc.exceptions)
+    return isinstance(exc, Unavailable)

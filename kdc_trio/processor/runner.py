@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 
+from kdc_trio.errors import unavailable
 from kdc_trio.processor.bundle import Bundle
 from kdc_trio.processor.continuations import ContinuationInbox, tell_turn_end
 from kdc_trio.processor.conv_status import ConvStatus, ConvStatusStore
 from kdc_trio.processor.queue import TurnQueue
 from kdc_trio.processor.turn import Turn
-from kdc_trio.redis.retry import REDIS_FAILURES, Backoff, redis_unreachable
+from kdc_trio.redis.retry import REDIS_FAILURES, Backoff
 from kdc_trio.sdk.communicator import ChatCommunicator, EventFilter, Publish, load_event_filter
 from protocol import envelope as env
 
@@ -199,7 +200,7 @@ class Processor:
             with trio.move_on_after(self.turn_timeout_s) as deadline:
                 await self.bundle.run(turn, comm)
         except Exception as exc:
-            if redis_unreachable(exc):
+            if unavailable(exc):
                 log.warning("turn %s: Redis unreachable while the bundle ran: %s", turn.turn_id, exc)
                 return Outcome.failed(f"{type(exc).__name__}: {exc}", unreachable=True)
             log.exception("bundle failed on turn %s", turn.turn_id)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import hiredis
 import trio
 
+from kdc_trio.errors import Unavailable
 from kdc_trio.redis.url import RedisURL
 
 READ_SIZE = 256 * 1024
@@ -21,8 +22,8 @@ class RedisError(Exception):
     """The server answered with an error reply (its text is the message)."""
 
 
-class RedisConnectionError(ConnectionError):
-    """The connection could not be opened, or it was lost."""
+class RedisConnectionError(ConnectionError, Unavailable):
+    """The connection could not be opened, or it was lost (an HTTP request failing on it gets 503)."""
 
 
 class RedisTimeoutError(RedisConnectionError, trio.TooSlowError):

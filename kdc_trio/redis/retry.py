@@ -1,5 +1,8 @@
 """What a loop that talks to Redis does when Redis fails: back off, log, go on.
 
+(Whether a failure means "Redis is unreachable" — lost, refused, or silent past a command
+deadline — is `kdc_trio.errors.unavailable`: `RedisConnectionError` is an `Unavailable`.)
+
 `REDIS_FAILURES` are the errors Redis (or the road to it) can cause: a lost or refused
 connection, an error reply (`LOADING`, `NOGROUP` after a restart without persistence, `OOM`),
 a command past its deadline. A background loop catches exactly these; anything else is a bug
@@ -19,14 +22,6 @@ from kdc_trio.redis.connection import RedisConnectionError, RedisError
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisConnectionError, RedisError, trio.TooSlowError)
 # First pause after a failure; it doubles per consecutive failure up to the loop's maximum.
 BACKOFF_INITIAL_S = 0.05
-
-
-def redis_unreachable(exc: BaseException) -> bool:
-    """Did `exc` (or every leaf of an exception group) come from Redis being unreachable (lost,
-    refused, or silent past a command deadline)? A bundle's own `TooSlowError` does not count."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(redis_unreachable(e) for e in exc.exceptions)
-    return isinstance(exc, RedisConnectionError)
 
 
 class Backoff:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterable
 import h11
 import trio
 
-from kdc_trio.errors import ClientError
+from kdc_trio.errors import ClientError, Unavailable, unavailable
 from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
 from kdc_trio.server.request import Headers, HTTPError, Request
@@ -397,7 +397,14 @@ class HTTPConnection:
             return False
         except ClientGone:
             return False
-        except Exception:
+        except Exception as exc:
+            if unavailable(exc):  # Redis unreachable: not a bug, the client may retry shortly
+                log.warning("%s %s: a backing service is unreachable: %s", request.method, request.path, exc)
+                if not ex.response_started:
+                    await self._refuse(503, "service_unavailable", "a backing service (Redis) is unreachable; "
+                                       "retry shortly", [("retry-after", str(Unavailable.retry_after)),
+                                                         ("x-request-id", rid)])
+                return False
             # A bug in a handler: answer 500 on this connection only, log once, keep serving others.
             log.exception("handler crashed: %s %s", request.method, request.path)
             if not ex.response_started:

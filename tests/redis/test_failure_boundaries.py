@@ -7,7 +7,9 @@
   one ended the worker, and the entry went from worker to worker);
 - a pub/sub subscribe that times out takes its channel back (it stayed wanted for ever);
 - a half-open pub/sub connection is found by PING and re-made, the gap filled from the session
-  log (the gateway stayed deaf).
+  log (the gateway stayed deaf);
+- requests while Redis is down get 503 + Retry-After (they got a 500 "internal_error", logged as
+  a crash), and the gateway serves again once Redis is back.
 """
 
 from __future__ import annotations
@@ -193,3 +195,19 @@ async def test_a_half_open_pubsub_connection_is_found_by_ping_and_the_gap_filled
     assert missed and float(missed[0].split()[1]) >= 1, missed
     assert gw.bus.service.pubsub.gaps >= 1 and gw.bus.service.pubsub.pings_missed >= 1
     print(f"{backend}: half-open pub/sub found and the event delivered {heard_after:.2f}s after the cut")
+
+
+async def test_requests_while_redis_is_down_get_503_and_the_gateway_serves_after():
+    with redis_server() as srv:
+        async with running_gateway(test_settings(redis_url=srv.url)) as gw, \
+                httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
+            assert (await client.get("/api/session")).status_code == 200
+            srv.kill()
+            for r in [await client.get("/api/session"), await client.get("/sse/stream?stream_id=s"),
+                      await client.post("/sse/chat?stream_id=s", json={"message": "hi"})]:
+                assert r.status_code == 503, (r.request.url, r.text)
+                assert r.json()["error"] == "service_unavailable" and r.headers["retry-after"] == "1"
+            srv.start()
+            with trio.fail_after(20):
+                while (await client.get("/api/session")).status_code != 200:
+                    await trio.sleep(0.1)
