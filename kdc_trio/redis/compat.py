@@ -209,7 +209,7 @@ class CompatPubSub:
         while True:
             try:
                 msgs = await aio(self._read_batch)()
-            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+            except (rex.RedisError, OSError) as exc:  # lost, timed out, or an error reply (LOADING …)
                 delay = backoff.next_delay()
                 log.warning("Redis pub/sub (compat) read failed: %s; retry in %.2fs", exc, delay)
                 await trio.sleep(delay)
@@ -235,7 +235,10 @@ class CompatPubSub:
                 self.pings_missed += 1
                 log.warning("Redis pub/sub (compat): no PONG within %ss; dropping the connection", self.ping_timeout)
                 with trio.move_on_after(self.ping_timeout):
-                    await aio(self._ps.connection.disconnect)()
+                    try:
+                        await aio(self._ps.connection.disconnect)()
+                    except (rex.RedisError, OSError) as exc:
+                        log.info("Redis pub/sub (compat) disconnect: %s", exc)
 
     def _dispatch(self, msgs: list[dict]) -> None:
         batch = []
