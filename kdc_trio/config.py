@@ -122,6 +122,9 @@ class Settings:
     session_cookie: str = setting(
         "KDC_SESSION_COOKIE", "kdc_session", doc="Sticky session cookie (HttpOnly) set by `/profile`, `/sse/stream` "
         "and `/sse/chat`; a post without a session id uses it. Empty = off")
+    anon_fingerprint: bool = setting(
+        "KDC_ANON_FINGERPRINT", False, _bool, "KDCube's fingerprint: anonymous requests with no session id, cookie or "
+        "live stream share the session of their client address + User-Agent (off: see README)")
     session_cookie_secure: bool = setting(
         "KDC_SESSION_COOKIE_SECURE", False, _bool, "Mark the session cookie `Secure` (set it behind HTTPS)")
     session_cookie_samesite: str = setting(

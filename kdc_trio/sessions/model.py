@@ -22,6 +22,7 @@ class Session:
     user_id: str | None = None  # the token's subject; None while anonymous
     username: str | None = None
     roles: tuple[str, ...] = ()
+    fingerprint: str | None = None  # KDCube's ip+user-agent digest, for anonymous sessions (opt-in)
     created_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
 
@@ -41,6 +42,7 @@ class Session:
             user_id=d.get("user_id") or None,
             username=d.get("username") or None,
             roles=tuple(d.get("roles") or ()),
+            fingerprint=d.get("fingerprint") or None,
             created_at=float(d.get("created_at") or time.time()),
             last_seen=float(d.get("last_seen") or time.time()),
         )

@@ -58,7 +58,17 @@ class RedisSessionStore(SessionStore):
         if session.user_id:
             cmds.append(("SET", self._user_key(session.tenant, session.project, session.user_id),
                          session.session_id, "EX", self.ttl_s))
+        elif session.fingerprint:
+            cmds.append(("SET", self._fp_key(session.tenant, session.project, session.fingerprint),
+                         session.session_id, "EX", self.ttl_s))
         await transaction(self.redis, cmds)
+
+    def _fp_key(self, tenant: str, project: str, fingerprint: str) -> str:
+        return f"{self.prefix}:session_fp:{tenant}:{project}:{fingerprint}"
+
+    async def find_by_fingerprint(self, tenant: str, project: str, fingerprint: str) -> Session | None:
+        sid = await self.redis.execute("GET", self._fp_key(tenant, project, fingerprint))
+        return await self.get(text(sid)) if sid else None
 
     async def find_by_user(self, tenant: str, project: str, user_id: str) -> Session | None:
         sid = await self.redis.execute("GET", self._user_key(tenant, project, user_id))

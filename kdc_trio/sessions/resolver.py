@@ -9,7 +9,8 @@ Rules (the same for SSE, chat posts, REST and Socket.IO):
   anonymous session for a caller without a token; the caller's own session for a token), and
   is otherwise passed over silently, never refused. Else a token reuses the user's session in
   this tenant/project (so every connection of a user shares events), else a new session; no token
-  makes a new anonymous one.
+  makes a new anonymous one (with `KDC_ANON_FINGERPRINT=1`, KDCube's: the anonymous session of the
+  same client address + User-Agent, if one exists).
 
 Tenant and project (KDCube's model: a session belongs to the deployment; a connection names the
 tenant/project it works in): a session is created in the tenant/project its first request
@@ -58,7 +59,8 @@ def _with_identity(session: Session, identity: Identity) -> Session:
 
 async def resolve_session(store: SessionStore, *, session_id: str | None, identity: Identity | None,
                           tenant: str | None, project: str | None, default_tenant: str = "home",
-                          default_project: str = "demo", candidates: Sequence[str] = ()) -> Session:
+                          default_project: str = "demo", candidates: Sequence[str] = (),
+                          fingerprint: str | None = None) -> Session:
     """The caller's session; `tenant`/`project` None = not named by the request (see module doc)."""
     if session_id:
         safe_id(session_id, what="user_session_id")
@@ -83,7 +85,12 @@ async def resolve_session(store: SessionStore, *, session_id: str | None, identi
         session = _with_identity(Session(session_id=new_session_id(), user_type=UserType.REGISTERED,
                                          tenant=tenant, project=project), identity)
     else:
-        session = Session(session_id=new_session_id(), user_type=UserType.ANONYMOUS, tenant=tenant, project=project)
+        if fingerprint:
+            existing = await store.find_by_fingerprint(tenant, project, fingerprint)
+            if existing is not None and existing.user_id is None:
+                return await _reuse(store, existing, None, tenant, project)
+        session = Session(session_id=new_session_id(), user_type=UserType.ANONYMOUS, tenant=tenant, project=project,
+                          fingerprint=fingerprint)
     await store.put(session)
     return session
 

@@ -44,6 +44,10 @@ class SessionStore(ABC):
         """The session already bound to this user in this tenant/project, if any."""
 
     @abstractmethod
+    async def find_by_fingerprint(self, tenant: str, project: str, fingerprint: str) -> Session | None:
+        """The anonymous session last made for this fingerprint in this tenant/project, if any."""
+
+    @abstractmethod
     async def bind_stream(self, stream_id: str, binding: StreamBinding, token: str) -> None:
         """A live stream is bound to this session and scope (until released or the session TTL)."""
 
@@ -68,6 +72,7 @@ class MemorySessionStore(SessionStore):
         self.max_sessions = max_sessions
         self._by_id: OrderedDict[str, Session] = OrderedDict()
         self._by_user: dict[tuple[str, str, str], str] = {}
+        self._by_fp: dict[tuple[str, str, str], str] = {}  # dropped with their session
         self._streams: dict[str, tuple[str, StreamBinding]] = {}  # live streams only: bounded by them
 
     async def get(self, session_id: str) -> Session | None:
@@ -86,6 +91,8 @@ class MemorySessionStore(SessionStore):
         self._by_id.move_to_end(session.session_id)
         if session.user_id:
             self._by_user[(session.tenant, session.project, session.user_id)] = session.session_id
+        elif session.fingerprint:
+            self._by_fp[(session.tenant, session.project, session.fingerprint)] = session.session_id
         while len(self._by_id) > self.max_sessions:
             old_id, _ = next(iter(self._by_id.items()))
             self._drop(old_id)
@@ -94,12 +101,20 @@ class MemorySessionStore(SessionStore):
         sid = self._by_user.get((tenant, project, user_id))
         return await self.get(sid) if sid else None
 
+    async def find_by_fingerprint(self, tenant: str, project: str, fingerprint: str) -> Session | None:
+        sid = self._by_fp.get((tenant, project, fingerprint))
+        return await self.get(sid) if sid else None
+
     def _drop(self, session_id: str) -> None:
         s = self._by_id.pop(session_id, None)
         if s is not None and s.user_id:
             k = (s.tenant, s.project, s.user_id)
             if self._by_user.get(k) == session_id:
                 del self._by_user[k]
+        if s is not None and s.fingerprint:
+            fk = (s.tenant, s.project, s.fingerprint)
+            if self._by_fp.get(fk) == session_id:
+                del self._by_fp[fk]
 
     async def bind_stream(self, stream_id: str, binding: StreamBinding, token: str) -> None:
         await trio.lowlevel.checkpoint()

@@ -6,6 +6,7 @@ plain one); the transports render it, nobody translates it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
@@ -45,7 +46,8 @@ def tenant_project(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
 async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
                       params: Mapping[str, Any], query: Mapping[str, str] | None = None,
                       sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool,
-                      stream_id: str | None = None, use_cookie: bool = False) -> Session:
+                      stream_id: str | None = None, use_cookie: bool = False,
+                      client: str | None = None) -> Session:
     """Authenticate, then reuse / upgrade / create the session (`params` holds user_session_id,
     tenant, project: the SSE query or the Socket.IO auth payload). A chat post names its
     `stream_id`: without a session id it gets that live stream's session when the caller fits it,
@@ -58,7 +60,10 @@ async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookie
     if sid is not None and not isinstance(sid, str):
         raise ClientError(400, "bad_request", "user_session_id must be a string")
     s = gw.settings
-    binding = await gw.store.stream_binding(stream_id) if stream_id else None
+    # The stream's binding matters when it may give the session or the scope: not for a post that
+    # names both (one store read fewer per post).
+    wanted = stream_id and (not sid or (tenant is None and project is None))
+    binding = await gw.store.stream_binding(stream_id) if wanted else None
     candidates = []
     if not sid:
         if binding is not None:
@@ -68,10 +73,17 @@ async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookie
             candidates.append(cookie)
     session = await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
                                     project=project, default_tenant=s.default_tenant,
-                                    default_project=s.default_project, candidates=candidates)
+                                    default_project=s.default_project, candidates=candidates,
+                                    fingerprint=fingerprint(headers, client) if s.anon_fingerprint else None)
     if binding is not None and binding.session_id == session.session_id and tenant is None and project is None:
         session = replace(session, tenant=binding.tenant, project=binding.project)
     return session
+
+
+def fingerprint(headers: Mapping[str, str], client: str | None) -> str:
+    """KDCube's anonymous fingerprint: sha256 of `<client ip>:<user agent>`, 16 hex digits."""
+    ip = (client or "").rsplit(":", 1)[0]
+    return hashlib.sha256(f"{ip}:{headers.get('user-agent', '')}".encode()).hexdigest()[:16]
 
 
 def session_cookie(settings: "Settings", session: Session) -> list[tuple[str, str]]:
@@ -95,4 +107,4 @@ async def request_session(gw: "IdentifyPorts", req: Request, *, stream_id: str |
                           use_cookie: bool = True) -> Session:
     return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
                              query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
-                             stream_id=stream_id, use_cookie=use_cookie)
+                             stream_id=stream_id, use_cookie=use_cookie, client=req.client)

@@ -95,7 +95,8 @@ class ChatSocketIO(SocketIOApp):
         auth = auth or {}
         req = conn.sock.request
         session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
-                                    sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous)
+                                    sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous,
+                                    client=req.client)
         key = SessionKey(session.tenant, session.project, session.session_id)
         outbox = Outbox(conn.sid, gw.settings.client_queue)
         last = auth.get("last_event_id", auth.get("offset"))

@@ -179,3 +179,26 @@ async def test_socketio_names_a_tenant_the_session_was_not_created_in():
             st = await open_stream(nursery, client, f"/sse/stream?stream_id=home&user_session_id={sid}")
             assert st.status == 200 and (st.ready["tenant"], st.ready["project"]) == ("home", "demo")
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("redis", [False, True])
+async def test_opt_in_fingerprint_shares_one_anonymous_session_per_address_and_agent(redis):
+    with redis_server() as srv:
+        extra = {"redis_url": srv.url} if redis else {}
+        async with running_gateway(test_settings(anon_fingerprint=True, **extra)) as gw:
+            firefox, curl = {"user-agent": "Firefox/1"}, {"user-agent": "curl/8"}
+            async with httpx.AsyncClient(base_url=gw.base_url, timeout=10, headers=firefox) as a, \
+                    httpx.AsyncClient(base_url=gw.base_url, timeout=10, headers=firefox) as b, \
+                    httpx.AsyncClient(base_url=gw.base_url, timeout=10, headers=curl) as c:
+                first = (await a.get("/profile")).json()["session_id"]
+                assert (await b.get("/profile")).json()["session_id"] == first  # no cookie, same address + agent
+                r = await b.post("/sse/chat?stream_id=none-open", json=prompt("fp"))
+                assert r.json()["session_id"] == first
+                assert (await c.get("/profile")).json()["session_id"] != first  # another agent
+                # a token is never matched by fingerprint
+                r = await b.get("/profile", headers={"authorization": f"Bearer {tok('carol')}"})
+                assert r.json()["session_id"] != first
+        async with running_gateway(test_settings(**extra)) as gw:  # off (the default): no sharing
+            async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as a, \
+                    httpx.AsyncClient(base_url=gw.base_url, timeout=10) as b:
+                assert (await a.get("/profile")).json()["session_id"] != (await b.get("/profile")).json()["session_id"]
