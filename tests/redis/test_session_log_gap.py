@@ -179,3 +179,23 @@ async def test_a_redis_outage_longer_than_the_log_is_told_to_live_connections():
         assert gap.data["type"] == "stream.gap" and gap.data["data"]["reason"] == "relay_gap"
         assert gap.data["data"]["after_seq"] == 1 and gap.data["data"]["first_seq"] > 2
         assert gw.bus.statistics()["log_gaps"] == 1
+
+
+async def test_expired_redis_logs_leave_the_byte_account():
+    """A log whose TTL passed is gone from Redis; the publish script forgets its bytes too."""
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        settings = test_settings(redis_url=srv.url, session_log_ttl_s=1)
+        try:
+            async with running_gateway(settings) as gw:
+                for s in range(5):
+                    await gw.relay.publish(SessionKey("t", "p", f"old-{s}"), event="chat_delta", data={"text": BIG})
+                assert (await gw.bus.log_bytes()) > 5 * 32_000
+                await trio.sleep(2.5)  # every old log expires
+                for i in range(16):  # the 16th publish of a session sweeps expired logs
+                    await gw.relay.publish(SessionKey("t", "p", "new"), event="chat_delta", data={"i": i})
+                accounted, real = await redis_log_bytes(gw, redis)
+                assert accounted == real < 32_000, (accounted, real)
+                assert await redis.execute("ZCARD", f"{settings.redis_prefix}:logbytes") == 1
+        finally:
+            await redis.aclose()
