@@ -55,3 +55,28 @@ async def test_node_client_with_token_and_refused():
     assert ok["session_info"]["user_type"] == "privileged" and ok["session_info"]["user_id"] == "bob"
     assert refused["connect_error"]["message"] == "authentication_required"
     assert "expired" in expired["connect_error"]["message"] and not expired["connected"]
+
+
+async def test_kdcube_web_app_socketio_path_with_the_official_client():
+    """KDCube's socketIOChat: /profile, auth + handshake query, emitWithAck with ArrayBuffers."""
+    cwd = node_client_dir()
+    async with running_gateway() as gw:
+        with trio.fail_after(30):
+            proc = await trio.run_process(["node", "kdcube_sio.mjs", gw.base_url, "acme", "site"], cwd=cwd,
+                                          capture_stdout=True, capture_stderr=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
+    out = json.loads(proc.stdout)
+    assert out["profile"]["user_type"] == "ANONYMOUS"
+    info = out["session_info"]
+    assert info["session_id"] == out["profile"]["session_id"] and info["roles"] == [] and info["tenant"] == "acme"
+    assert out["rejected"] == "invalid_message", "a refusal is never taken for accepted (ok: false)"
+    ack = out["ack"]
+    assert ack["ok"] is True and ack["turn_id"] == "turn_2026-11-30-17-00-00-001" and ack["is_continuation"] is False
+    events = [(e["event"], e["data"]) for e in out["events"]]
+    step = next(d for ev, d in events if ev == "chat_step" and d["event"]["step"] == "attachments_received")
+    assert {a["filename"]: a["sha256"] for a in step["data"]["attachments"]} == out["sent"]
+    assert all(isinstance(d["extra"], dict) for ev, d in events if ev == "chat_delta")
+    bad = [d for ev, d in events if ev == "chat_error"]
+    assert bad and bad[0]["conversation"]["turn_id"] == "turn-bad"
+    statuses = [d for ev, d in events if ev == "conv_status"]
+    assert statuses and all(d["conversation"]["conversation_id"] == ack["conversation_id"] for d in statuses)
