@@ -90,6 +90,36 @@ async def test_a_turn_failing_while_redis_is_down_ends_with_chat_error_once_redi
     print(f"chat_error + conv_status told {told_after:.2f}s after Redis came back")
 
 
+async def test_a_turn_whose_end_cannot_be_told_in_time_is_handed_back_and_run_again():
+    """Past KDC_TURN_RETRY_S with Redis still down, the worker hands the turn back to the queue
+    (stops renewing its lease); once Redis is back the turn is taken over and runs again."""
+    with redis_server(*PERSISTENT) as srv:
+        bundle = BreaksOnCue()
+        settings = test_settings({"KDC_TURN_RETRY_S": "1", "KDC_TURN_LEASE_MS": "1000",
+                                  "KDC_REDIS_RETRY_MAX_MS": "300"}, redis_url=srv.url)
+        async with running_gateway(settings, bundle=bundle) as gw, \
+                httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client, trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
+            sid = st.ready["session_id"]
+            r = await client.post(f"/sse/chat?stream_id=s&user_session_id={sid}", json={"message": "break"})
+            turn_id = r.json()["turn_id"]
+            await st.wait_event("chat_start")
+            srv.kill()
+            bundle.go.set()
+            with trio.fail_after(10):
+                while not gw.processor.released:
+                    await trio.sleep(0.05)
+            bundle.go = trio.Event()
+            bundle.go.set()  # the next run breaks too (the turn is the same): it ends with chat_error
+            srv.start()
+            await st.wait_for(lambda s: turn_ended(s, turn_id, "error"), timeout=30)
+            nursery.cancel_scope.cancel()
+    starts = [e.data["data"] for e in st.of("chat_start")]
+    assert len(starts) == 2 and starts[1]["retried"] and starts[1]["attempt"] == 2, starts
+    assert len(st.of("chat_error")) == 1, "the first run's end was never told; the second run's was"
+    assert gw.processor.released == 1 and gw.queue.reclaimed == 1
+
+
 class Recording:
     def __init__(self) -> None:
         self.ran: list[str] = []
