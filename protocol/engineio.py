@@ -130,6 +130,12 @@ def decode_payload(body: bytes | str, *, max_payload: int, max_packets: int = MA
     """A polling request body. Empty records, bad base64, bad UTF-8, unknown types, a body
     over `max_payload` bytes and more than `max_packets` records are `RemoteProtocolError`s
     (the record count is taken before anything is split or decoded)."""
+    return [decode_record(r) for r in payload_records(body, max_payload=max_payload, max_packets=max_packets)]
+
+
+def payload_records(body: bytes | str, *, max_payload: int, max_packets: int = MAX_PAYLOAD_PACKETS) -> list[str]:
+    """The first half of `decode_payload`: the size, count and UTF-8 checks and the split into
+    records, each then decoded by `decode_record` (a caller may yield between records)."""
     if len(body) > max_payload:
         raise RemoteProtocolError(f"payload of {len(body)} bytes exceeds maxPayload {max_payload}",
                                   error_status_hint=413, close_code_hint=1009, reason="payload_too_large")
@@ -146,14 +152,15 @@ def decode_payload(body: bytes | str, *, max_payload: int, max_packets: int = MA
         text = body
     if not text:
         raise RemoteProtocolError("empty payload", reason="bad_payload")
-    packets = []
-    for record in text.split(SEPARATOR):
-        if record[:1] == "b":
-            try:
-                data = base64.b64decode(record[1:], validate=True)
-            except (binascii.Error, ValueError):
-                raise RemoteProtocolError("bad base64 in a binary packet", reason="bad_packet") from None
-            packets.append(Packet(PacketType.MESSAGE, data))
-        else:
-            packets.append(_decode_text(record))
-    return packets
+    return text.split(SEPARATOR)
+
+
+def decode_record(record: str) -> Packet:
+    """One record of a polling payload: `b` + base64 is a binary message, else a text packet."""
+    if record[:1] == "b":
+        try:
+            data = base64.b64decode(record[1:], validate=True)
+        except (binascii.Error, ValueError):
+            raise RemoteProtocolError("bad base64 in a binary packet", reason="bad_packet") from None
+        return Packet(PacketType.MESSAGE, data)
+    return _decode_text(record)
