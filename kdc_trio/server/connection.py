@@ -20,6 +20,7 @@ import trio
 from kdc_trio.errors import ClientError, Unavailable, unavailable
 from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
+from kdc_trio.server.io import RECV_SIZE, ClientGone, WriteDeadline
 from kdc_trio.server.request import Headers, HTTPError, Request
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kdc_trio.http")
 
-# One read's worth: large enough that a 20 MiB upload is ~320 reads, small enough to keep
-# per-connection memory modest at 10k idle connections (the buffer is transient).
-RECV_SIZE = 64 * 1024
 # Bytes a client may send while it holds an SSE stream open (it should send none); past it
 # the client is treated as gone rather than buffered without bound.
 MAX_STRAY_BYTES = 64 * 1024
@@ -49,14 +47,6 @@ REASONS = {
 PARSE_ERRORS = {400: "bad_request", 431: "headers_too_large", 501: "unsupported_transfer_coding"}
 # The versions we speak; any other request line is answered 505 (RFC 9110 §15.6.6), not served as 1.1.
 HTTP_VERSIONS = (b"1.0", b"1.1")
-
-
-class ClientGone(Exception):
-    """The client went away or stopped reading (write deadline passed)."""
-
-
-class WriteDeadline(ClientGone):
-    """The client stopped reading: a write did not finish within KDC_WRITE_TIMEOUT_S."""
 
 
 def own_error(group: BaseExceptionGroup) -> "ClientError | ClientGone | None":

@@ -18,7 +18,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, TextMessage)
 from wsproto.frame_protocol import CloseReason
 
-from kdc_trio.server.connection import RECV_SIZE, ClientGone
+from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import HTTPError, Request
 
 if TYPE_CHECKING:
