@@ -17,6 +17,7 @@ from typing import AsyncIterator, Callable
 
 import trio
 
+from kdc_trio.errors import Unavailable
 from kdc_trio.relay.bus import Bus, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
@@ -40,7 +41,7 @@ class _Entry:
     done: bool = False
 
 
-class RelayUnavailable(Exception):
+class RelayUnavailable(Unavailable):
     """The session's subscription could not be made live, or its log could not be read."""
 
 

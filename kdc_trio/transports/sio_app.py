@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from kdc_trio.errors import ClientError
+from kdc_trio.errors import ClientError, unavailable
 from kdc_trio.transports.eio_server import EIOSocket
 from protocol.errors import ProtocolError
 from protocol.socketio import Decoder, Packet, PacketType, encode
@@ -197,6 +197,10 @@ class SocketIOApp:
         except Exception as exc:
             if reply.decided.is_set():
                 raise
+            if unavailable(exc):  # a service we depend on (Redis) is down: not a bug, not the client's
+                log.warning("Socket.IO CONNECT to %s on %s: %s", ns, sock.sid, exc)
+                reply.decide(_connect_error(ns, "service_unavailable", {"status": 503, "detail": str(exc)}))
+                return
             log.exception("Socket.IO CONNECT to %s on %s failed", ns, sock.sid)
             reply.decide(_connect_error(ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"}))
         finally:

@@ -122,3 +122,18 @@ async def test_a_refused_polling_connect_is_answered_after_its_post():
             res = await run_sio(gw.base_url, idle, transports=["polling"], timeout=20)
             assert res.connect_error["message"] == "authentication_required"
         await wait_released(gw)
+
+
+async def test_a_connect_while_redis_is_down_is_a_connect_error_and_holds_nothing():
+    with redis_server() as srv:
+        settings = test_settings(redis_url=srv.url)
+        async with running_gateway(settings) as gw:
+            ok = await run_sio(gw.base_url, idle, transports=["websocket"])
+            sid = ok.of("session_info")[0]["session_id"]
+            srv.kill()
+            for transports in (["websocket"], ["polling"]):
+                res = await run_sio(gw.base_url, idle, transports=transports, auth={"user_session_id": sid})
+                assert not res.connected
+                assert res.connect_error["message"] == "service_unavailable", res.connect_error
+                assert res.connect_error["data"]["status"] == 503
+            await wait_released(gw)
