@@ -9,7 +9,7 @@ composer back (tests/test_structure.py holds that line).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, AsyncContextManager, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import trio
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kdc_trio.relay.bus import Bus
     from kdc_trio.relay.chat_relay import ChatRelayCommunicator
     from kdc_trio.relay.keys import SessionKey
+    from kdc_trio.relay.outbox import Outbox
     from kdc_trio.sessions.store import SessionStore
 
 
@@ -34,11 +35,25 @@ class Counters:
     closed_slow: int = 0
 
 
+@runtime_checkable
 class Publisher(Protocol):
     async def publish(self, key: "SessionKey", *, event: str, data: dict, target_sid: str | None = None) -> int:
         ...
 
 
+@runtime_checkable
+class SessionChannels(Publisher, Protocol):
+    """The relay as a connection uses it (relay/chat_relay.py): membership of its session's
+    channel for the block's life, and a replay from the session log."""
+
+    def session_channel(self, key: "SessionKey", outbox: "Outbox") -> AsyncContextManager[None]:
+        ...
+
+    async def replay(self, key: "SessionKey", outbox: "Outbox", after_seq: int) -> int:
+        ...
+
+
+@runtime_checkable
 class ServerView(Protocol):
     """What handlers may know of the HTTP server: its drain signal and its counts."""
 
@@ -47,11 +62,13 @@ class ServerView(Protocol):
     accept_errors: int
 
 
+@runtime_checkable
 class Statistics(Protocol):
     def statistics(self) -> dict:
         ...
 
 
+@runtime_checkable
 class IdentifyPorts(Protocol):
     """Who is asking and which session they get (`transports/identify.py`)."""
 
@@ -60,6 +77,7 @@ class IdentifyPorts(Protocol):
     store: "SessionStore"
 
 
+@runtime_checkable
 class TurnPorts(Protocol):
     """Accepting a turn (`processor/submit.py`)."""
 
@@ -70,13 +88,15 @@ class TurnPorts(Protocol):
     counters: Counters
 
 
+@runtime_checkable
 class ChatPorts(IdentifyPorts, TurnPorts, Protocol):
     """A streaming transport (SSE, Socket.IO): sessions, turns, the relay, the drain signal."""
 
-    relay: "ChatRelayCommunicator"
+    relay: SessionChannels
     server: ServerView
 
 
+@runtime_checkable
 class RestPorts(ChatPorts, Protocol):
     """The REST endpoints: also the readiness probes and the metrics' sources."""
 

@@ -105,3 +105,17 @@ def test_the_checks_see_imports() -> None:
     assert "kdc_trio.gateway_redis" in deps
     assert "kdc_trio.ports" in _graph(type_checking=True)["kdc_trio.transports.sse"]
     assert "kdc_trio.ports" not in _graph(type_checking=False)["kdc_trio.transports.sse"]
+
+
+async def test_the_composition_root_hands_out_values_that_fit_the_ports() -> None:
+    """The Protocols in kdc_trio/ports.py are what the transports use: the root's values fit them."""
+    from kdc_trio.gateway import memory_gateway
+    from kdc_trio.ports import ChatPorts, IdentifyPorts, Publisher, RestPorts, ServerView, SessionChannels, TurnPorts
+    from tests.support.gateway import test_settings
+
+    gw = memory_gateway(test_settings(), with_worker=False)
+    for port in (IdentifyPorts, TurnPorts, ChatPorts, RestPorts):
+        assert isinstance(gw.ports, port), port
+    assert isinstance(gw.ports.relay, SessionChannels) and isinstance(gw.ports.relay, Publisher)
+    assert isinstance(gw.ports.server, ServerView)
+    assert not isinstance(object(), SessionChannels)
