@@ -4,7 +4,7 @@
 
 Starts the server (memory relay unless REDIS_URL is in --env), opens a victim session and posts
 one short turn on it (its events are logged), then posts turns of `--chars` characters from
-fresh anonymous sessions for `--seconds`. Prints the server's RSS before and after, the turns
+fresh anonymous sessions (one each) for `--seconds`. Prints the server's RSS before and after, the turns
 posted, and how many events the victim's `Last-Event-ID: 0` replay returns before and after
 the flood (with the `stream.gap` notice if one is sent). Not a test: a measurement.
 """
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,27 +63,36 @@ async def main(args: argparse.Namespace) -> None:
             await trio.sleep(2)
             before = await replay(client, sid)
             rss0 = rss_mb(proc.proc.pid)
+            r = redis.Redis.from_url(env["REDIS_URL"]) if "REDIS_URL" in env else None
+            mem0 = r.info("memory")["used_memory"] / 2**20 if r else 0.0
             text = "y" * args.chars
             posted = 0
             deadline = time.monotonic() + args.seconds
 
             async def poster() -> None:
                 nonlocal posted
-                while time.monotonic() < deadline:
-                    r = await client.post("/sse/chat?stream_id=flood", json={"message": text})
-                    posted += r.status_code == 202
+                async with httpx.AsyncClient(base_url=proc.base_url, timeout=30) as own:
+                    while time.monotonic() < deadline:
+                        own.cookies.clear()  # no sticky session cookie: every turn in a new session
+                        r = await own.post("/sse/chat?stream_id=flood", json={"message": text})
+                        posted += r.status_code == 202
 
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(poster)
             await trio.sleep(3)  # let the queued turns finish
             rss1 = rss_mb(proc.proc.pid)
+            if r:
+                mem1 = r.info("memory")["used_memory"] / 2**20
+                total = int(r.get(env.get("KDC_REDIS_PREFIX", "kdc") + ":logbytes:total") or 0)
             after = await replay(client, sid)
             metrics = (await client.get("/metrics")).text
         gaps = [e for e in after if e["event"] == "chat_service" and e["data"].get("type") == "stream.gap"]
         print("victim events:", [e["event"] for e in before])
         print(f"turns posted: {posted} in {args.seconds}s of {args.chars} chars")
         print(f"RSS: {rss0:.0f} MB -> {rss1:.0f} MB")
+        if r:
+            print(f"Redis used_memory: {mem0:.0f} MB -> {mem1:.0f} MB; session logs {total / 2**20:.1f} MiB")
         print(f"victim replay: {len(before)} events before, {len(after) - len(gaps)} after"
               f"{' (told stream.gap first_seq=%s)' % gaps[0]['data']['data']['first_seq'] if gaps else ''}")
         for line in metrics.splitlines():
