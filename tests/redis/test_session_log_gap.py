@@ -199,3 +199,31 @@ async def test_expired_redis_logs_leave_the_byte_account():
                 assert await redis.execute("ZCARD", f"{settings.redis_prefix}:logbytes") == 1
         finally:
             await redis.aclose()
+
+
+async def test_linger_0_rejoin_through_redis_gets_a_live_subscription():
+    """With linger 0 the last leave tears the session's subscription down; a connection joining
+    in the same instant gets a fresh one (Redis SUBSCRIBE included), never the dying entry."""
+    from kdc_trio.relay.outbox import Outbox
+
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        settings = test_settings(redis_url=srv.url, relay_linger_ms=0)
+        try:
+            async with running_gateway(settings) as gw:
+                key = SessionKey("t", "p", "rejoin")
+                channel = key.channel(settings.relay_prefix)
+                a, b = Outbox("a", 10), Outbox("b", 10)
+                async with gw.relay.session_channel(key, a):
+                    pass
+                async with gw.relay.session_channel(key, b):
+                    await gw.relay.publish(key, event="chat_delta", data={"n": 1})
+                    with trio.fail_after(5):
+                        got = await b.take()
+                    assert [m.data["n"] for m in got] == [1]
+                    assert {c.decode() for c in await redis.execute("PUBSUB", "CHANNELS")} == {channel}
+                with trio.fail_after(10):
+                    while await redis.execute("PUBSUB", "CHANNELS") or gw.relay.statistics()["sessions"]:
+                        await trio.sleep(0.02)
+        finally:
+            await redis.aclose()
