@@ -394,6 +394,8 @@ class EIOServer:
                     await trio.lowlevel.checkpoint()
             del records
             for packet in packets:
+                if sock.close_reason is not None:
+                    break  # packets after a close (e.g. `1` then `40` in one payload) are ignored
                 await self._on_packet(sock, packet)
                 # Yield between packets: a payload of many cheap packets (noops) must not hold
                 # the loop while other clients wait (a checkpoint costs ~1 µs).

@@ -146,3 +146,18 @@ async def test_unknown_namespace_and_connect_timeout():
         await ws.aclose()
     assert refused == '44/nope,{"message":"Invalid namespace"}'
     assert isinstance(end[-1], Closed) and 0.1 < waited < 3, (end, waited)
+
+
+async def test_packets_after_a_close_in_one_payload_are_ignored_not_a_500():
+    # Found by bench/fuzz: `1` then `40` in one POST ran the CONNECT on a closed socket and the
+    # namespace task was started in its finished nursery (RuntimeError → 500).
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=5) as client:
+        sid = (await open_polling(client))["sid"]
+        r = await client.post(f"{EIO}&transport=polling&sid={sid}", content=b"1\x1e40")
+        with trio.fail_after(5):
+            while gw.engineio.sockets or gw.counters.sio_sockets:
+                await trio.sleep(0.01)
+        after = await client.get(f"{EIO}&transport=polling&sid={sid}")
+    assert r.status_code == 200 and r.text == "ok"
+    assert after.status_code == 400 and after.json()["code"] == 1
+    assert gw.relay.statistics()["sessions"] == 0
