@@ -5,7 +5,8 @@ Python's recursion limit (a `RecursionError`, which is no `ValueError` and escap
 a 500), and data nested just under it still breaks every recursive walker after the parse. So
 every client JSON (REST and SSE bodies, chat messages and their multipart parts, Socket.IO
 payloads) goes through `loads`, which refuses more than `MAX_NESTING` levels with a
-`JSONNestingError` — a `ValueError`, so callers that catch bad JSON catch this too.
+`JSONNestingError` — a `ValueError`, so callers that catch bad JSON catch this too. A number
+too long for Python's int conversion (over 4,300 digits) is a `json.JSONDecodeError`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def loads(data: str | bytes | bytearray, *, max_nesting: int = MAX_NESTING) -> A
         value = json.loads(data)
     except RecursionError:
         raise JSONNestingError(max_nesting) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        # An integer of more than 4,300 digits (Python's int-from-string limit) is a plain
+        # ValueError that handlers of bad JSON (JSONDecodeError) miss: make it one.
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
+        raise json.JSONDecodeError(f"number too long ({exc})"[:120], text, 0) from None
     if isinstance(value, (list, dict)) and data.count("[" if isinstance(data, str) else b"[") + data.count(
             "{" if isinstance(data, str) else b"{") > max_nesting and depth_exceeds(value, max_nesting):
         raise JSONNestingError(max_nesting)

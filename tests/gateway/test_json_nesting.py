@@ -46,3 +46,19 @@ def test_loads_limit_edges():
     assert loads(json.dumps(["[" * 5000])) == ["[" * 5000]
     with pytest.raises(ValueError):
         loads("[" * 10)  # truncated: a JSONDecodeError, still a ValueError
+
+
+async def test_numbers_too_long_for_int_are_400_not_500():
+    # Found by bench/fuzz (sse): json.loads raises a bare ValueError for integers over 4,300
+    # digits; /sse/chat answered 500.
+    huge = "4" * 12000
+    async with running_gateway(with_worker=False) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:
+        bare = await c.post("/sse/chat?stream_id=s", content=huge, headers={"content-type": "application/json"})
+        inner = await c.post("/sse/chat?stream_id=s", content=f'{{"text": "hi", "x": {huge}}}',
+                             headers={"content-type": "application/json"})
+        form = await c.post("/sse/chat?stream_id=s", files={"message": (None, f'{{"text": {huge}}}')})
+    for r in (bare, inner, form):
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert r.json()["error"] == "bad_request"
+    with pytest.raises(json.JSONDecodeError):
+        loads(huge)
