@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
+import trio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
@@ -109,6 +110,11 @@ class _GatewayCollector(Collector):
         yield _gauge("kdc_outbox_depth_max", "Events waiting in the fullest outbox", deepest)
         yield _counter("kdc_slow_consumer_closes", "Connections closed because their outbox overflowed",
                        c.closed_slow)
+        yield _gauge("kdc_trio_tasks", "Trio tasks alive in this process (bench/soak watches it for leaks)",
+                     trio_task_count())
+        engineio = getattr(gw, "engineio", None)
+        if engineio is not None:
+            yield _gauge("kdc_engineio_sessions", "Engine.IO sessions open in this process", len(engineio.sockets))
         yield _counter("kdc_accept_errors", "accept() failures (EMFILE, ENFILE, ENOMEM, ENOBUFS)",
                        gw.server.accept_errors)
         turns = CounterMetricFamily("kdc_turns", "Turns by outcome (accepted/refused at the edge; the rest "
@@ -146,6 +152,17 @@ def _failure_counters(gw: Any) -> Iterable[Any]:
         yield _counter("kdc_turn_reruns", "Turn runs started again because Redis was unreachable", ps["rerun"])
         yield _counter("kdc_turns_handed_back", "Turns whose end could not be told, handed back to the queue",
                        ps["released"])
+
+
+def trio_task_count() -> int:
+    """Tasks alive in the running trio run: a walk of the task tree from the root (scrape time only)."""
+    n, pending = 0, [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        n += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return n
 
 
 def _outbox_depths(relay: Any) -> tuple[int, int]:
