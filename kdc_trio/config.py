@@ -119,6 +119,12 @@ class Settings:
     default_tenant: str = setting("KDC_DEFAULT_TENANT", "home", doc="Tenant when a client names none")
     default_project: str = setting("KDC_DEFAULT_PROJECT", "demo", doc="Project when a client names none")
     session_ttl_s: int = setting("KDC_SESSION_TTL_S", 86400, int, "Session lifetime since last activity")
+    memory_max_sessions: int = setting(
+        "KDC_MEMORY_MAX_SESSIONS", 200_000, int,
+        "Sessions the embedded (memory) store keeps; past it the least recently stored is evicted")
+    memory_max_conversations: int = setting(
+        "KDC_MEMORY_MAX_CONVERSATIONS", 100_000, int,
+        "Conversation statuses the embedded (memory) store keeps; past it the least recently written is evicted")
     session_cookie: str = setting(
         "KDC_SESSION_COOKIE", "kdc_session", doc="Sticky session cookie (HttpOnly) set by `/profile`, `/sse/stream` "
         "and `/sse/chat`; a post without a session id uses it. Empty = off")

@@ -98,11 +98,11 @@ def memory_gateway(settings: Settings, *, bundle: Bundle | None = None, with_wor
     """Everything in this process: memory bus, memory sessions, memory queue."""
     return Gateway(
         settings=settings,
-        store=MemorySessionStore(ttl_s=settings.session_ttl_s),
+        store=MemorySessionStore(ttl_s=settings.session_ttl_s, max_sessions=settings.memory_max_sessions),
         bus=MemoryBus(log_size=settings.session_log_size, log_ttl_s=settings.session_log_ttl_s,
                       max_logs=settings.session_log_max_sessions, log_budget_bytes=settings.session_log_budget_bytes,
                       log_session_bytes=settings.session_log_bytes),
-        conv_store=MemoryConvStatusStore(),
+        conv_store=MemoryConvStatusStore(max_conversations=settings.memory_max_conversations),
         queue=MemoryTurnQueue(settings.turn_queue_size),
         bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None,
     )

@@ -187,3 +187,17 @@ async def test_rest_endpoints():
         assert 'kdc_connections{transport="sse"} 0.0' in m and 'kdc_turns_total{outcome="accepted"} 0.0' in m
         s = (await client.get("/api/session")).json()
         assert s["user_type"] == "anonymous" and s["tenant"] == "home"
+
+
+async def test_memory_store_caps_come_from_settings():
+    """KDC_MEMORY_MAX_SESSIONS: past it the least recently stored anonymous session is gone (401)."""
+    settings = test_settings(memory_max_sessions=2, memory_max_conversations=3)
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        assert gw.store.max_sessions == 2 and gw.conv_store.max == 3
+        first = (await client.get("/profile")).json()["session_id"]
+        for _ in range(2):
+            client.cookies.clear()
+            await client.get("/profile")
+        client.cookies.clear()
+        r = await client.get(f"/api/session?user_session_id={first}")
+        assert r.status_code == 401, r.text
