@@ -188,6 +188,47 @@ class Settings:
     filter_fail_open: bool = setting(
         "KDC_FILTER_FAIL_OPEN", False, _bool, "Deliver an event when the filter raises (default: suppress)")
 
+    # --- protections (KDCube's gateway: rate limits per user type, admission under load) ---
+    rate_limits: bool = setting(
+        "KDC_RATE_LIMITS", True, _bool,
+        "Rate limits on turns and new connections per session and per client address (0 = off, for load tests)")
+    rate_anonymous_hourly: int = setting(
+        "KDC_RATE_LIMIT_ANONYMOUS_HOURLY", 50, int, "Turns an anonymous session may start per clock hour (0 = no limit)")
+    rate_anonymous_burst: int = setting(
+        "KDC_RATE_LIMIT_ANONYMOUS_BURST", 5, int, "Turns an anonymous session may start per burst window (0 = no limit)")
+    rate_registered_hourly: int = setting(
+        "KDC_RATE_LIMIT_REGISTERED_HOURLY", 500, int, "Turns a registered session may start per clock hour (0 = no limit)")
+    rate_registered_burst: int = setting(
+        "KDC_RATE_LIMIT_REGISTERED_BURST", 20, int, "Turns a registered session may start per burst window (0 = no limit)")
+    rate_privileged_hourly: int = setting(
+        "KDC_RATE_LIMIT_PRIVILEGED_HOURLY", 0, int, "Turns a privileged session may start per clock hour (0 = no limit)")
+    rate_privileged_burst: int = setting(
+        "KDC_RATE_LIMIT_PRIVILEGED_BURST", 100, int, "Turns a privileged session may start per burst window (0 = no limit)")
+    rate_burst_window_s: float = setting(
+        "KDC_RATE_LIMIT_BURST_WINDOW_S", 60.0, float, "The burst limits' sliding window")
+    rate_address_factor: float = setting(
+        "KDC_RATE_LIMIT_ADDRESS_FACTOR", 4.0, float,
+        "A client address's budget per user type, as a multiple of one session's (sessions behind one address "
+        "share it; 0 = no per-address limit)")
+    rate_connect_factor: float = setting(
+        "KDC_RATE_LIMIT_CONNECT_FACTOR", 2.0, float,
+        "New connections (SSE streams, Socket.IO connects) allowed, as a multiple of the turn limits (0 = not limited)")
+    admission: bool = setting(
+        "KDC_ADMISSION", True, _bool,
+        "Admission under load: past a pressure threshold new turns and connections get 503 + Retry-After, "
+        "anonymous first (0 = off)")
+    admission_anonymous: float = setting(
+        "KDC_ADMISSION_ANONYMOUS_THRESHOLD", 0.6, float, "Pressure (0..1) past which anonymous traffic is shed")
+    admission_registered: float = setting(
+        "KDC_ADMISSION_REGISTERED_THRESHOLD", 0.8, float, "Pressure (0..1) past which registered traffic is shed")
+    admission_hard: float = setting(
+        "KDC_ADMISSION_HARD_THRESHOLD", 0.95, float, "Pressure (0..1) past which everyone, privileged too, is shed")
+    admission_interval_ms: int = setting(
+        "KDC_ADMISSION_INTERVAL_MS", 250, int,
+        "How often pressure is sampled: the event loop's lag (one sleep) and the turn queue's depth")
+    loop_lag_max_ms: int = setting(
+        "KDC_LOOP_LAG_MAX_MS", 1000, int, "Event-loop lag counted as full pressure (1.0); lag/this is the lag's share")
+
     # --- Redis and the relay --------------------------------------------------------------
     redis_url: str | None = setting("REDIS_URL", None, _opt_str, "Unset = embedded (memory bus, memory sessions)")
     redis_backend: str = setting(

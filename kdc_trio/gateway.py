@@ -20,6 +20,9 @@ from kdc_trio.processor.conv_status import ConvStatusStore, MemoryConvStatusStor
 from kdc_trio.processor.queue import MemoryTurnQueue, TurnQueue
 from kdc_trio.ports import Counters, Ports
 from kdc_trio.processor.runner import Processor
+from kdc_trio.protect.admission import Admission
+from kdc_trio.protect.guard import Guard
+from kdc_trio.protect.ratelimit import MemoryRateLimiter, RateLimiter
 from kdc_trio.relay.bus import Bus, MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
 from kdc_trio.metrics import GatewayMetrics
@@ -38,6 +41,7 @@ class Gateway:
     conv_store: ConvStatusStore
     queue: TurnQueue
     bundle: Bundle | None
+    limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
     authenticator: Authenticator = field(init=False)
     relay: ChatRelayCommunicator = field(init=False)
     processor: Processor | None = field(init=False, default=None)
@@ -59,10 +63,14 @@ class Gateway:
         cors = CORS(s.cors_origins)
         self.router = Router()
         self.server = Server(s, cors.wrap(self.router), cors.headers)
+        self.admission = Admission(s, queue_depth=self.queue.depth,
+                                   connections=lambda: (self.server.connections, self.server.max_connections))
+        self.guard = Guard(s, limiter=self.limiter, admission=self.admission)
         # Transports get the parts they use (kdc_trio/ports.py), never this Gateway.
         self.ports = Ports(settings=s, authenticator=self.authenticator, store=self.store, relay=self.relay,
                            conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
-                           server=self.server, processor=self.processor, metrics=self.metrics)
+                           server=self.server, processor=self.processor, metrics=self.metrics,
+                           guard=self.guard)
         from kdc_trio.transports import rest, socketio, sse, web
 
         sse.install(self.router, self.ports)
@@ -79,6 +87,8 @@ class Gateway:
             await nursery.start(self.bus.run)
             await nursery.start(self.relay.run)
             await nursery.start(self.queue.run)
+            if self.guard.admission is not None:
+                await nursery.start(self.guard.admission.run)
             if self.processor is not None:
                 await nursery.start(self.processor.run)
             await nursery.start(self.engineio.run)
@@ -117,4 +127,4 @@ async def open_gateway(settings: Settings, stack: AsyncExitStack, *, bundle: Bun
 
     parts = await open_redis_parts(settings, stack, listen=True)
     return Gateway(settings=settings, store=parts.store, bus=parts.bus, conv_store=parts.conv_store,
-                   queue=parts.queue, bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None)
+                   queue=parts.queue, limiter=parts.limiter, bundle=(bundle or load_bundle(settings.bundle)) if with_worker else None)

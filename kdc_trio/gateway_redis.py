@@ -1,5 +1,5 @@
 """The Redis-backed parts, built from the settings: one client pool, the pub/sub connection,
-the bus, the session store, the conversation-status store and the turn queue.
+the bus, the session store, the conversation-status store, the turn queue and the rate limiter.
 
 Composition code beside `gateway.py`: `open_gateway` builds a Redis-backed gateway from
 `open_redis_parts(listen=True)`; `open_redis_parts(listen=False)` is what a worker process
@@ -15,6 +15,7 @@ from typing import Any
 from kdc_trio.config import Settings
 from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.redis_queue import RedisTurnQueue
+from kdc_trio.protect.redis_ratelimit import RedisRateLimiter
 from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.relay.redis_bus import RedisBus
@@ -32,6 +33,7 @@ class RedisParts:
     store: RedisSessionStore
     conv_store: RedisConvStatusStore
     queue: RedisTurnQueue
+    limiter: RedisRateLimiter
 
 
 def _clients(settings: Settings) -> tuple[Any, Any, Any]:
@@ -70,7 +72,7 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
                            attachment_ttl_s=s.redis_attachment_ttl_s, dead_letter_size=s.turn_dead_letter_size,
                            backoff_max_s=s.redis_retry_max_ms / 1000)
-    return RedisParts(client=client, bus=bus, queue=queue,
+    return RedisParts(client=client, bus=bus, queue=queue, limiter=RedisRateLimiter(client, prefix=s.redis_prefix),
                       store=RedisSessionStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s),
                       conv_store=RedisConvStatusStore(client, prefix=s.redis_prefix, ttl_s=s.session_ttl_s,
                                                       poll_s=s.continuation_poll_ms / 1000))

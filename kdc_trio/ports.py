@@ -69,6 +69,14 @@ class Statistics(Protocol):
 
 
 @runtime_checkable
+class GuardPort(Protocol):
+    """The protections at the edge (`kdc_trio/protect/guard.py`): asked once per new turn or connection."""
+
+    async def admit(self, action: str, user_type: str, session_id: str, address: str) -> None:
+        ...
+
+
+@runtime_checkable
 class IdentifyPorts(Protocol):
     """Who is asking and which session they get (`transports/identify.py`)."""
 
@@ -86,6 +94,7 @@ class TurnPorts(Protocol):
     conv_store: "ConvStatusStore"
     queue: "TurnQueue"
     counters: Counters
+    guard: GuardPort
 
 
 @runtime_checkable
@@ -120,3 +129,4 @@ class Ports:
     server: ServerView
     processor: Statistics | None
     metrics: "GatewayMetrics"
+    guard: GuardPort

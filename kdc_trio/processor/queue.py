@@ -47,6 +47,11 @@ class TurnQueue(ABC):
         task_status.started()
         await trio.sleep_forever()
 
+    async def depth(self) -> int:
+        """Turns waiting or running (what admission measures against KDC_TURN_QUEUE_SIZE)."""
+        await trio.lowlevel.checkpoint()
+        return 0
+
     def statistics(self) -> dict:
         return {}
 
@@ -70,6 +75,10 @@ class MemoryTurnQueue(TurnQueue):
 
     async def get(self) -> Turn:
         return await self._q.get()
+
+    async def depth(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return len(self._q)
 
     def statistics(self) -> dict:
         return {"waiting": len(self._q), "maxlen": self.maxlen, "enqueued": self.enqueued}

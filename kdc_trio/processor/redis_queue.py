@@ -115,6 +115,10 @@ class RedisTurnQueue(TurnQueue):
             raise QueueFull(f"{self.maxlen} turns waiting (KDC_TURN_QUEUE_SIZE)")
         self.enqueued += 1
 
+    async def depth(self) -> int:
+        """Entries in the shared stream: waiting, and delivered but not yet acknowledged."""
+        return int(await self.redis.execute("XLEN", self.stream))
+
     # ---- consuming (workers) -------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._ensure_group()  # at start an unreachable Redis is an error, with its reason

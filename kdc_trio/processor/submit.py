@@ -43,6 +43,25 @@ async def tell_refusal(gw: "TurnPorts", session: Session, stream_id: str, *, err
     await comm.error(detail, step="ingress", title=error, data={"code": error})
 
 
+async def admit_turn(gw: "TurnPorts", session: Session, stream_id: str, address: str, *, endpoint: str,
+                     conversation_id: str | None = None) -> None:
+    """The protections' check for a new turn (`protect/guard.py`), before its body is read. A
+    refusal (429 `rate_limited`, 503 `overloaded`) is also told on the sender's stream as KDCube
+    tells it: a `chat_service` event `gateway.rate_limit` / `gateway.backpressure` with its
+    `retry_after`; then it propagates for the transport to render."""
+    try:
+        await gw.guard.admit("turn", session.user_type.value, session.session_id, address)
+    except ClientError as exc:
+        gw.counters.turns_refused += 1
+        kind = "rate_limit" if exc.status == 429 else "backpressure"
+        msg = ChatMessage(text="", payload={}, conversation_id=conversation_id)
+        comm = communicator_for(_turn(session, stream_id, msg), gw.relay.publish)
+        await comm.service_event(f"gateway.{kind}", data={
+            "message": exc.detail, "error_type": kind, "http_status": exc.status, "retry_after": exc.retry_after,
+            "endpoint": endpoint, "limit": exc.limit})
+        raise
+
+
 async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, message: ChatMessage) -> dict:
     """Queue a validated message as a turn, or keep it as a continuation of the conversation's
     running turn (`KDC_CONV_BUSY_POLICY=continue`); returns the 202 body or raises a ClientError

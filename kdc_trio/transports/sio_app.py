@@ -193,7 +193,10 @@ class SocketIOApp:
         except ClientError as exc:  # the one place a refused CONNECT is rendered
             if reply.decided.is_set():
                 raise
-            reply.decide(_connect_error(ns, exc.error, {"status": exc.status, "detail": exc.detail}))
+            data = {"status": exc.status, "detail": exc.detail}
+            if exc.retry_after:
+                data["retry_after"] = exc.retry_after
+            reply.decide(_connect_error(ns, exc.error, data))
         except Exception as exc:
             if reply.decided.is_set():
                 raise

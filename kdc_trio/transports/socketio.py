@@ -20,7 +20,7 @@ from kdc_trio.errors import ClientError
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
-from kdc_trio.processor.submit import submit_turn
+from kdc_trio.processor.submit import admit_turn, submit_turn
 from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
@@ -97,6 +97,7 @@ class ChatSocketIO(SocketIOApp):
         session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
                                     sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous,
                                     client=req.client)
+        await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
         key = SessionKey(session.tenant, session.project, session.session_id)
         outbox = Outbox(conn.sid, gw.settings.client_queue)
         last = auth.get("last_event_id", auth.get("offset"))
@@ -167,6 +168,10 @@ class ChatSocketIO(SocketIOApp):
     async def _chat_message(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
         gw = self.gw
         try:
+            await admit_turn(gw, state.session, conn.sid, conn.sock.address, endpoint="socket:chat_message")
+        except ClientError as exc:
+            return refusal_reply(exc)
+        try:
             obj, blobs = split_attachments(args)
             metas = obj.get("attachment_meta") if isinstance(obj, dict) else None
             names = [m.get("filename") if isinstance(m, dict) else None for m in metas] \
@@ -202,6 +207,8 @@ def refusal_reply(exc: ClientError, **ids: str | None) -> dict:
     reply = {"ok": False, "error": exc.error, "error_type": exc.error, "detail": exc.detail, "status": exc.status}
     if exc.limit:
         reply["limit"] = exc.limit
+    if exc.retry_after:
+        reply["retry_after"] = exc.retry_after
     reply.update({k: v for k, v in ids.items() if v})
     return reply
 

@@ -19,7 +19,7 @@ import trio
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.multipart import parse_chat_body
-from kdc_trio.processor.submit import submit_turn, tell_refusal
+from kdc_trio.processor.submit import admit_turn, submit_turn, tell_refusal
 from kdc_trio.processor.turn import new_id
 from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
@@ -27,6 +27,7 @@ from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, WriteDeadline
 from kdc_trio.sessions.model import Session
 from kdc_trio.sessions.store import StreamBinding, new_stream_token
+from kdc_trio.transports.eio_server import client_host
 from kdc_trio.transports.identify import request_session, session_cookie, stream_id_from
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
@@ -80,6 +81,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
     last_id, ignored_last_id = resume_point(req)
     session = await request_session(gw, req, use_cookie=False)
+    await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
     key = SessionKey(session.tenant, session.project, session.session_id)
     keys = [key]
     if req.query.get("project_events", "").lower() in TRUTHY:
@@ -196,6 +198,7 @@ async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         raise HTTPError(400, "bad_request", "stream_id is required: it names the stream that gets the replies")
     stream_id = stream_id_from(req.query["stream_id"])
     session = await request_session(gw, req, stream_id=stream_id)
+    await admit_turn(gw, session, stream_id, client_host(req.client), endpoint="/sse/chat")
     try:
         message = await parse_chat_body(req.content_type, ex.body_chunks(), Limits.from_settings(gw.settings))
     except IngressError as exc:

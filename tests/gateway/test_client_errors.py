@@ -126,5 +126,5 @@ async def test_socketio_connect_errors_and_acks():
                 if record.startswith("43"):
                     acks.append(record)
         assert acks[1].startswith('432[{"ok":false,"error":"queue_full","error_type":"queue_full",'
-                                  '"detail":"1 turns waiting (KDC_TURN_QUEUE_SIZE)","status":503,'
+                                  '"detail":"1 turns waiting (KDC_TURN_QUEUE_SIZE)","status":503,"retry_after":5,'
                                   '"conversation_id":"c2","turn_id":'), acks[1]

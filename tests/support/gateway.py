@@ -16,8 +16,10 @@ TEST_SECRET = "test-secret-0123456789-0123456789-abcdef"
 
 def test_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Test defaults, then `env` (environment names, e.g. {"KDC_TURN_RETRY_S": "5"}), then overrides."""
+    # Rate limits and admission are off unless a test is about them (tests/gateway/test_protections.py):
+    # many tests start more turns a minute than an anonymous client may.
     base = dict(host="127.0.0.1", port=0, jwt_secret=TEST_SECRET, sse_heartbeat_s=15.0, shutdown_grace_s=2.0,
-                relay_linger_ms=0)
+                relay_linger_ms=0, rate_limits=False, admission=False)
     env = env or {}
     from_env = {f.name for f in fields(Settings) if f.metadata.get("env") in env}
     base = {k: v for k, v in base.items() if k not in from_env}

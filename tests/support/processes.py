@@ -25,7 +25,9 @@ class KdcProcess:
         if role == "serve":
             cmd += ["--port-file", str(self.port_file)]
         full_env = {**os.environ, "KDC_PORT": "0", "KDC_HOST": "127.0.0.1", "KDC_JWT_SECRET": TEST_SECRET,
-                    "KDC_LOG_LEVEL": "INFO", "KDC_SHUTDOWN_GRACE_S": "1", "PYTHONPATH": str(ROOT), **env}
+                    "KDC_LOG_LEVEL": "INFO", "KDC_SHUTDOWN_GRACE_S": "1", "PYTHONPATH": str(ROOT),
+                    # protections off unless the test is about them (it passes its own values)
+                    "KDC_RATE_LIMITS": "0", "KDC_ADMISSION": "0", **env}
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         self.port: int | None = None
