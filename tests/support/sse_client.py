@@ -36,6 +36,14 @@ class SSEStream:
                 self._changed = trio.Event()
                 await self._changed.wait()
 
+    async def wait_for_type(self, type_: str, timeout: float = 10.0) -> list[Received]:
+        """`chat_service` (or any) events whose envelope `type` is `type_`, once there is one."""
+        def found(s: "SSEStream") -> list[Received]:
+            return [e for e in s.events if isinstance(e.data, dict) and e.data.get("type") == type_]
+
+        await self.wait_for(lambda s: bool(found(s)), timeout)
+        return found(self)
+
     async def wait_event(self, event: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
         await self.wait_for(lambda s: len(s.of(event)) >= count, timeout)
         return self.of(event)
