@@ -110,7 +110,8 @@ def test_the_checks_see_imports() -> None:
 async def test_the_composition_root_hands_out_values_that_fit_the_ports() -> None:
     """The Protocols in kdc_trio/ports.py are what the transports use: the root's values fit them."""
     from kdc_trio.gateway import memory_gateway
-    from kdc_trio.ports import ChatPorts, IdentifyPorts, Publisher, RestPorts, ServerView, SessionChannels, TurnPorts
+    from kdc_trio.ports import (ChatPorts, GuardPort, IdentifyPorts, Publisher, RestPorts, ServerView,
+                                SessionChannels, TurnPorts)
     from tests.support.gateway import test_settings
 
     gw = memory_gateway(test_settings(), with_worker=False)
@@ -118,4 +119,5 @@ async def test_the_composition_root_hands_out_values_that_fit_the_ports() -> Non
         assert isinstance(gw.ports, port), port
     assert isinstance(gw.ports.relay, SessionChannels) and isinstance(gw.ports.relay, Publisher)
     assert isinstance(gw.ports.server, ServerView)
+    assert isinstance(gw.ports.guard, GuardPort)
     assert not isinstance(object(), SessionChannels)
