@@ -66,7 +66,7 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     s = gw.settings
     if gw.counters.sse_streams >= s.max_sse_connections:
         raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
-                        headers=[("retry-after", str(STREAM_RETRY_AFTER_S))])
+                        retry_after=STREAM_RETRY_AFTER_S)
     # Counted with the check, before any await: a burst of opens cannot all pass the cap while
     # each waits for its session (400 opens against a cap of 300 gave 400 streams).
     gw.counters.sse_streams += 1
@@ -95,8 +95,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                 for k in keys:
                     await channels.enter_async_context(gw.relay.session_channel(k, outbox))
             except RelayUnavailable as exc:
-                raise HTTPError(503, "relay_unavailable", str(exc),
-                                headers=[("retry-after", str(STREAM_RETRY_AFTER_S))]) from None
+                raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
             await bind_stream(gw, channels, stream_id, session)
             await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session)])
             now = time.time()

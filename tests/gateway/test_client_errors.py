@@ -128,3 +128,11 @@ async def test_socketio_connect_errors_and_acks():
         assert acks[1].startswith('432[{"ok":false,"error":"queue_full","error_type":"queue_full",'
                                   '"detail":"1 turns waiting (KDC_TURN_QUEUE_SIZE)","status":503,"retry_after":5,'
                                   '"conversation_id":"c2","turn_id":'), acks[1]
+
+
+async def test_a_refused_stream_says_when_to_retry():
+    async with running_gateway(test_settings(max_sse_connections=0)) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        r = await client.get("/sse/stream")
+    assert (r.status_code, r.headers["retry-after"]) == (429, "5")
+    assert r.json() == {"error": "too_many_streams", "detail": "this process serves at most 0 streams"}
