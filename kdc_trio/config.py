@@ -77,7 +77,15 @@ class Settings:
         "KDC_MAX_CONNECTIONS_PER_ADDRESS", 0, int,
         "Open TCP connections per client address; past it new ones are closed at once. 0 = half the process cap")
     cors_origins: tuple[str, ...] = setting(
-        "KDC_CORS_ORIGINS", (), _csv, "Comma-separated origins allowed by CORS (credentials allowed); `*` = any")
+        "KDC_CORS_ORIGINS", (), _csv,
+        "Comma-separated origins allowed cross-site (listed ones with credentials); `*` = any origin without "
+        "credentials. Empty = same-origin only (README: Origins)")
+    trust_forwarded_proto: bool = setting(
+        "KDC_TRUST_FORWARDED_PROTO", False, _bool,
+        "Believe `X-Forwarded-Proto` (set it behind a TLS proxy that sets it): `https` makes the session cookie "
+        "`Secure` and is the scheme of the gateway's own origin")
+    metrics_token: str | None = setting(
+        "KDC_METRICS_TOKEN", None, _opt_str, "If set, `GET /metrics` needs `Authorization: Bearer <it>` (else 401)")
 
     demo_page: bool = setting(
         "KDC_DEMO_PAGE", True, _bool, "Serve the demo page at `/` (`0`: no page, `/` is a 404)")

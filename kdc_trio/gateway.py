@@ -60,7 +60,9 @@ class Gateway:
             self.processor = Processor.from_settings(s, queue=self.queue, bundle=self.bundle,
                                                      publish=self.relay.publish, conv_store=self.conv_store,
                                                      on_turn_end=self.metrics.turn_finished)
-        cors = CORS(s.cors_origins)
+        from kdc_trio.transports.socketio import PATH as SIO_PATH
+
+        cors = CORS.from_settings(s, guarded_prefixes=(SIO_PATH,))
         self.router = Router()
         self.server = Server(s, cors.wrap(self.router), cors.headers)
         self.admission = Admission(s, queue_depth=self.queue.depth,

@@ -86,13 +86,18 @@ def fingerprint(headers: Mapping[str, str], client: str | None) -> str:
     return hashlib.sha256(f"{ip}:{headers.get('user-agent', '')}".encode()).hexdigest()[:16]
 
 
-def session_cookie(settings: "Settings", session: Session) -> list[tuple[str, str]]:
-    """The `Set-Cookie` header that makes `session` sticky for this browser (none when disabled)."""
+def session_cookie(settings: "Settings", session: Session, req: Request | None = None) -> list[tuple[str, str]]:
+    """The `Set-Cookie` header that makes `session` sticky for this browser (none when disabled):
+    always `HttpOnly`, `SameSite` as set (Lax), and `Secure` when set so or when the request came
+    over TLS (a trusted proxy's `X-Forwarded-Proto: https`, `KDC_TRUST_FORWARDED_PROTO=1`)."""
     if not settings.session_cookie:
         return []
+    from kdc_trio.server.cors import request_scheme
+
     attrs = [f"{settings.session_cookie}={session.session_id}", "Path=/", "HttpOnly",
              f"Max-Age={settings.session_ttl_s}", f"SameSite={settings.session_cookie_samesite}"]
-    if settings.session_cookie_secure:
+    if settings.session_cookie_secure or (
+            req is not None and request_scheme(req, settings.trust_forwarded_proto) == "https"):
         attrs.append("Secure")
     return [("set-cookie", "; ".join(attrs))]
 

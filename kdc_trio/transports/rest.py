@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 from typing import TYPE_CHECKING
 
 import trio
 
+from kdc_trio.errors import ClientError
 from kdc_trio.processor.runner import communicator_for
 from kdc_trio.processor.turn import Turn
 from kdc_trio.ingress.models import ChatMessage
@@ -48,6 +50,12 @@ async def ready(gw: "RestPorts", req: Request, ex: Exchange) -> None:
 async def metrics(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     from kdc_trio.metrics import CONTENT_TYPE
 
+    want = gw.settings.metrics_token
+    if want is not None:
+        got = (req.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(got.encode(), want.encode()):
+            raise ClientError(401, "metrics_token_required", "GET /metrics needs Authorization: Bearer "
+                              "<KDC_METRICS_TOKEN>", limit="KDC_METRICS_TOKEN")
     await ex.respond(200, gw.metrics.render(), content_type=CONTENT_TYPE)
 
 
@@ -68,7 +76,7 @@ def kdcube_profile(session: Session) -> dict:
 
 async def profile(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req)
-    await ex.json(200, kdcube_profile(session), headers=session_cookie(gw.settings, session))
+    await ex.json(200, kdcube_profile(session), headers=session_cookie(gw.settings, session, req))
 
 
 async def publish_conv_status(gw: "ChatPorts", session: Session, conversation_id: str,

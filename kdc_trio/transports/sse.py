@@ -97,7 +97,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
             await bind_stream(gw, channels, stream_id, session)
-            await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session)])
+            await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session, req)])
             now = time.time()
             ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
                      "user_type": session.user_type.value, "user_id": session.user_id, "roles": list(session.roles),
@@ -205,7 +205,7 @@ async def chat(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                            conversation_id=exc.conversation_id, turn_id=exc.turn_id)
         raise
     result = await submit_turn(gw, session=session, stream_id=stream_id, message=message)
-    await ex.json(202, result, headers=session_cookie(gw.settings, session))
+    await ex.json(202, result, headers=session_cookie(gw.settings, session, req))
 
 
 # ---- POST /sse/conv_status.get ------------------------------------------------------------

@@ -34,7 +34,7 @@ class Response:
 async def serving(router: Router, **overrides: Any) -> AsyncIterator[tuple[Server, int]]:
     """A Server (with the gateway's CORS wrapping) on 127.0.0.1:0; yields it and its port."""
     settings = test_settings(**overrides)
-    cors = CORS(settings.cors_origins)
+    cors = CORS.from_settings(settings)
     server = Server(settings, cors.wrap(router), cors.headers)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(server.serve)
