@@ -136,6 +136,30 @@ class _GatewayCollector(Collector):
             yield _counter("kdc_redis_pings_missed", "Pub/sub PINGs unanswered in time (the connection was re-made)",
                            getattr(pubsub, "pings_missed", 0))
         yield from _failure_counters(gw)
+        yield from _protection_metrics(gw)
+
+
+def _protection_metrics(gw: Any) -> Iterable[Any]:
+    """The protections (kdc_trio/protect/): refusals by kind and action, and the pressure admission sees."""
+    guard = getattr(gw, "guard", None)
+    if guard is None:
+        return
+    refused = CounterMetricFamily("kdc_protection_refusals", "New turns and connections refused at the edge: "
+                                  "rate_limited (429) or overloaded (503), by action", labels=["kind", "action"])
+    for action, n in guard.rate_limited.items():
+        refused.add_metric(["rate_limited", action], n)
+    admission = guard.admission
+    if admission is not None:
+        for action, n in admission.shed.items():
+            refused.add_metric(["overloaded", action], n)
+    yield refused
+    yield _counter("kdc_rate_check_failures", "Rate checks the limiter could not answer (the request passed)",
+                   guard.check_failures)
+    if admission is not None:
+        yield _gauge("kdc_admission_pressure", "Admission's pressure (0..1): the largest of queue, connections "
+                     "and loop-lag ratios", admission.pressure()[0])
+        yield _gauge("kdc_event_loop_lag_seconds", "How late the admission sampler's last sleep woke",
+                     admission.lag_s)
 
 
 def _failure_counters(gw: Any) -> Iterable[Any]:

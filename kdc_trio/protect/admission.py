@@ -56,7 +56,7 @@ class Admission:
         self._connections = connections  # (open, cap) of this process, read at each check
         self.lag_s = 0.0
         self.queue_depth = 0
-        self.shed = 0
+        self.shed = {"turn": 0, "connect": 0}  # refusals (503) by action
         self._depth_failing = False
 
     def pressure(self) -> tuple[float, str]:
@@ -66,7 +66,7 @@ class Admission:
                    (open_ / cap if cap > 0 else 0.0, "connections"),
                    (self.lag_s / self.lag_max_s if self.lag_max_s > 0 else 0.0, "loop_lag"))
 
-    def check(self, user_type: str) -> None:
+    def check(self, user_type: str, action: str = "turn") -> None:
         """Raise Overloaded when `user_type`'s new work is shed at the current pressure."""
         threshold, setting = self.thresholds.get(user_type, self.thresholds["anonymous"])
         hard, hard_setting = self.thresholds["privileged"]
@@ -74,7 +74,7 @@ class Admission:
             threshold, setting = hard, hard_setting
         pressure, source = self.pressure()
         if pressure >= threshold:
-            self.shed += 1
+            self.shed[action] = self.shed.get(action, 0) + 1
             raise Overloaded(user_type, source, pressure, threshold, setting)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -102,4 +102,4 @@ class Admission:
     def statistics(self) -> dict:
         pressure, source = self.pressure()
         return {"pressure": round(pressure, 3), "source": source, "loop_lag_s": round(self.lag_s, 4),
-                "queue_depth": self.queue_depth, "shed": self.shed}
+                "queue_depth": self.queue_depth, "shed": dict(self.shed)}

@@ -31,14 +31,14 @@ class Guard:
         self.policy = RatePolicy(settings)
         self.limiter = limiter if settings.rate_limits else None
         self.admission = admission if settings.admission else None
-        self.rate_limited = 0
+        self.rate_limited = {"turn": 0, "connect": 0}  # refusals (429) by action
         self.check_failures = 0
         self._failing = False
 
     async def admit(self, action: str, user_type: str, session_id: str, address: str) -> None:
         """Raise Overloaded (503) or RateLimited (429) for a new `turn` or `connect`; else return."""
         if self.admission is not None:
-            self.admission.check(user_type)
+            self.admission.check(user_type, action)
         if self.limiter is None:
             return
         subjects = self.policy.subjects(action, user_type, session_id, address)
@@ -46,7 +46,7 @@ class Guard:
             return
         wait = await self._hit(subjects)
         if wait > 0:
-            self.rate_limited += 1
+            self.rate_limited[action] = self.rate_limited.get(action, 0) + 1
             retry = retry_seconds(wait)
             raise RateLimited(action, user_type, retry, self.policy.setting_for(user_type, subjects[0].rule, wait))
 
@@ -68,7 +68,7 @@ class Guard:
         return wait
 
     def statistics(self) -> dict:
-        out = {"rate_limited": self.rate_limited, "rate_check_failures": self.check_failures}
+        out = {"rate_limited": dict(self.rate_limited), "rate_check_failures": self.check_failures}
         if self.admission is not None:
             out.update(self.admission.statistics())
         return out

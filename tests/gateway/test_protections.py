@@ -57,7 +57,7 @@ async def test_sse_anonymous_past_its_burst_gets_429_and_the_event_a_registered_
             assert [r.status_code for r in replies] == [202] * (BURST + 1), [r.text for r in replies]
             nursery.cancel_scope.cancel()
     assert not [e for e in reg.of("chat_service") if e.data["type"].startswith("gateway.")]
-    assert gw.guard.rate_limited == 1
+    assert gw.guard.rate_limited == {"turn": 1, "connect": 0}
 
 
 async def test_sse_a_new_session_does_not_escape_its_address_budget():
@@ -168,9 +168,14 @@ async def test_admission_sheds_anonymous_first_and_lets_privileged_in():
         stream = await client.get("/sse/stream?stream_id=a2")
         registered = await client.post("/sse/chat?stream_id=r", headers=reg, json={"message": {"text": "hi"}})
         privileged = await client.post("/sse/chat?stream_id=p", headers=admin, json={"message": {"text": "hi"}})
+        metrics = (await client.get("/metrics")).text
     assert anon.status_code == 503 and anon.json()["error"] == "overloaded", anon.text
     assert int(anon.headers["retry-after"]) >= 1
     assert anon.json()["limit"] == "KDC_ADMISSION_ANONYMOUS_THRESHOLD"
     assert stream.status_code == 503 and stream.json()["error"] == "overloaded"
     assert registered.status_code == 202, registered.text
     assert privileged.status_code == 202, privileged.text
+    assert 'kdc_protection_refusals_total{action="turn",kind="overloaded"} 1.0' in metrics
+    assert 'kdc_protection_refusals_total{action="connect",kind="overloaded"} 1.0' in metrics
+    pressure = next(line for line in metrics.splitlines() if line.startswith("kdc_admission_pressure "))
+    assert float(pressure.split()[1]) >= 0.6
