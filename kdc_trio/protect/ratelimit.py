@@ -87,20 +87,25 @@ class RatePolicy:
             "registered": RateRule(s.rate_registered_burst, s.rate_registered_hourly, window),
             "privileged": RateRule(s.rate_privileged_burst, s.rate_privileged_hourly, window),
         }
-        self.connect_factor = s.rate_connect_factor
-        self.address_factor = s.rate_address_factor
+        # (action, user type) -> (the session's rule, the address's rule or None); None: not limited.
+        self._rules: dict[tuple[str, str], tuple[RateRule, RateRule | None] | None] = {}
+        for user_type, rule in self.turn.items():
+            for action, factor in (("turn", 1.0), ("connect", s.rate_connect_factor)):
+                scaled = rule.scaled(factor) if factor > 0 else None
+                if scaled is None or not scaled.limited:
+                    self._rules[(action, user_type)] = None
+                    continue
+                by_address = scaled.scaled(s.rate_address_factor) if s.rate_address_factor > 0 else None
+                self._rules[(action, user_type)] = (scaled, by_address)
 
     def subjects(self, action: str, user_type: str, session_id: str, address: str) -> list[Subject]:
-        rule = self.turn.get(user_type, self.turn["anonymous"])
-        if action == "connect":
-            if self.connect_factor <= 0:
-                return []
-            rule = rule.scaled(self.connect_factor)
-        if not rule.limited:
+        rules = self._rules.get((action, user_type), self._rules.get((action, "anonymous")))
+        if rules is None:
             return []
-        out = [Subject(f"{action}:s:{session_id}", rule)]
-        if self.address_factor > 0 and address:
-            out.append(Subject(f"{action}:a:{user_type}:{address}", rule.scaled(self.address_factor)))
+        session_rule, address_rule = rules
+        out = [Subject(f"{action}:s:{session_id}", session_rule)]
+        if address_rule is not None and address:
+            out.append(Subject(f"{action}:a:{user_type}:{address}", address_rule))
         return out
 
     @staticmethod
