@@ -53,7 +53,7 @@ async def admit_turn(gw: "TurnPorts", session: Session, stream_id: str, address:
         await gw.guard.admit("turn", session.user_type.value, session.session_id, address)
     except ClientError as exc:
         gw.counters.turns_refused += 1
-        kind = "rate_limit" if exc.status == 429 else "backpressure"
+        kind = getattr(exc, "error_type", exc.error)  # rate_limit | backpressure (KDCube's names)
         msg = ChatMessage(text="", payload={}, conversation_id=conversation_id)
         comm = communicator_for(_turn(session, stream_id, msg), gw.relay.publish)
         await comm.service_event(f"gateway.{kind}", data={

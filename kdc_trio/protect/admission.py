@@ -38,6 +38,7 @@ class Overloaded(ClientError):
         super().__init__(503, "overloaded",
                          f"the gateway is under load ({source} at {pressure:.0%}); {user_type} traffic is admitted "
                          f"below {threshold:.0%}", retry_after=OVERLOADED_RETRY_AFTER_S, limit=limit)
+        self.error_type = "backpressure"  # KDCube's name of the refusal (its acks' error_type, its event type)
 
 
 class Admission:

@@ -67,6 +67,7 @@ class RateLimited(ClientError):
                          f"too many {'turns' if action == 'turn' else 'new connections'} for a {user_type} "
                          f"client; retry in {retry_after}s", retry_after=retry_after, limit=limit)
         self.action = action
+        self.error_type = "rate_limit"  # KDCube's name of the refusal (its acks' error_type, its event type)
 
 
 class RateLimiter(Protocol):

@@ -204,7 +204,8 @@ def refusal_reply(exc: ClientError, **ids: str | None) -> dict:
     """How a refused client event is acked (the one place a ClientError becomes an ack): ours
     (`error` code, `detail`, `status`) and KDCube's (`ok: false`, `error_type`) side by side,
     with the request's ids when it had them."""
-    reply = {"ok": False, "error": exc.error, "error_type": exc.error, "detail": exc.detail, "status": exc.status}
+    reply = {"ok": False, "error": exc.error, "error_type": getattr(exc, "error_type", exc.error), "detail": exc.detail,
+             "status": exc.status}
     if exc.limit:
         reply["limit"] = exc.limit
     if exc.retry_after:

@@ -103,6 +103,7 @@ async def test_socketio_anonymous_past_its_burst_gets_an_ack_error_and_the_event
     assert [a["ok"] for a in anon.acks] == [True] * BURST + [False], anon.acks
     refused = anon.acks[-1]
     assert refused["status"] == 429 and refused["error"] == "rate_limited" and 1 <= refused["retry_after"] <= 60
+    assert refused["error_type"] == "rate_limit", "KDCube's clients read error_type"
     [ev] = [d for d in anon.of("chat_service") if d["type"] == "gateway.rate_limit"]
     assert ev["data"]["retry_after"] == refused["retry_after"]
     assert reg.of("session_info")[0]["user_type"] == "registered"
