@@ -80,3 +80,17 @@ async def test_kdcube_web_app_socketio_path_with_the_official_client():
     assert bad and bad[0]["conversation"]["turn_id"] == "turn-bad"
     statuses = [d for ev, d in events if ev == "conv_status"]
     assert statuses and all(d["conversation"]["conversation_id"] == ack["conversation_id"] for d in statuses)
+
+
+async def test_node_client_past_its_rate_limit_gets_an_ack_error_and_the_event():
+    settings = test_settings(rate_limits=True, rate_anonymous_burst=1, rate_connect_factor=0)
+    async with running_gateway(settings) as gw:
+        first = await run_node(gw.base_url, "websocket", {}, "one")
+        sid = first["session_info"]["session_id"]
+        second = await run_node(gw.base_url, "websocket", {"user_session_id": sid}, "two")
+    assert first["ack"]["ok"] is True
+    ack = second["ack"]
+    assert ack["ok"] is False and ack["status"] == 429 and ack["error_type"] == "rate_limit" and ack["retry_after"] >= 1
+    [event] = [e["data"] for e in second["events"]
+               if e["event"] == "chat_service" and e["data"]["type"] == "gateway.rate_limit"]
+    assert event["data"]["retry_after"] == ack["retry_after"]
