@@ -28,6 +28,13 @@ def _csv(v: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in v.split(",") if p.strip())
 
 
+def _fraction(v: str) -> float:
+    f = float(v)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"not a fraction between 0 and 1: {v!r}")
+    return f
+
+
 def _opt_str(v: str) -> str | None:
     return v or None
 
@@ -97,7 +104,10 @@ class Settings:
         "KDC_MAX_SSE_CONNECTIONS", 10000, int, "SSE streams per process; past it a new stream gets 429 + Retry-After")
     client_queue: int = setting(
         "SSE_CLIENT_QUEUE", 1000, int,
-        "Outbox depth of one connection (SSE or Socket.IO); a full outbox closes that connection")
+        "Outbox depth of one connection (SSE or Socket.IO); a full outbox that merging cannot shrink closes it")
+    outbox_merge_at: float = setting(
+        "KDC_OUTBOX_MERGE_AT", 0.5, _fraction,
+        "Fraction of SSE_CLIENT_QUEUE waiting past which a slow connection's queued deltas merge (0: always)")
 
     # --- auth -----------------------------------------------------------------------------
     jwt_secret: str | None = setting("KDC_JWT_SECRET", None, _opt_str, "HS256 secret (also used by `kdc-trio token`)")

@@ -133,3 +133,43 @@ async def test_a_waiter_that_timed_out_is_not_counted(autojump_clock):
         await trio.testing.wait_all_tasks_blocked()
         q.put_nowait(7)  # must wake the live consumer, not a stale count
     assert got == [[7]]
+
+
+def test_the_owner_may_rewrite_what_is_queued_but_never_grow_it():
+    q: BatchQueue[int] = BatchQueue(3)
+    assert q.last() is None
+    q.extend_nowait([1, 2])
+    q.replace_last(5)
+    assert q.last() == 5
+    q.rewrite(lambda items: [sum(items)])
+    assert len(q) == 1 and q.put_nowait(9) and q.take_nowait() == [6, 9]
+    q.extend_nowait([1, 2])
+    with pytest.raises(ValueError):
+        q.rewrite(lambda items: [*items, 3, 4])
+    assert q.take_nowait() == [1, 2]
+
+
+async def test_wait_empty_returns_when_a_take_empties_the_queue_or_on_close():
+    q: BatchQueue[int] = BatchQueue(3)
+    await q.wait_empty()  # empty already: returns (after a checkpoint)
+    q.put_nowait(1)
+    done = []
+
+    async def waiter():
+        await q.wait_empty()
+        done.append(len(q))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        q.put_nowait(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []  # a put does not wake it
+        assert q.take_nowait() == [1, 2]
+    assert done == [0]
+    q.put_nowait(3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        q.close()
+    assert done == [0, 1]

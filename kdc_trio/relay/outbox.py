@@ -1,17 +1,25 @@
 """A connection's bounded outbox: the relay offers, the connection's writer takes everything ready.
 
-Overflow policy: a full outbox closes its connection (`closed_reason` says why, the writer
-logs it and ends the stream); the client resumes from the session log when it reconnects.
-Nothing is dropped silently and a slow client never slows another: `offer` never blocks.
+Slow-consumer policy: merge, then close. Once more than `merge_at` of the outbox is waiting
+(KDC_OUTBOX_MERGE_AT, a fraction of SSE_CLIENT_QUEUE), a `chat_delta` offered behind a delta of
+the same stream that the writer has not taken yet is joined to it (relay/merge.py: the joined
+text, the last seq, `seq_from` the first seq covered); every other event is queued as it is, in
+order, and stands between the deltas around it. A full outbox first merges every run of such
+deltas it holds; only when that frees no room is the connection closed (`closed_reason` says
+why, the writer logs it and ends the stream), and the client resumes from the session log when
+it reconnects. Nothing is dropped silently and a slow client never slows another: `offer` never
+blocks. Below the threshold nothing is decoded: the hot path is a length check per event.
 Why an outbox closed is a `CloseReason`, never a string to match.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from kdc_trio.relay.merge import DELTA, compact, merge_into
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.util.batch_queue import BatchQueue
 
@@ -53,16 +61,21 @@ class Closed:
 
 
 class Outbox:
-    __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "_q", "_put", "_held")
+    __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "merge_depth", "merged", "_q", "_put",
+                 "_held", "on_close")
 
-    def __init__(self, sid: str, maxlen: int) -> None:
+    def __init__(self, sid: str, maxlen: int, *, merge_at: float = 0.5) -> None:
         self.sid = sid
         self.maxlen = maxlen
         self.closed_reason: Closed | None = None
         self.last_seq = 0  # highest session seq queued: replay and live delivery never double up
+        # Deltas merge once this many events wait (0: always, into any untaken mergeable tail).
+        self.merge_depth = max(0, min(maxlen, int(maxlen * merge_at)))
+        self.merged = 0  # deltas joined to one queued before them
         self._q: BatchQueue[RelayMessage] = BatchQueue(maxlen)
         self._put = self._q.put_nowait  # bound once: offer is the per-event path
         self._held: list[RelayMessage] | None = None
+        self.on_close: Callable[[], None] | None = None  # e.g. wake a pump that waits on its socket
 
     def hold(self) -> None:
         """Keep live messages aside while a replay from the session log is queued first."""
@@ -89,16 +102,44 @@ class Outbox:
         resumable = msg.resumable
         if self.closed_reason is not None or (resumable and msg.seq <= self.last_seq):
             return
-        if not self._put(msg):
+        q = self._q
+        if len(q) >= self.merge_depth and msg.event == DELTA and self._merge_tail(msg):
+            self.last_seq = msg.seq
+            return
+        if not self._put(msg) and not (self._compact() and self._put(msg)):
             self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
         if resumable:
             self.last_seq = msg.seq
 
+    def _merge_tail(self, msg: RelayMessage) -> bool:
+        q = self._q
+        tail = q.last()
+        merged = None if tail is None else merge_into(tail, msg)
+        if merged is None:
+            return False
+        if merged is not tail:
+            q.replace_last(merged)
+        self.merged += 1
+        return True
+
+    def _compact(self) -> bool:
+        """Merge every run of mergeable deltas queued; True when that made room."""
+        q = self._q
+        if q.closed:
+            return False
+        before = len(q)
+        q.rewrite(compact)
+        freed = before - len(q)
+        self.merged += freed
+        return freed > 0
+
     def close(self, reason: CloseReason, detail: str = "") -> None:
         if self.closed_reason is None:
             self.closed_reason = Closed(reason, detail)
             self._q.close()
+            if self.on_close is not None:
+                self.on_close()
 
     async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
         """Everything queued (maybe nothing, after `timeout` or on close); always checkpoints."""
@@ -112,5 +153,5 @@ class Outbox:
         return len(self._q)
 
     def statistics(self) -> dict:
-        return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered,
+        return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered, "merged": self.merged,
                 "closed_reason": None if self.closed_reason is None else str(self.closed_reason)}

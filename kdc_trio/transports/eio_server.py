@@ -145,6 +145,11 @@ class EIOSocket:
         """Until frames are queued, the socket closes, or its transport state changes (`wake`)."""
         await self._out.wait_nonempty()
 
+    async def wait_taken(self) -> None:
+        """Until the queued frames are taken by a transport (a WebSocket send, a poll), the
+        socket closes, or `wake` is called."""
+        await self._out.wait_empty()
+
     def wake(self) -> None:
         self._out.wake()
 

@@ -99,7 +99,7 @@ class ChatSocketIO(SocketIOApp):
                                     client=req.client)
         await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
         key = SessionKey(session.tenant, session.project, session.session_id)
-        outbox = Outbox(conn.sid, gw.settings.client_queue)
+        outbox = Outbox(conn.sid, gw.settings.client_queue, merge_at=gw.settings.outbox_merge_at)
         last = auth.get("last_event_id", auth.get("offset"))
         replay_after = int(last) if isinstance(last, (int, str)) and str(last).isdigit() else None
         if replay_after is not None:
@@ -129,10 +129,14 @@ class ChatSocketIO(SocketIOApp):
                                    "connected_at": iso_timestamp()})
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
-        """Pump the relay outbox into the socket: everything ready goes out as one batch."""
+        """Pump the relay outbox into the socket: everything ready goes out as one batch, once
+        the socket has handed its last one to the transport. Events wait in the outbox, where a
+        slow client's deltas merge, not in the Engine.IO queue, where nothing merges."""
         outbox: Outbox = conn.state.outbox
         sock = conn.sock
+        outbox.on_close = sock.wake
         while True:
+            await sock.wait_taken()
             batch = await outbox.take()
             if batch:
                 sock.send_many([m.sio_text() for m in batch])

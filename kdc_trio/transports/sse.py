@@ -86,7 +86,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     keys = [key]
     if req.query.get("project_events", "").lower() in TRUTHY:
         keys.append(SessionKey.project_wide(session.tenant, session.project))
-    outbox = Outbox(stream_id, s.client_queue)
+    outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
     if last_id is not None:
         outbox.hold()
     try:

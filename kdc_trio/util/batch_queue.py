@@ -13,14 +13,18 @@ subscription fails). Nothing is dropped silently: the caller always learns.
 Wake-ups: waiters park only while the queue is empty, and each put wakes at most one of them
 (the queue counts its parked waiters, so a put with nobody parked costs no call): a batch
 consumer pays one wake-up per batch however many items arrive meanwhile, and N idle getters
-(`get`, e.g. 2,000 workers) are not all woken for one item.
+(`get`, e.g. 2,000 workers) are not all woken for one item. A producer that must not run ahead
+of the consumer waits with `wait_empty` (woken when a take empties the queue).
+
+Rewriting what is queued (`last` / `replace_last` / `rewrite`) is for an owner that merges
+items the consumer has not taken yet (a slow connection's deltas, relay/outbox.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Generic, Iterable, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 import trio
 
@@ -28,7 +32,7 @@ T = TypeVar("T")
 
 
 class BatchQueue(Generic[T]):
-    __slots__ = ("maxlen", "_items", "_lot", "_parked", "closed", "taken")
+    __slots__ = ("maxlen", "_items", "_lot", "_parked", "_empty_lot", "closed", "taken")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -37,6 +41,7 @@ class BatchQueue(Generic[T]):
         self._items: deque[T] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._parked = 0  # waiters in _lot that no put has woken yet
+        self._empty_lot = trio.lowlevel.ParkingLot()  # wait_empty's waiters
         self.closed = False
         self.taken = 0
 
@@ -67,6 +72,23 @@ class BatchQueue(Generic[T]):
             self._lot.unpark()
         return True
 
+    # ---- rewriting what is queued (sync; the consumer has not taken it) -------------------
+    def last(self) -> T | None:
+        """The newest queued item (None when empty)."""
+        items = self._items
+        return items[-1] if items else None
+
+    def replace_last(self, item: T) -> None:
+        self._items[-1] = item
+
+    def rewrite(self, fn: Callable[[Iterable[T]], Iterable[T]]) -> None:
+        """Replace everything queued with `fn(queued items, oldest first)`; it may not grow."""
+        new = list(fn(self._items))
+        if len(new) > self.maxlen:
+            raise ValueError("a rewrite may not grow the queue past maxlen")
+        self._items.clear()
+        self._items.extend(new)
+
     def close(self) -> None:
         """No more puts; every waiter wakes (and gets what is left, then nothing)."""
         self.closed = True
@@ -76,6 +98,8 @@ class BatchQueue(Generic[T]):
         """Wake the waiters without an item: the owner changed some state they watch."""
         self._parked = 0
         self._lot.unpark_all()
+        if self._empty_lot:
+            self._empty_lot.unpark_all()
 
     async def _park(self) -> None:
         self._parked += 1
@@ -94,7 +118,17 @@ class BatchQueue(Generic[T]):
         batch = list(items)
         items.clear()
         self.taken += len(batch)
+        if self._empty_lot:
+            self._empty_lot.unpark_all()
         return batch
+
+    async def wait_empty(self) -> None:
+        """Return once the queue is empty (a take emptied it), closed, or `wake()` is called;
+        always checkpoints."""
+        if self._items and not self.closed:
+            await self._empty_lot.park()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def wait_nonempty(self, timeout: float = math.inf) -> None:
         """Return once something is queued, the queue closes, `wake()` is called or `timeout`
@@ -118,7 +152,10 @@ class BatchQueue(Generic[T]):
             await self._park()
         await trio.lowlevel.checkpoint_if_cancelled()
         self.taken += 1
-        return self._items.popleft()
+        item = self._items.popleft()
+        if not self._items and self._empty_lot:
+            self._empty_lot.unpark_all()
+        return item
 
     def statistics(self) -> dict:
         return {"queued": len(self._items), "maxlen": self.maxlen, "taken": self.taken,

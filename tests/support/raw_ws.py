@@ -9,6 +9,16 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, RejectConnection, Request, TextMessage
 
 
+async def open_tcp(host: str, port: int, rcvbuf: int | None = None) -> trio.SocketStream:
+    """A TCP stream; with `rcvbuf`, SO_RCVBUF is set before connecting (the window it offers)."""
+    if rcvbuf is None:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+    await sock.connect((host, port))
+    return trio.SocketStream(sock)
+
+
 @dataclass
 class Closed:
     code: int
@@ -24,10 +34,12 @@ class RawWS:
         self.closed: Closed | None = None
 
     @classmethod
-    async def connect(cls, base_url: str, target: str, *, timeout: float = 5.0) -> "RawWS":
+    async def connect(cls, base_url: str, target: str, *, timeout: float = 5.0,
+                      rcvbuf: int | None = None) -> "RawWS":
+        """`rcvbuf`: a small SO_RCVBUF set before connecting, for a client that reads slowly."""
         host, port = base_url.rsplit("//", 1)[1].rsplit(":", 1)
         with trio.fail_after(timeout):
-            self = cls(await trio.open_tcp_stream(host, int(port)))
+            self = cls(await open_tcp(host, int(port), rcvbuf))
             await self.stream.send_all(self.ws.send(Request(host=f"{host}:{port}", target=target)))
             while True:
                 data = await self.stream.receive_some(65536)
@@ -57,13 +69,16 @@ class RawWS:
         event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         await self.stream.send_all(self.ws.send(event))
 
-    async def recv(self, timeout: float = 5.0) -> str | bytes | Closed:
-        """The next message, or `Closed` once the server closed (repeatedly after that)."""
+    async def recv(self, timeout: float = 5.0, *, max_bytes: int = 65536, pace_s: float = 0.0) -> str | bytes | Closed:
+        """The next message, or `Closed` once the server closed (repeatedly after that).
+        A slow reader reads at most `max_bytes` per `pace_s`."""
         with trio.fail_after(timeout):
             while not self._pending:
                 if self.closed is not None:
                     return self.closed
-                data = await self.stream.receive_some(65536)
+                if pace_s:
+                    await trio.sleep(pace_s)
+                data = await self.stream.receive_some(max_bytes)
                 if not data:
                     self.closed = self.closed or Closed(1006, "connection lost")
                     return self.closed
