@@ -161,6 +161,9 @@ class EIOSocket:
             self.state = transition(self.state, EIOEvent.CLOSE)
             self.closed.set()
             self._out.close()
+            # Gone for every later request at once (a poll already waiting still gets its
+            # answer), not when the session task gets to its teardown.
+            self.server._forget(self)
 
     def pong(self) -> None:
         self._pong.set()
@@ -293,10 +296,7 @@ class EIOServer:
                 sock.nursery = nursery
                 nursery.start_soon(self._heartbeat, sock)
                 nursery.start_soon(self.app.run_socket, sock)
-                with trio.move_on_after(self.limits.handshake_timeout_s):
-                    await sock.used.wait()
-                if not sock.used.is_set():  # a handshake nobody followed: costs no more than this
-                    sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
+                nursery.start_soon(self._handshake_deadline, sock)
                 await sock.closed.wait()
                 nursery.cancel_scope.cancel()
         except Exception:
@@ -308,6 +308,14 @@ class EIOServer:
                 self.app.on_close(sock, sock.close_reason or "closed")
             except Exception:
                 log.exception("on_close failed for %s", sock.sid)
+
+    async def _handshake_deadline(self, sock: EIOSocket) -> None:
+        # Its own task: the session's teardown must not wait for it (a ping timeout before
+        # the first poll left the closed session answering polls until this deadline).
+        with trio.move_on_after(self.limits.handshake_timeout_s):
+            await sock.used.wait()
+            return
+        sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
 
     async def _heartbeat(self, sock: EIOSocket) -> None:
         # Deadlines count from the handshake, not from when this task got scheduled, so the
