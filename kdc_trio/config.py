@@ -118,7 +118,12 @@ class Settings:
         "KDC_JWT_ALGORITHMS", ("HS256", "RS256", "ES256"), _csv, "Accepted algorithms (never `none`)")
     jwt_issuer: str | None = setting("KDC_JWT_ISSUER", None, _opt_str, "Required `iss`, if set")
     jwt_audience: str | None = setting("KDC_JWT_AUDIENCE", None, _opt_str, "Required `aud`, if set")
-    jwt_leeway_s: float = setting("KDC_JWT_LEEWAY_S", 30.0, float, "Clock leeway for `exp`/`nbf`/`iat`")
+    jwt_leeway_s: float = setting(
+        "KDC_JWT_LEEWAY_S", 30.0, float,
+        "Clock leeway for `exp`/`nbf`/`iat`; a live connection also ends at its token's `exp` + this")
+    auth_expiring_notice_s: float = setting(
+        "KDC_AUTH_EXPIRING_NOTICE_S", 60.0, float,
+        "A live connection gets `chat_service` `auth.expiring` this long before its token's deadline (refresh in-band)")
     roles_claim: str = setting(
         "KDC_ROLES_CLAIM", "roles", doc="Claim holding roles (dotted path); `realm_access.roles` and "
         "`cognito:groups` are also read")
@@ -149,6 +154,10 @@ class Settings:
     anon_fingerprint: bool = setting(
         "KDC_ANON_FINGERPRINT", False, _bool, "KDCube's fingerprint: anonymous requests with no session id, cookie or "
         "live stream share the session of their client address + User-Agent (off: see README)")
+    anon_upgrade_by_id: bool = setting(
+        "KDC_ANON_UPGRADE_BY_ID", False, _bool,
+        "A token with an anonymous session's `user_session_id` takes it over without its session cookie (KDCube's "
+        "rule; off: only the browser holding the cookie upgrades it, others get 403)")
     session_cookie_secure: bool = setting(
         "KDC_SESSION_COOKIE_SECURE", False, _bool, "Mark the session cookie `Secure` (set it behind HTTPS)")
     session_cookie_samesite: str = setting(

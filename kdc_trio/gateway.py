@@ -29,6 +29,7 @@ from kdc_trio.metrics import GatewayMetrics
 from kdc_trio.server import Router, Server
 from kdc_trio.server.cors import CORS
 from kdc_trio.sessions.store import MemorySessionStore, SessionStore
+from kdc_trio.transports.expiry import LiveStreams
 
 log = logging.getLogger("kdc_trio.gateway")
 
@@ -72,7 +73,7 @@ class Gateway:
         self.ports = Ports(settings=s, authenticator=self.authenticator, store=self.store, relay=self.relay,
                            conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
                            server=self.server, processor=self.processor, metrics=self.metrics,
-                           guard=self.guard)
+                           guard=self.guard, streams=LiveStreams())
         from kdc_trio.transports import rest, socketio, sse, web
 
         sse.install(self.router, self.ports)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from kdc_trio.relay.keys import SessionKey
     from kdc_trio.relay.outbox import Outbox
     from kdc_trio.sessions.store import SessionStore
+    from kdc_trio.transports.expiry import LiveStreams
 
 
 @dataclass
@@ -103,6 +104,7 @@ class ChatPorts(IdentifyPorts, TurnPorts, Protocol):
 
     relay: SessionChannels
     server: ServerView
+    streams: "LiveStreams"  # this process's live SSE streams, for POST /sse/auth.refresh
 
 
 @runtime_checkable
@@ -130,3 +132,4 @@ class Ports:
     processor: Statistics | None
     metrics: "GatewayMetrics"
     guard: GuardPort
+    streams: "LiveStreams"

@@ -40,6 +40,7 @@ class Identity:
     email: str | None
     roles: tuple[str, ...]
     user_type: UserType
+    expires_at: float | None = None  # the access token's `exp` (epoch seconds): live connections end there
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -104,4 +105,10 @@ def identity_from_claims(
         email=_string_claim(sources, ("email",)),
         roles=roles,
         user_type=user_type_for(roles, settings.privileged_roles),
+        expires_at=_exp(claims),
     )
+
+
+def _exp(claims: Mapping[str, Any]) -> float | None:
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None

@@ -34,6 +34,7 @@ class CloseReason(Enum):
     RELAY_FAILED = "relay_failed"        # the bus gave up on the session's subscription
     SERVER_SHUTDOWN = "server_shutdown"  # the server is draining
     DISCONNECTED = "disconnected"        # the transport ended the connection (Socket.IO disconnect)
+    TOKEN_EXPIRED = "token_expired"      # the connection's token passed exp + KDC_JWT_LEEWAY_S, no refresh came
 
     @property
     def slow(self) -> bool:

@@ -3,7 +3,10 @@
 Rules (the same for SSE, chat posts, REST and Socket.IO):
 - `user_session_id` given: it must exist (else 401 "Unknown session"). A registered or
   privileged session belongs to its subject: another user's token, or no token, gets 403.
-  An anonymous session presented with a valid token is upgraded to that user.
+  An anonymous session presented with a valid token is upgraded to that user only by its holder:
+  the request also carries the sticky session cookie naming it (the browser that made it), or
+  the deployment opted in to KDCube's rule that its id alone suffices (`KDC_ANON_UPGRADE_BY_ID=1`);
+  otherwise 403 (a stranger who learned the id cannot take the session and lock its owner out).
 - No `user_session_id`: the implicit candidates are tried in order (the live stream a chat post
   names, then the sticky session cookie): one is taken when it exists and fits the caller (an
   anonymous session for a caller without a token; the caller's own session for a token), and
@@ -60,7 +63,7 @@ def _with_identity(session: Session, identity: Identity) -> Session:
 async def resolve_session(store: SessionStore, *, session_id: str | None, identity: Identity | None,
                           tenant: str | None, project: str | None, default_tenant: str = "home",
                           default_project: str = "demo", candidates: Sequence[str] = (),
-                          fingerprint: str | None = None) -> Session:
+                          fingerprint: str | None = None, holder: bool = True) -> Session:
     """The caller's session; `tenant`/`project` None = not named by the request (see module doc)."""
     if session_id:
         safe_id(session_id, what="user_session_id")
@@ -72,6 +75,9 @@ async def resolve_session(store: SessionStore, *, session_id: str | None, identi
                 raise SessionError(403, "session_forbidden", "this session belongs to a signed-in user")
             if identity.subject != session.user_id:
                 raise SessionError(403, "session_forbidden", "this session belongs to another user")
+        elif identity is not None and not holder:
+            raise SessionError(403, "session_forbidden", "an anonymous session is taken over by a token only with "
+                               "its session cookie (KDC_ANON_UPGRADE_BY_ID=1: by its id alone)")
         return await _reuse(store, session, identity, tenant, project)
     for candidate in candidates:
         session = await store.get(candidate)

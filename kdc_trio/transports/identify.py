@@ -43,11 +43,16 @@ def tenant_project(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
                  for k in ("tenant", "project"))
 
 
-async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
-                      params: Mapping[str, Any], query: Mapping[str, str] | None = None,
-                      sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool,
-                      stream_id: str | None = None, use_cookie: bool = False,
-                      client: str | None = None) -> Session:
+async def session_for(gw: "IdentifyPorts", **kw: Any) -> Session:
+    """The caller's session (`session_and_identity` without the identity)."""
+    return (await session_and_identity(gw, **kw))[0]
+
+
+async def session_and_identity(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookies: Mapping[str, str],
+                               params: Mapping[str, Any], query: Mapping[str, str] | None = None,
+                               sio_auth: Mapping[str, Any] | None = None, reject_anonymous: bool,
+                               stream_id: str | None = None, use_cookie: bool = False,
+                               client: str | None = None) -> tuple[Session, Identity | None]:
     """Authenticate, then reuse / upgrade / create the session (`params` holds user_session_id,
     tenant, project: the SSE query or the Socket.IO auth payload). A chat post names its
     `stream_id`: without a session id it gets that live stream's session when the caller fits it,
@@ -74,10 +79,12 @@ async def session_for(gw: "IdentifyPorts", *, headers: Mapping[str, str], cookie
     session = await resolve_session(gw.store, session_id=sid or None, identity=identity, tenant=tenant,
                                     project=project, default_tenant=s.default_tenant,
                                     default_project=s.default_project, candidates=candidates,
-                                    fingerprint=fingerprint(headers, client) if s.anon_fingerprint else None)
+                                    fingerprint=fingerprint(headers, client) if s.anon_fingerprint else None,
+                                    holder=s.anon_upgrade_by_id or bool(sid and s.session_cookie
+                                                                         and cookies.get(s.session_cookie) == sid))
     if binding is not None and binding.session_id == session.session_id and tenant is None and project is None:
         session = replace(session, tenant=binding.tenant, project=binding.project)
-    return session
+    return session, identity
 
 
 def fingerprint(headers: Mapping[str, str], client: str | None) -> str:
@@ -110,6 +117,11 @@ def stream_id_from(value: Any, *, what: str = "stream_id") -> str:
 
 async def request_session(gw: "IdentifyPorts", req: Request, *, stream_id: str | None = None,
                           use_cookie: bool = True) -> Session:
-    return await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
-                             query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
-                             stream_id=stream_id, use_cookie=use_cookie, client=req.client)
+    return (await request_session_and_identity(gw, req, stream_id=stream_id, use_cookie=use_cookie))[0]
+
+
+async def request_session_and_identity(gw: "IdentifyPorts", req: Request, *, stream_id: str | None = None,
+                                       use_cookie: bool = True) -> tuple[Session, Identity | None]:
+    return await session_and_identity(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=req.query,
+                                      query=req.query, reject_anonymous=gw.settings.sse_reject_anonymous,
+                                      stream_id=stream_id, use_cookie=use_cookie, client=req.client)

@@ -16,6 +16,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+import trio
+
+from kdc_trio.auth.sources import extract_tokens
 from kdc_trio.errors import ClientError
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
@@ -27,7 +30,8 @@ from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import Router
 from kdc_trio.sessions.model import Session
 from kdc_trio.transports.eio_server import EIOLimits, EIOServer
-from kdc_trio.transports.identify import session_for
+from kdc_trio.transports.expiry import TokenDeadline
+from kdc_trio.transports.identify import session_and_identity
 from kdc_trio.transports.sio_app import NamespaceConn, SocketIOApp
 from protocol.envelope import iso_timestamp
 
@@ -46,6 +50,7 @@ class ChatConn:
     session: Session
     key: SessionKey
     outbox: Outbox
+    deadline: TokenDeadline
 
 
 def _binaries(value: Any, out: list[bytes]) -> Any:
@@ -94,9 +99,9 @@ class ChatSocketIO(SocketIOApp):
             raise ClientError(400, "bad_request", "the auth payload must be an object")
         auth = auth or {}
         req = conn.sock.request
-        session = await session_for(gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth,
-                                    sio_auth=auth, reject_anonymous=gw.settings.ws_reject_anonymous,
-                                    client=req.client)
+        session, identity = await session_and_identity(
+            gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth, sio_auth=auth,
+            reject_anonymous=gw.settings.ws_reject_anonymous, client=req.client)
         await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
         key = SessionKey(session.tenant, session.project, session.session_id)
         outbox = Outbox(conn.sid, gw.settings.client_queue, merge_at=gw.settings.outbox_merge_at)
@@ -112,7 +117,7 @@ class ChatSocketIO(SocketIOApp):
             except RelayUnavailable as exc:
                 log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
                 raise ClientError(503, "relay_unavailable", str(exc)) from None
-            conn.state = ChatConn(session, key, outbox)
+            conn.state = ChatConn(session, key, outbox, TokenDeadline(identity, gw.settings))
             gw.counters.sio_sockets += 1
             try:
                 yield
@@ -129,10 +134,19 @@ class ChatSocketIO(SocketIOApp):
                                    "connected_at": iso_timestamp()})
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
-        """Pump the relay outbox into the socket: everything ready goes out as one batch, once
-        the socket has handed its last one to the transport. Events wait in the outbox, where a
-        slow client's deltas merge, not in the Engine.IO queue, where nothing merges."""
-        outbox: Outbox = conn.state.outbox
+        """Pump the relay outbox into the socket until it closes; the token's deadline watcher
+        (transports/expiry.py) runs beside it and closes the outbox when the token runs out."""
+        state: ChatConn = conn.state
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.deadline.watch, state.outbox, state.session)
+            await self._pump(conn, state.outbox)
+            nursery.cancel_scope.cancel()
+
+    async def _pump(self, conn: NamespaceConn, outbox: Outbox) -> None:
+        """Everything ready goes out as one batch, once the socket has handed its last one to the
+        transport. Events wait in the outbox, where a slow client's deltas merge, not in the
+        Engine.IO queue, where nothing merges. A closed outbox ends the namespace connection (its
+        DISCONNECT follows the last batch, which for an expired token holds `auth.expired`)."""
         sock = conn.sock
         outbox.on_close = sock.wake
         while True:
@@ -146,6 +160,8 @@ class ChatSocketIO(SocketIOApp):
                     self.gw.counters.closed_slow += 1
                     log.warning("closing Socket.IO socket %s: %s", conn.sid, closed)
                     sock.close(str(closed))
+                elif closed.reason is CloseReason.TOKEN_EXPIRED:
+                    log.info("disconnecting Socket.IO socket %s: %s", conn.sid, closed)
                 return
 
     # ---- client events -----------------------------------------------------------------------
@@ -154,9 +170,13 @@ class ChatSocketIO(SocketIOApp):
         if not isinstance(state, ChatConn):
             return
         try:
-            if event == "chat_message":
+            if event == "auth.refresh":
+                reply = self._auth_refresh(state, args)
+            elif event == "chat_message":
+                state.deadline.check()
                 reply = await self._chat_message(conn, state, args)
             elif event == "conv_status.get":
+                state.deadline.check()
                 reply = await self._conv_status(conn, state, args)
             elif event == "ping":
                 conn.emit("pong", {"timestamp": time.time()})
@@ -193,6 +213,15 @@ class ChatSocketIO(SocketIOApp):
             return await submit_turn(gw, session=state.session, stream_id=conn.sid, message=message)
         except ClientError as exc:
             return refusal_reply(exc, conversation_id=message.conversation_id, turn_id=message.turn_id)
+
+    def _auth_refresh(self, state: ChatConn, args: list) -> dict:
+        """`auth.refresh` `{bearer_token, id_token?}`: the same user's fresh token moves the deadline."""
+        obj = args[0] if args else None
+        if not isinstance(obj, dict):
+            raise ClientError(400, "bad_request", 'expected {"bearer_token": str, "id_token": str}')
+        identity = self.gw.authenticator.authenticate(extract_tokens(self.gw.settings, sio_auth=obj))
+        exp = state.deadline.refresh(identity)
+        return {"exp": exp, "deadline": state.deadline.deadline}
 
     async def _conv_status(self, conn: NamespaceConn, state: ChatConn, args: list) -> dict:
         from kdc_trio.transports.rest import publish_conv_status

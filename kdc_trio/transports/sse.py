@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from kdc_trio.auth.sources import extract_tokens
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.multipart import parse_chat_body
@@ -28,7 +29,10 @@ from kdc_trio.server import ClientGone, Exchange, HTTPError, Request, Router, Wr
 from kdc_trio.sessions.model import Session
 from kdc_trio.sessions.store import StreamBinding, new_stream_token
 from kdc_trio.transports.eio_server import client_host
-from kdc_trio.transports.identify import request_session, session_cookie, stream_id_from
+from kdc_trio.transports.expiry import TokenDeadline
+from kdc_trio.transports.identify import (
+    request_session, request_session_and_identity, session_cookie, stream_id_from,
+)
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
@@ -46,6 +50,8 @@ STREAM_RETRY_AFTER_S = 5
 STREAM_RELEASE_TIMEOUT_S = 2.0
 # Largest JSON body of a conv_status request: it holds two ids.
 CONV_STATUS_BODY_LIMIT = 4096
+# Largest body of an auth.refresh: two tokens (IdP tokens with many groups run to a few KiB each).
+AUTH_REFRESH_BODY_LIMIT = 64 * 1024
 TRUTHY = ("1", "true", "yes", "on")
 
 SSE_HEADERS = [
@@ -59,6 +65,7 @@ def install(router: Router, gw: "ChatPorts") -> None:
     router.add("GET", "/sse/stream", lambda req, ex: stream(gw, req, ex))
     router.add("POST", "/sse/chat", lambda req, ex: chat(gw, req, ex))
     router.add("POST", "/sse/conv_status.get", lambda req, ex: conv_status_get(gw, req, ex))
+    router.add("POST", "/sse/auth.refresh", lambda req, ex: auth_refresh(gw, req, ex))
 
 
 # ---- GET /sse/stream ----------------------------------------------------------------------
@@ -80,8 +87,9 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     s = gw.settings
     stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
     last_id, ignored_last_id = resume_point(req)
-    session = await request_session(gw, req, use_cookie=False)
+    session, identity = await request_session_and_identity(gw, req, use_cookie=False)
     await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
+    deadline = TokenDeadline(identity, s)
     key = SessionKey(session.tenant, session.project, session.session_id)
     keys = [key]
     if req.query.get("project_events", "").lower() in TRUTHY:
@@ -97,6 +105,8 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
             await bind_stream(gw, channels, stream_id, session)
+            gw.streams.add(stream_id, session.session_id, deadline)
+            channels.callback(gw.streams.remove, stream_id, deadline)
             await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session, req)])
             now = time.time()
             ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
@@ -104,6 +114,8 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                      "stream_id": stream_id, "tenant": session.tenant, "project": session.project}
             if ignored_last_id:
                 ready["last_event_id_ignored"] = True
+            if deadline.deadline is not None:
+                ready["token_deadline"] = deadline.deadline
             await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
                                        data=json.dumps(ready, separators=(",", ":"))))
             if last_id is not None:
@@ -112,7 +124,7 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
                 except RelayUnavailable as exc:
                     log.warning("SSE stream %s: %s", stream_id, exc)
                     outbox.close(CloseReason.RELAY_FAILED, str(exc))
-            await pump(gw, ex, outbox)
+            await pump(gw, ex, outbox, deadline, session)
     except ClientGone:
         pass
 
@@ -144,8 +156,9 @@ def resume_point(req: Request) -> tuple[int | None, bool]:
         return None, True
 
 
-async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
-    """Write the outbox to the client until it goes, the outbox closes, or the server drains."""
+async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session) -> None:
+    """Write the outbox to the client until it goes, the outbox closes, the server drains, or the
+    token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox)."""
 
     async def watch_client() -> None:
         await ex.wait_client_gone()
@@ -159,6 +172,7 @@ async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_client)
         nursery.start_soon(watch_drain)
+        nursery.start_soon(deadline.watch, outbox, session)
         try:
             await _write_loop(ex, outbox, heartbeat)
         except ClientGone as exc:
@@ -227,3 +241,30 @@ async def conv_status_get(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     session = await request_session(gw, req, stream_id=stream_id)
     status = await publish_conv_status(gw, session, conversation_id, stream_id)
     await ex.json(200, status)
+
+
+# ---- POST /sse/auth.refresh ---------------------------------------------------------------
+async def auth_refresh(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
+    """A fresh token for a live stream of this process (`?stream_id=`): the same user only (403
+    `subject_mismatch`), the same session when one is named; the stream's deadline moves to the new
+    token's `exp` (transports/expiry.py). The token comes from any source: `Authorization`, the
+    JSON body `{bearer_token, id_token}`, or the cookies."""
+    body = await ex.read_body(AUTH_REFRESH_BODY_LIMIT)
+    try:
+        obj = bounded_loads(body) if body else {}
+        if not isinstance(obj, dict):
+            raise TypeError
+    except (ValueError, TypeError, JSONNestingError):
+        raise HTTPError(400, "bad_request", 'expected a JSON object {"bearer_token": str, "id_token": str}') from None
+    stream_id = stream_id_from(req.query.get("stream_id") or obj.get("stream_id") or "")
+    tokens = extract_tokens(gw.settings, headers=req.headers.as_dict(), cookies=req.cookies, sio_auth=obj)
+    identity = gw.authenticator.authenticate(tokens)
+    live = gw.streams.get(stream_id)
+    if live is None:
+        raise HTTPError(404, "unknown_stream", "no live stream of that id on this gateway process")
+    session_id, deadline = live
+    named = req.query.get("user_session_id") or obj.get("user_session_id")
+    if named is not None and named != session_id:
+        raise HTTPError(403, "session_mismatch", "the stream belongs to another session")
+    exp = deadline.refresh(identity)
+    await ex.json(200, {"ok": True, "exp": exp, "deadline": deadline.deadline, "stream_id": stream_id})

@@ -90,9 +90,9 @@ async def test_reject_anonymous_switch():
 
 async def test_upgrade_and_hijack_attempts():
     async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
-        anon = (await client.get("/api/session")).json()
+        anon = (await client.get("/profile")).json()  # sets the session cookie: this client holds it
         sid = anon["session_id"]
-        # an anonymous session presented with a token is upgraded to that user
+        # an anonymous session presented with a token by its holder is upgraded to that user
         up = await client.get(f"/api/session?user_session_id={sid}", headers={"authorization": f"Bearer {tok('al')}"})
         assert up.status_code == 200 and up.json()["user_type"] == "registered" and up.json()["session_id"] == sid
         # now it is al's: another user's token, or no token, does not get it

@@ -116,3 +116,26 @@ async def test_metrics_behind_a_token_when_configured():
     assert right.status_code == 200 and b"kdc_" in right.content
     async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
         assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_an_anonymous_session_is_taken_over_only_by_its_holder():
+    """A stranger who learned an anonymous session's id cannot take it with their own token (and
+    lock its owner out); the browser holding its cookie can; KDC_ANON_UPGRADE_BY_ID=1 opts in to
+    KDCube's rule (the id alone)."""
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as owner, \
+            httpx.AsyncClient(base_url=gw.base_url, timeout=10) as stranger:
+        sid = (await owner.get("/profile")).json()["session_id"]
+        r = await stranger.get(f"/api/session?user_session_id={sid}", headers={"authorization": f"Bearer {tok('mallory')}"})
+        assert r.status_code == 403 and r.json()["error"] == "session_forbidden"
+        res = await run_sio(gw.base_url, noop, transports=["websocket"],
+                            auth={"user_session_id": sid, "bearer_token": tok("mallory")})
+        assert not res.connected and res.connect_error["data"]["status"] == 403
+        # still the owner's, still anonymous; the owner signs in and keeps it
+        assert (await owner.get(f"/api/session?user_session_id={sid}")).json()["user_type"] == "anonymous"
+        up = await owner.get(f"/api/session?user_session_id={sid}", headers={"authorization": f"Bearer {tok('al')}"})
+        assert up.status_code == 200 and up.json()["user_type"] == "registered" and up.json()["session_id"] == sid
+    async with running_gateway(test_settings(anon_upgrade_by_id=True)) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        sid = (await client.get("/api/session")).json()["session_id"]
+        up = await client.get(f"/api/session?user_session_id={sid}", headers={"authorization": f"Bearer {tok('al')}"})
+        assert up.status_code == 200 and up.json()["session_id"] == sid

@@ -24,6 +24,7 @@ class SSEStream:
     ready: dict | None = None
     status: int | None = None
     error_body: Any = None
+    ended: bool = False  # the server ended the stream (or it was refused)
     _opened: trio.Event = field(default_factory=trio.Event)
     _changed: trio.Event = field(default_factory=trio.Event)
 
@@ -65,6 +66,7 @@ async def _run(client: httpx.AsyncClient, url: str, st: SSEStream, headers: dict
                 st.events.append(Received(sse.event, sse.id, data))
                 st._changed.set()
     finally:
+        st.ended = True
         st._opened.set()
         st._changed.set()
 

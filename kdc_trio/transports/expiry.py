@@ -1,0 +1,126 @@
+"""Tokens that expire, expire: the deadline of one live connection (SSE stream or Socket.IO socket).
+
+A connection opened with a token lives until the token's `exp` + `KDC_JWT_LEEWAY_S`.
+`KDC_AUTH_EXPIRING_NOTICE_S` before that, the connection is told (`chat_service`
+`type: "auth.expiring"`, with `exp` and `deadline`); a fresh token of the same subject sent
+in-band (`refresh`: Socket.IO `auth.refresh`, SSE `POST /sse/auth.refresh`) moves the deadline;
+without one the connection is closed with `CloseReason.TOKEN_EXPIRED` after a last `chat_service`
+`type: "auth.expired"`. The watcher is one task in the connection's own nursery, sleeping until
+the next notice or deadline (no sweeper polls connections); a refresh wakes it to re-plan.
+
+A connection without a token (anonymous) has no deadline. `streams` finds the deadline of a live
+SSE stream of this process by its stream id (for `POST /sse/auth.refresh`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from kdc_trio.auth.identity import Identity
+from kdc_trio.errors import ClientError
+from kdc_trio.relay.message import RelayMessage
+from kdc_trio.relay.outbox import CloseReason, Outbox
+from protocol import envelope
+
+if TYPE_CHECKING:
+    from kdc_trio.config import Settings
+    from kdc_trio.sessions.model import Session
+
+EXPIRING_TYPE = "auth.expiring"
+EXPIRED_TYPE = "auth.expired"
+
+
+class TokenDeadline:
+    """When a connection's token runs out, and what a refresh may change."""
+
+    def __init__(self, identity: Identity | None, settings: "Settings") -> None:
+        self.subject = identity.subject if identity is not None else None
+        self.exp = identity.expires_at if identity is not None else None
+        self.leeway_s = settings.jwt_leeway_s
+        self.notice_s = settings.auth_expiring_notice_s
+        self._changed = trio.Event()
+
+    @property
+    def deadline(self) -> float | None:
+        """Epoch seconds past which the connection is closed (None: never)."""
+        return None if self.exp is None else self.exp + self.leeway_s
+
+    def expired(self) -> bool:
+        d = self.deadline
+        return d is not None and time.time() >= d
+
+    def check(self) -> None:
+        """Refuse work on a connection whose token has run out (401 `token_expired`)."""
+        if self.expired():
+            raise ClientError(401, "token_expired", "the connection's token has expired: send auth.refresh "
+                              "or reconnect with a fresh token")
+
+    def refresh(self, identity: Identity | None) -> float:
+        """Take a fresh token's identity: the same subject only (403 otherwise). Returns its `exp`."""
+        if self.subject is None:
+            raise ClientError(403, "not_authenticated", "this connection was opened without a token: reconnect "
+                              "with one instead")
+        if identity is None:
+            raise ClientError(401, "authentication_required", "auth.refresh needs a bearer token")
+        if identity.subject != self.subject:
+            raise ClientError(403, "subject_mismatch", "the fresh token names another user than the connection's")
+        self.exp = identity.expires_at
+        self._changed.set()
+        return self.exp or 0.0
+
+    async def _sleep_until(self, when: float) -> bool:
+        """Sleep until epoch `when`; False if a refresh came first."""
+        with trio.move_on_after(max(0.0, when - time.time())):
+            await self._changed.wait()
+            self._changed = trio.Event()
+            return False
+        return True
+
+    async def watch(self, outbox: Outbox, session: "Session") -> None:
+        """Run in the connection's nursery: tell `auth.expiring`, then close on expiry (see module doc)."""
+        told_for: float | None = None
+        while True:
+            deadline = self.deadline
+            if deadline is None:
+                await trio.sleep_forever()
+                return
+            if told_for != self.exp:
+                if not await self._sleep_until(deadline - self.notice_s):
+                    continue
+                told_for = self.exp
+                outbox.offer(notice(session, EXPIRING_TYPE, {"exp": self.exp, "deadline": deadline,
+                                                              "refresh_within_s": max(0.0, deadline - time.time())}))
+                continue
+            if not await self._sleep_until(deadline):
+                continue
+            outbox.offer(notice(session, EXPIRED_TYPE, {"exp": self.exp, "reason": CloseReason.TOKEN_EXPIRED.value}))
+            outbox.close(CloseReason.TOKEN_EXPIRED, f"the token expired at {self.exp} (+{self.leeway_s:g} s leeway)")
+            return
+
+
+def notice(session: "Session", type_: str, data: dict) -> RelayMessage:
+    """A `chat_service` notice for one connection (not logged: no seq, no SSE id)."""
+    svc = envelope.ServiceCtx(request_id=type_, tenant=session.tenant or "-", project=session.project or "-",
+                              user=session.user_id, user_type=session.user_type.value)
+    env = envelope.service(svc, None, type=type_, data={"session_id": session.session_id, **data})
+    return RelayMessage(session_id=session.session_id, event="chat_service", data=env, seq=0, timestamp=time.time())
+
+
+class LiveStreams:
+    """The SSE streams of this process that a refresh may reach: stream id → (session id, deadline)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, tuple[str, TokenDeadline]] = {}
+
+    def add(self, stream_id: str, session_id: str, deadline: TokenDeadline) -> None:
+        self._streams[stream_id] = (session_id, deadline)
+
+    def remove(self, stream_id: str, deadline: TokenDeadline) -> None:
+        if self._streams.get(stream_id, (None, None))[1] is deadline:
+            del self._streams[stream_id]
+
+    def get(self, stream_id: str) -> tuple[str, TokenDeadline] | None:
+        return self._streams.get(stream_id)

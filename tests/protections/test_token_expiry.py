@@ -1,0 +1,168 @@
+"""Tokens that expire, expire — on live connections, with real clients (httpx-sse, python-socketio).
+
+A connection opened with a 5-second token (leeway 0, notice 3 s) is told `auth.expiring`, may
+refresh in-band and keep streaming past the old deadline; without a refresh it gets
+`auth.expired` and is closed with `token_expired`; reconnecting with a fresh token and its last
+event id loses nothing. Every token source (query, header, cookie, Socket.IO auth) is held to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+import trio
+
+from kdc_trio.auth.mint import mint_token
+from tests.support.gateway import running_gateway, test_settings
+from tests.support.sio_client import run_sio
+from tests.support.sse_client import open_stream
+
+SHORT_S = 5
+
+
+def settings():
+    return test_settings(jwt_leeway_s=0.0, auth_expiring_notice_s=3.0)
+
+
+def tok(sub: str, ttl_s: float = 600) -> str:
+    return mint_token(settings(), subject=sub, ttl_s=ttl_s)
+
+
+def services(st, type_: str) -> list:
+    return [e.data for e in st.of("chat_service") if e.data["type"] == type_]
+
+
+def turn_done(st, n: int = 1) -> bool:
+    return len(st.of("chat_complete")) >= n
+
+
+@pytest.mark.parametrize("source", ["query", "header", "cookie"])
+async def test_sse_stream_told_then_refreshed_in_band_keeps_streaming(source):
+    short = tok("alice", SHORT_S)
+    url = "/sse/stream?stream_id=tab1"
+    headers = {}
+    if source == "query":
+        url += f"&bearer_token={short}"
+    elif source == "header":
+        headers["authorization"] = f"Bearer {short}"
+    else:
+        headers["cookie"] = f"__Secure-LATC={short}"
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, url, headers=headers)
+            assert st.status == 200 and st.ready["token_deadline"] <= time.time() + SHORT_S
+            await st.wait_for(lambda s: services(s, "auth.expiring"), timeout=SHORT_S + 2)
+            expiring = services(st, "auth.expiring")[0]["data"]
+            assert expiring["deadline"] == st.ready["token_deadline"] and expiring["exp"] <= time.time() + 4
+            # a different user's token is refused; the right user's moves the deadline
+            other = await client.post("/sse/auth.refresh?stream_id=tab1", headers={"authorization": f"Bearer {tok('mallory')}"})
+            assert other.status_code == 403 and other.json()["error"] == "subject_mismatch"
+            unknown = await client.post("/sse/auth.refresh?stream_id=nope", json={"bearer_token": tok("alice")})
+            assert unknown.status_code == 404
+            r = await client.post("/sse/auth.refresh?stream_id=tab1", json={"bearer_token": tok("alice")})
+            assert r.status_code == 200 and r.json()["ok"] is True and r.json()["exp"] > time.time() + 500
+            await trio.sleep(max(0.0, st.ready["token_deadline"] - time.time()) + 1.0)  # past the old deadline
+            post = await client.post("/sse/chat?stream_id=tab1", json={"message": "still here"},
+                                     headers={"authorization": f"Bearer {tok('alice')}"})
+            assert post.status_code == 202
+            await st.wait_for(turn_done, timeout=10)
+            assert not st.ended and not services(st, "auth.expired")
+            nursery.cancel_scope.cancel()
+
+
+async def test_sse_stream_without_refresh_is_closed_then_resumes_with_nothing_lost():
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, f"/sse/stream?stream_id=t2&bearer_token={tok('bob', SHORT_S)}")
+            sid = st.ready["session_id"]
+            post = await client.post(f"/sse/chat?stream_id=t2&user_session_id={sid}", json={"message": "one"},
+                                     headers={"authorization": f"Bearer {tok('bob')}"})
+            assert post.status_code == 202
+            await st.wait_for(turn_done, timeout=10)
+            await st.wait_for(lambda s: s.ended, timeout=SHORT_S + 3)
+            assert services(st, "auth.expiring") and services(st, "auth.expired")
+            assert services(st, "auth.expired")[0]["data"]["reason"] == "token_expired"
+            named = [e for e in st.events if e.event != "message"]  # the `: closing …` comment parses as one
+            assert named[-1].event == "chat_service", "the closing notice is the last event"
+            last_id = [e.id for e in st.events if e.id][-1]
+            # while disconnected, a turn runs; the re-authenticated stream gets it from the log
+            post = await client.post(f"/sse/chat?stream_id=t3&user_session_id={sid}", json={"message": "two"},
+                                     headers={"authorization": f"Bearer {tok('bob')}"})
+            assert post.status_code == 202
+            await trio.sleep(0.5)
+            again = await open_stream(nursery, client, f"/sse/stream?stream_id=t3&user_session_id={sid}",
+                                      headers={"authorization": f"Bearer {tok('bob')}", "last-event-id": last_id})
+            assert again.status == 200 and again.ready["session_id"] == sid
+            await again.wait_for(turn_done, timeout=10)
+            ids = [int(e.id) for e in again.events if e.id]
+            assert ids and ids[0] == int(last_id) + 1 and ids == sorted(ids), "resumed right after the last event"
+            nursery.cancel_scope.cancel()
+
+
+def sio_services(res, type_: str) -> list:
+    return [d for d in res.of("chat_service") if d["type"] == type_]
+
+
+async def wait_disconnected(res, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not res.disconnected:
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_socketio_refresh_in_band_keeps_the_socket(transport):
+    alive = {}
+
+    async def scenario(sio, res):
+        await res.wait_for(lambda r: sio_services(r, "auth.expiring"), timeout=SHORT_S + 2)
+        res.acks.append(await sio.call("auth.refresh", {"bearer_token": tok("mallory")}, timeout=5))
+        res.acks.append(await sio.call("auth.refresh", {"bearer_token": tok("carol")}, timeout=5))
+        await asyncio.sleep(max(0.0, sio_services(res, "auth.expiring")[0]["data"]["deadline"] - time.time()) + 1.0)
+        res.acks.append(await sio.call("chat_message", {"message": "after the old deadline"}, timeout=5))
+        await res.wait_for(lambda r: r.of("chat_complete"), timeout=10)
+        alive["connected"] = sio.connected and not res.disconnected  # before run_sio's own disconnect
+
+    async with running_gateway(settings()) as gw:
+        res = await run_sio(gw.base_url, scenario, transports=[transport], auth={"bearer_token": tok("carol", SHORT_S)})
+    assert res.connected, res.connect_error
+    mismatch, ok, turn = res.acks
+    assert mismatch["ok"] is False and mismatch["error"] == "subject_mismatch" and mismatch["status"] == 403
+    assert ok["ok"] is True and ok["exp"] > time.time() + 500
+    assert turn["ok"] is True and turn["status"] == "processing_started"
+    assert not sio_services(res, "auth.expired") and alive["connected"]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_socketio_without_refresh_is_disconnected_token_expired_and_resumes(transport):
+    box = {}
+
+    async def scenario(sio, res):
+        res.acks.append(await sio.call("chat_message", {"message": "before"}, timeout=5))
+        await res.wait_for(lambda r: r.of("chat_complete"), timeout=10)
+        await wait_disconnected(res, SHORT_S + 3)
+
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        res = await run_sio(gw.base_url, scenario, transports=[transport], auth={"bearer_token": tok("dan", SHORT_S)})
+        assert res.disconnected and sio_services(res, "auth.expiring")
+        expired = sio_services(res, "auth.expired")
+        assert expired and expired[0]["data"]["reason"] == "token_expired"
+        sid = res.of("session_info")[0]["session_id"]
+        last = max(d["seq"] for e, d in res.events if isinstance(d, dict) and d.get("seq"))
+        # while disconnected, the session gets an event for all its connections (a conv_status
+        # asked for without a stream); the re-authenticated socket gets it from the log
+        conv = res.of("chat_complete")[0]["conversation"]["conversation_id"]
+        r = await client.post(f"/sse/conv_status.get?user_session_id={sid}", json={"conversation_id": conv},
+                              headers={"authorization": f"Bearer {tok('dan')}"})
+        assert r.status_code == 200
+
+        async def resume(sio, res):
+            await res.wait_for(lambda r: r.of("conv_status"), timeout=10)
+
+        again = await run_sio(gw.base_url, resume, transports=[transport],
+                              auth={"bearer_token": tok("dan"), "user_session_id": sid, "last_event_id": last})
+        box["again"] = again
+    seqs = [d["seq"] for e, d in again.events if isinstance(d, dict) and d.get("seq")]
+    assert seqs and seqs[0] == last + 1, "resumed right after the last event"
