@@ -9,6 +9,7 @@ event id loses nothing. Every token source (query, header, cookie, Socket.IO aut
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -17,6 +18,7 @@ import trio
 
 from kdc_trio.auth.mint import mint_token
 from tests.support.gateway import running_gateway, test_settings
+from tests.support.node import node_client_dir
 from tests.support.sio_client import run_sio
 from tests.support.sse_client import open_stream
 
@@ -166,3 +168,58 @@ async def test_socketio_without_refresh_is_disconnected_token_expired_and_resume
         box["again"] = again
     seqs = [d["seq"] for e, d in again.events if isinstance(d, dict) and d.get("seq")]
     assert seqs and seqs[0] == last + 1, "resumed right after the last event"
+
+
+@pytest.mark.parametrize("transports", ["websocket", "polling"])
+async def test_node_socketio_client_refreshes_or_is_disconnected(transports):
+    """The official Node socket.io-client: refresh in-band keeps the socket past the old deadline;
+    without a refresh the server disconnects it after `auth.expired`."""
+    cwd = node_client_dir()
+
+    async def run(fresh: str) -> dict:
+        with trio.fail_after(40):
+            proc = await trio.run_process(["node", "token_refresh.mjs", gw.base_url, transports,
+                                           tok("erin", SHORT_S), fresh],
+                                          cwd=cwd, capture_stdout=True, capture_stderr=True, check=False)
+        assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
+        return json.loads(proc.stdout)
+
+    async with running_gateway(settings()) as gw:
+        kept = await run(tok("erin"))
+        dropped = await run("-")
+    assert kept["connected"] and kept["refresh_ack"]["ok"] is True and kept["turn_ack"]["ok"] is True
+    assert kept["completed"] and kept["alive_at_complete"] is True
+    assert [s["type"] for s in kept["services"]] == ["auth.expiring"]
+    types = [s["type"] for s in dropped["services"]]
+    assert types == ["auth.expiring", "auth.expired"] and dropped["services"][1]["data"]["reason"] == "token_expired"
+    assert dropped["disconnect"] == "io server disconnect"
+
+
+async def test_sse_refresh_refuses_bad_requests_precisely():
+    async with running_gateway(settings()) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, f"/sse/stream?stream_id=r1&bearer_token={tok('fay')}")
+            anon = await open_stream(nursery, client, "/sse/stream?stream_id=r2")
+            assert st.status == anon.status == 200 and "token_deadline" not in anon.ready
+            url = "/sse/auth.refresh?stream_id=r1"
+            cases = {
+                "not json": (await client.post(url, content=b"{nope"), 400, "bad_request"),
+                "not an object": (await client.post(url, json=["x"]), 400, "bad_request"),
+                "too large": (await client.post(url, content=b" " * (65 * 1024)), 413, None),
+                "no token": (await client.post(url), 401, "authentication_required"),
+                "bad token": (await client.post(url, json={"bearer_token": "x.y.z"}), 401, None),
+                "expired token": (await client.post(url, json={"bearer_token": mint_token(
+                    settings(), subject="fay", extra={"exp": int(time.time()) - 60, "iat": int(time.time()) - 120,
+                                                      "nbf": int(time.time()) - 120})}), 401, None),
+                "other session": (await client.post(url + "&user_session_id=someone-else",
+                                                    json={"bearer_token": tok("fay")}), 403, "session_mismatch"),
+                "anonymous stream": (await client.post("/sse/auth.refresh?stream_id=r2",
+                                                       json={"bearer_token": tok("fay")}), 403, "not_authenticated"),
+            }
+            for name, (r, status, error) in cases.items():
+                assert r.status_code == status, (name, r.status_code, r.text)
+                if error:
+                    assert r.json()["error"] == error, (name, r.json())
+            ok = await client.post(url, headers={"cookie": f"__Secure-LATC={tok('fay')}"})
+            assert ok.status_code == 200 and ok.json()["ok"] is True, "a cookie is a token source too"
+            nursery.cancel_scope.cancel()
