@@ -81,11 +81,17 @@ class ResponseParser:
                 self._need = -2
             else:
                 self._need = int(headers.get("content-length", "0") or 0)
-            head_request = self.answered < len(self.no_body) and self.no_body[self.answered]
-            if resp.status in (204, 304) or 100 <= resp.status < 200 or head_request:
+            if resp.status in (204, 304) or 100 <= resp.status < 200:
                 self._need = 0
             self._head = resp
         resp = self._head
+        if self._need > 0 and self.answered < len(self.no_body) and self.no_body[self.answered]:
+            # A HEAD's answer has no body, unless the server could not parse the request as a HEAD
+            # (e.g. an illegal request line): then its error body follows. Tell by what comes next.
+            if len(self.buf) < 7:
+                return None
+            if self.buf.startswith(b"HTTP/1."):
+                self._need = 0
         if self._need >= 0:
             if len(self.buf) < self._need:
                 return None

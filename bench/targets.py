@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.live import terminate
+
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
 
@@ -120,13 +122,7 @@ class Running:
         return total / 2**20
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 class RedisServer:

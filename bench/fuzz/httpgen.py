@@ -151,8 +151,8 @@ async def pipeline(ctx: Ctx, rng: random.Random, inputs: list[bytes], *, termina
                         break
                     responses += parser.feed(data)
             except BadResponse as exc:
-                ctx.record("bad_response", f"{exc}: after {len(responses)} responses; input "
-                           f"{inputs[min(len(responses), len(inputs) - 1)][:300]!r}")
+                ctx.record("bad_response", f"{exc}: after {len(responses)} responses; server sent "
+                           f"{bytes(parser.buf[:300])!r}; input {inputs[min(len(responses), len(inputs) - 1)][:300]!r}")
                 nursery.cancel_scope.cancel()
                 return
             nursery.cancel_scope.cancel()
