@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from kdc_trio.server.websocket import WebSocket
 
 log = logging.getLogger("kdc_trio.http")
+# A refusal's `detail` is cut to this many characters: h11's messages quote the offending request
+# line, and a 40 KB line must not come back as a larger error body (traffic amplification).
+REFUSAL_DETAIL_MAX = 200
 
 # Bytes a client may send while it holds an SSE stream open (it should send none); past it
 # the client is treated as gone rather than buffered without bound.
@@ -306,6 +309,8 @@ class HTTPConnection:
         """Answer a request we could not parse, if h11 still lets us, then give up the connection."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        if len(detail) > REFUSAL_DETAIL_MAX:  # parser messages quote the input: never echo it at length
+            detail = detail[:REFUSAL_DETAIL_MAX] + "…"
         body = json_bytes({"error": error, "detail": detail})
         try:
             await self.send_event(h11.Response(status_code=status, reason=REASONS.get(status, ""), headers=[

@@ -73,6 +73,15 @@ async def test_ok_404_405_and_400():
     assert_error(bad_chunk, 400, "bad_request")
 
 
+async def test_a_refusal_never_echoes_a_long_request_line():
+    """h11 quotes an illegal request line in its message: the 400 cuts it (no amplification)."""
+    line = b"GET /" + b"\x01" * 8000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    async with serving(error_router()) as (_, port):
+        r = await exchange(port, line)
+    assert_error(r, 400, "bad_request")
+    assert len(r.body) < 400, len(r.body)
+
+
 async def test_body_limits_for_content_length_and_chunked():
     async with serving(error_router(), max_body_bytes=100) as (_, port):
         fits = await exchange(port, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"f" * 100)
