@@ -110,6 +110,8 @@ class _GatewayCollector(Collector):
         yield _gauge("kdc_outbox_depth_max", "Events waiting in the fullest outbox", deepest)
         yield _counter("kdc_slow_consumer_closes", "Connections closed because their outbox overflowed",
                        c.closed_slow)
+        yield _counter("kdc_deltas_merged", "Deltas joined to the one queued before them in a slow connection's outbox",
+                       rs.get("merged", 0))
         yield _gauge("kdc_trio_tasks", "Trio tasks alive in this process (bench/soak watches it for leaks)",
                      trio_task_count())
         engineio = getattr(gw, "engineio", None)

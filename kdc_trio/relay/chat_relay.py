@@ -57,6 +57,7 @@ class ChatRelayCommunicator:
         self.subscriptions_ended = 0
         self.delivered = 0
         self.gaps_told = 0  # resumes told `stream.gap`: their resume point was no longer logged
+        self.merged_gone = 0  # deltas merged in outboxes that have left (live ones count their own)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session tasks; runs until cancelled."""
@@ -125,6 +126,8 @@ class ChatRelayCommunicator:
         return not entry.done and not scope.cancel_called and scope.deadline > trio.current_time()
 
     def _release(self, entry: _Entry, outbox: Outbox) -> None:
+        if outbox in entry.outboxes:
+            self.merged_gone += outbox.merged
         entry.outboxes.discard(outbox)
         if not entry.outboxes and not entry.done:
             if self.linger_s > 0:
@@ -214,4 +217,5 @@ class ChatRelayCommunicator:
     def statistics(self) -> dict:
         return {"sessions": len(self._entries), "connections": sum(len(e.outboxes) for e in self._entries.values()),
                 "subscriptions_started": self.subscriptions_started, "subscriptions_ended": self.subscriptions_ended,
-                "delivered": self.delivered, "gaps_told": self.gaps_told}
+                "delivered": self.delivered, "gaps_told": self.gaps_told,
+                "merged": self.merged_gone + sum(ob.merged for ob in self.outboxes())}

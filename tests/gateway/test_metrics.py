@@ -48,6 +48,7 @@ async def test_metrics_count_connections_events_turns_and_observe_latency():
     assert m[("kdc_turn_duration_seconds_count", (("outcome", "success"),))] == 1
     assert m[("kdc_turn_duration_seconds_sum", (("outcome", "success"),))] > 0
     assert ("kdc_outbox_depth", ()) in m and ("kdc_slow_consumer_closes_total", ()) in m
+    assert m[("kdc_deltas_merged_total", ())] == 0, "a client that keeps up gets every delta as it was sent"
     assert ("process_resident_memory_bytes", ()) in m, "the process collector is registered"
 
 
