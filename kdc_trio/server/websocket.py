@@ -135,6 +135,9 @@ class WebSocket:
             return None
         if isinstance(event, CloseConnection):
             state = self._ws.state
+            # Closed before the reply's write awaits: a writer sending meanwhile gets ClientGone,
+            # not wsproto's LocalProtocolError for a message in a closing connection.
+            self.closed = WebSocketClosed(event.code, event.reason or "")
             try:
                 if state is ConnectionState.REMOTE_CLOSING:
                     await self._write(self._ws.send(event.response()))
@@ -142,7 +145,6 @@ class WebSocket:
                     await self._write(self._ws.send(CloseConnection(code=event.code, reason=event.reason or "")))
             except ClientGone:
                 pass
-            self.closed = WebSocketClosed(event.code, event.reason or "")
             return None
         return None  # Pong and anything else
 

@@ -84,3 +84,48 @@ async def test_bad_websocket_handshakes_get_400(headers):
     async with serving(router([])) as (_, port):
         r = await exchange(port, b"GET /ws HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
     assert r.status == 400 and r.json()["error"] == "bad_request" and r.json()["detail"]
+
+
+class _SlowWriteConn:
+    """An HTTPConnection's two WebSocket needs (its stream's reads, send_raw) with writes held
+    until released: the reader is caught mid-way through answering the peer's close."""
+
+    def __init__(self, incoming: bytes) -> None:
+        self.stream = self
+        self.release = trio.Event()
+        self._incoming = incoming
+
+    async def receive_some(self, n: int) -> bytes:
+        data, self._incoming = self._incoming, b""
+        if not data:
+            await trio.sleep_forever()
+        return data
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.release.wait()
+
+
+async def test_a_send_racing_the_peers_close_is_client_gone_not_a_protocol_error():
+    """While the reader answers a client's Close (its write in flight), the writer sends: that is
+    ClientGone, which the transports handle (was: wsproto's LocalProtocolError, a traceback)."""
+    from wsproto import Connection, ConnectionType
+
+    from kdc_trio.server.io import ClientGone
+    from kdc_trio.server.websocket import WebSocket
+
+    conn = _SlowWriteConn(Connection(ConnectionType.CLIENT).send(CloseConnection(code=1000)))
+    ws = WebSocket(conn, max_message_bytes=LIMIT)  # type: ignore[arg-type]
+    closes: list[int] = []
+
+    async def reader() -> None:
+        with pytest.raises(WebSocketClosed) as exc:
+            await ws.receive()
+        closes.append(exc.value.code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(ClientGone):
+            await ws.send_many(["late event"])
+        conn.release.set()
+    assert closes == [1000]
