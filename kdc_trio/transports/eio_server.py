@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from kdc_trio.server import ClientGone, Exchange, Request
 from kdc_trio.server.websocket import WebSocket, WebSocketClosed
+from kdc_trio.transports.eio_types import EIOApp, EIOLimits, client_host
 from kdc_trio.util.batch_queue import BatchQueue
 from protocol.eio_state import EIOEvent, EIOState, initial_state, transition
 from protocol.engineio import (
@@ -38,8 +37,7 @@ from protocol.engineio import (
 )
 from protocol.errors import ProtocolError, RemoteProtocolError
 
-if TYPE_CHECKING:
-    from kdc_trio.config import Settings
+__all__ = ["EIOApp", "EIOLimits", "EIOServer", "EIOSocket", "client_host"]
 
 log = logging.getLogger("kdc_trio.engineio")
 
@@ -47,44 +45,14 @@ log = logging.getLogger("kdc_trio.engineio")
 DECODE_BATCH = 256
 # How long a poll that arrives mid-upgrade waits for the upgrade to settle before its noop.
 UPGRADE_SETTLE_S = 0.05
+# How long the sid of a session the client closed over polling stays known for a poll that was
+# sent before the `1` but is handled after it (see close(await_poll=True)).
+CLOSE_POLL_GRACE_S = 1.0
 # Time a polling client may go without polling before its pending data is considered stale is
 # bounded by the heartbeat: a ping is queued every pingInterval and must be answered.
 CLOSE = "1"
 NOOP = "6"
 POLL_HEADERS = [("content-type", "text/plain; charset=UTF-8"), ("cache-control", "no-store")]
-
-
-@dataclass(frozen=True, kw_only=True)
-class EIOLimits:
-    """What one process's Engine.IO sessions may cost (settings `KDC_EIO_*`; 0 = no cap)."""
-
-    max_sessions: int = 10000  # sessions open at once; past it a handshake gets 503
-    max_sessions_per_address: int = 0  # per client address; past it a handshake gets 429
-    handshake_timeout_s: float = 10.0  # a polling session never polled, posted to or upgraded ends then
-    max_packets: int = 1000  # packets in one polling POST; more → 400 and the session closed
-
-    @classmethod
-    def from_settings(cls, s: "Settings") -> "EIOLimits":
-        return cls(max_sessions=s.eio_max_sessions, max_sessions_per_address=s.eio_max_sessions_per_address,
-                   handshake_timeout_s=s.eio_handshake_timeout_s, max_packets=s.eio_max_packets)
-
-
-def client_host(client: str | None) -> str:
-    """The address part of `host:port` (IPv6 too): what per-address caps count by."""
-    return (client or "").rpartition(":")[0] or (client or "")
-
-
-class EIOApp(Protocol):
-    """What runs on top of Engine.IO (Socket.IO, or the conformance echo)."""
-
-    async def run_socket(self, sock: "EIOSocket") -> None:
-        """The socket's own task (in the session nursery); return or be cancelled at close."""
-
-    async def on_message(self, sock: "EIOSocket", data: str | bytes) -> None:
-        """One Engine.IO message from the client, in order."""
-
-    def on_close(self, sock: "EIOSocket", reason: str) -> None:
-        """The socket is gone (called once)."""
 
 
 def frames_to_payload(frames: list[str | bytes]) -> bytes:
@@ -111,6 +79,7 @@ class EIOSocket:
         self._poll_pending = False
         self._noop_pending_poll = False
         self._send_close_packet = False
+        self.poll_after_close: trio.Event | None = None  # see close(await_poll=True)
         self.ws: WebSocket | None = None
         self.nursery: trio.Nursery | None = None  # the session task's: per-socket tasks live here
         self.ws_close_code = 1000
@@ -153,8 +122,9 @@ class EIOSocket:
     def wake(self) -> None:
         self._out.wake()
 
-    def close(self, reason: str, *, send_close_packet: bool = True) -> None:
-        """End the socket (idempotent): its session task ends, its transports are told."""
+    def close(self, reason: str, *, send_close_packet: bool = True, await_poll: bool = False) -> None:
+        """End the socket (idempotent): its session task ends, its transports are told.
+        `await_poll`: the sid stays known until one more poll is answered (or CLOSE_POLL_GRACE_S)."""
         if self.close_reason is None:
             self.close_reason = reason
             self._send_close_packet = send_close_packet
@@ -163,7 +133,10 @@ class EIOSocket:
             self._out.close()
             # Gone for every later request at once (a poll already waiting still gets its
             # answer), not when the session task gets to its teardown.
-            self.server._forget(self)
+            if not await_poll:
+                self.server._forget(self)
+            else:
+                self.poll_after_close = trio.Event()
 
     def pong(self) -> None:
         self._pong.set()
@@ -292,6 +265,15 @@ class EIOServer:
     # ---- the session task ----------------------------------------------------------------
     async def _session_task(self, sock: EIOSocket) -> None:
         try:
+            await self._run_session(sock)
+            if sock.poll_after_close is not None:  # the sid lingers for the poll on its way
+                with trio.move_on_after(CLOSE_POLL_GRACE_S):
+                    await sock.poll_after_close.wait()
+        finally:
+            self._forget(sock)
+
+    async def _run_session(self, sock: EIOSocket) -> None:
+        try:
             async with trio.open_nursery() as nursery:
                 sock.nursery = nursery
                 nursery.start_soon(self._heartbeat, sock)
@@ -303,7 +285,6 @@ class EIOServer:
             log.exception("Engine.IO socket %s failed", sock.sid)
             sock.close("internal error")
         finally:
-            self._forget(sock)
             try:
                 self.app.on_close(sock, sock.close_reason or "closed")
             except Exception:
@@ -343,7 +324,10 @@ class EIOServer:
         elif t is PacketType.PONG:
             sock.pong()
         elif t is PacketType.CLOSE:
-            sock.close("client close", send_close_packet=False)
+            # A client closing over polling may have a poll on its way that was sent before
+            # the `1` but is handled after it (two connections): that poll gets its noop.
+            sock.close("client close", send_close_packet=False,
+                       await_poll=sock.transport == "polling" and not sock._poll_pending)
         elif t is PacketType.NOOP:
             pass
         else:
@@ -384,6 +368,8 @@ class EIOServer:
                 body = frames_to_payload(frames)
         finally:
             sock._poll_pending = False
+            if sock.poll_after_close is not None:
+                sock.poll_after_close.set()
         try:
             await ex.respond(200, body, headers=POLL_HEADERS)
         except ClientGone:

@@ -52,3 +52,26 @@ async def test_a_closed_session_is_unknown_at_once():
         after = await client.get(f"{EIO}&transport=polling&sid={sid}")
     assert gone_at_once
     assert after.status_code == 400 and after.json()["code"] == 1
+
+
+async def test_a_poll_handled_after_the_clients_close_packet_gets_its_noop_then_the_sid_is_gone():
+    # The suites' "forcefully closes the session" sends a poll and a `1` at once on two
+    # connections; when the `1` was handled first the poll got 400 (1 run in 10 under load).
+    async with running_gateway(heartbeat_settings()) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url, timeout=5) as client:
+        sid = await open_polling(client)
+        poll = f"{EIO}&transport=polling&sid={sid}"
+        closed = await client.post(poll, content=b"1")
+        late = await client.get(poll)
+        after = await client.get(poll)
+        gone = sid not in gw.engineio.sockets
+        idle = await open_polling(client)  # closes and never polls again: its sid lingers 1 s
+        await client.post(f"{EIO}&transport=polling&sid={idle}", content=b"1")
+        with trio.fail_after(5):
+            while idle in gw.engineio.sockets:
+                await trio.sleep(0.02)
+        idle_after = await client.get(f"{EIO}&transport=polling&sid={idle}")
+    assert closed.status_code == 200 and closed.text == "ok"
+    assert late.status_code == 200 and late.text == "6"
+    assert after.status_code == 400 and after.json()["code"] == 1 and gone
+    assert idle_after.status_code == 400 and gw.engineio.per_address == {}
