@@ -35,6 +35,13 @@ def _fraction(v: str) -> float:
     return f
 
 
+def _recovery_mode(v: str) -> str:
+    v = v.strip().lower()
+    if v not in ("auto", "on", "off"):
+        raise ValueError(f"not one of auto, on, off: {v!r}")
+    return v
+
+
 def _opt_str(v: str) -> str | None:
     return v or None
 
@@ -285,6 +292,10 @@ class Settings:
     sio_ping_timeout_ms: int = setting("KDC_SIO_PING_TIMEOUT_MS", 20000, int, "Engine.IO pingTimeout")
     sio_connect_timeout_ms: int = setting(
         "KDC_SIO_CONNECT_TIMEOUT_MS", 45000, int, "Time a client has to send the Socket.IO CONNECT")
+    sio_recovery: str = setting(
+        "KDC_SIO_RECOVERY", "auto", _recovery_mode,
+        "Socket.IO connection-state recovery (`pid` + offsets): `on`, `off`, or `auto` (on unless the "
+        "handshake's User-Agent is a Python client; auth `recovery: true/false` decides per socket)")
     sio_upgrade_timeout_ms: int = setting(
         "KDC_SIO_UPGRADE_TIMEOUT_MS", 10000, int, "Time a client has to finish the polling→WebSocket upgrade")
     sio_max_payload: int = setting(

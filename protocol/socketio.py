@@ -88,9 +88,12 @@ def encode(packet: Packet) -> list[str | bytes]:
     return ["".join(parts), *attachments]
 
 
-def encode_event_text(event: str, data_json: str) -> str:
-    """Fast path for the relay: an EVENT on `/` with one JSON argument already serialised."""
-    return f"2[{dumps(event)},{data_json}]"
+def encode_event_text(event: str, data_json: str, offset: str | None = None) -> str:
+    """Fast path for the relay: an EVENT on `/` with one JSON argument already serialised, and
+    the connection-state-recovery offset as a last string argument when given."""
+    if offset is None:
+        return f"2[{dumps(event)},{data_json}]"
+    return f"2[{dumps(event)},{data_json},{dumps(offset)}]"
 
 
 def _has_binary(data: Any) -> bool:

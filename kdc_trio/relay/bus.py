@@ -109,6 +109,10 @@ class Bus(ABC):
     async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         """The session log after `after_seq`: its messages, oldest first, and what it still holds."""
 
+    async def last_seq(self, key: SessionKey) -> int:
+        """The session's latest sequence (0: none yet)."""
+        return (await self.history(key, 2**62)).last_seq
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work the bus needs (the Redis reader); returns when cancelled."""
         task_status.started()
@@ -166,6 +170,10 @@ class MemoryBus(Bus):
     async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         await trio.lowlevel.checkpoint()
         return self.logs.read(key, after_seq)
+
+    async def last_seq(self, key: SessionKey) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.logs.last_seq(key)
 
     def subscribed_keys(self) -> set[SessionKey]:
         return set(self._subs)

@@ -211,6 +211,20 @@ class ChatRelayCommunicator:
             outbox.release()
         return n
 
+    async def start_at_latest(self, key: SessionKey, outbox: Outbox) -> int:
+        """For a connection that resumes nothing: its position is the session's latest seq, read
+        with the outbox on hold (`outbox.hold()`), so everything it then gets follows that
+        position and a later resume from it misses nothing. Returns the position."""
+        try:
+            try:
+                seq = await self.bus.last_seq(key)
+            except Exception as exc:
+                raise RelayUnavailable(f"the sequence of {key} could not be read: {exc}") from exc
+            outbox.last_seq = max(outbox.last_seq, seq)
+        finally:
+            outbox.release()
+        return seq
+
     def outboxes(self) -> list[Outbox]:
         return [ob for e in self._entries.values() for ob in e.outboxes]
 

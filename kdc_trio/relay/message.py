@@ -26,7 +26,7 @@ class RelayMessage:
     Either `data` or its JSON text is known; the other is made on first use, at most once.
     """
 
-    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio")
+    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio", "_sio_off")
 
     def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
                  target_sid: str | None = None, data_json: str | None = None) -> None:
@@ -39,6 +39,7 @@ class RelayMessage:
         self._json = data_json
         self._sse: bytes | None = None
         self._sio: str | None = None
+        self._sio_off: str | None = None
 
     @property
     def data(self) -> Any:
@@ -63,8 +64,14 @@ class RelayMessage:
                                      data=self.data_json())
         return self._sse
 
-    def sio_text(self) -> str:
-        """Engine.IO message + Socket.IO EVENT on the default namespace: `42["event",{...}]`."""
+    def sio_text(self, offsets: bool = False) -> str:
+        """Engine.IO message + Socket.IO EVENT on the default namespace: `42["event",{...}]`; with
+        `offsets` a session event carries its seq as a last string argument (`42["event",{...},"7"]`,
+        the connection-state-recovery offset); other events never carry a string last."""
+        if offsets and self.resumable:
+            if self._sio_off is None:
+                self._sio_off = "4" + encode_event_text(self.event, self.data_json(), str(self.seq))
+            return self._sio_off
         if self._sio is None:
             self._sio = "4" + encode_event_text(self.event, self.data_json())
         return self._sio

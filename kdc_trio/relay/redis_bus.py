@@ -215,6 +215,9 @@ class RedisBus(Bus):
         first = held[0].seq if held else last + 1
         return LogSlice([m for m in held if m.seq > after_seq], first, last)
 
+    async def last_seq(self, key: SessionKey) -> int:
+        return int(text(await self.redis.execute("GET", self._seq_key(key)) or b"0"))
+
     async def log_bytes(self) -> int:
         """Bytes all session logs hold, as the publish script accounts them."""
         return int(await self.redis.execute("GET", self._log_total_key) or 0)

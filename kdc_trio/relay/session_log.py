@@ -158,6 +158,10 @@ class SessionLogs:
             if log.entries:
                 heapq.heappush(heap, (-log.bytes, i, log))
 
+    def last_seq(self, key: SessionKey) -> int:
+        log = self._logs.get(key)
+        return log.seq if log is not None else 0
+
     def read(self, key: SessionKey, after_seq: int) -> LogSlice:
         log = self._logs.get(key)
         if log is None:

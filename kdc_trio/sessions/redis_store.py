@@ -7,6 +7,8 @@ Any gateway resolves any session id with the same ownership rules as the memory 
 `KDC_SESSION_TTL_S` after the session was last put. A live SSE stream's binding is
 `<prefix>:stream:<stream_id>` (JSON `{token, session_id, tenant, project}`), deleted when the
 stream ends (only by the connection that set it) and expiring with the session TTL otherwise.
+A Socket.IO recovery pid is `<prefix>:sio_pid:<pid>` (JSON `{session_id, user_id, stream_id, seq}`),
+expiring with the session log (`KDC_SESSION_LOG_TTL_S`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 
 from kdc_trio.redis.commands import Commands, Script, text, transaction
 from kdc_trio.sessions.model import Session
-from kdc_trio.sessions.store import SessionStore, StreamBinding
+from kdc_trio.sessions.store import RecoveryRecord, SessionStore, StreamBinding
 
 # KEYS[1] the stream binding; ARGV[1] the releasing connection's token. Deletes only its own.
 RELEASE_STREAM = Script("""
@@ -90,6 +92,16 @@ class RedisSessionStore(SessionStore):
             return None
         d = json.loads(text(raw))
         return StreamBinding(d["session_id"], d["tenant"], d["project"])
+
+    async def put_recovery(self, pid: str, record: RecoveryRecord, ttl_s: int) -> None:
+        await self.redis.execute("SET", f"{self.prefix}:sio_pid:{pid}", json.dumps(record._asdict()), "EX", int(ttl_s))
+
+    async def recovery(self, pid: str) -> RecoveryRecord | None:
+        raw = await self.redis.execute("GET", f"{self.prefix}:sio_pid:{pid}")
+        if not raw:
+            return None
+        d = json.loads(text(raw))
+        return RecoveryRecord(d["session_id"], d.get("user_id"), d["stream_id"], int(d.get("seq") or 0))
 
     async def ping(self) -> bool:
         try:

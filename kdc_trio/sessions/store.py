@@ -32,6 +32,15 @@ class StreamBinding(NamedTuple):
     project: str
 
 
+class RecoveryRecord(NamedTuple):
+    """What a Socket.IO `pid` may resume: this session, as this user, on this stream."""
+
+    session_id: str
+    user_id: str | None
+    stream_id: str
+    seq: int  # the session's seq the socket was at when the pid was (re)issued
+
+
 class SessionStore(ABC):
     @abstractmethod
     async def get(self, session_id: str) -> Session | None: ...
@@ -58,6 +67,13 @@ class SessionStore(ABC):
     @abstractmethod
     async def stream_binding(self, stream_id: str) -> StreamBinding | None: ...
 
+    @abstractmethod
+    async def put_recovery(self, pid: str, record: RecoveryRecord, ttl_s: int) -> None:
+        """A Socket.IO private session id and what it may resume, for `ttl_s`."""
+
+    @abstractmethod
+    async def recovery(self, pid: str) -> RecoveryRecord | None: ...
+
     async def ping(self) -> bool:
         return True
 
@@ -74,6 +90,8 @@ class MemorySessionStore(SessionStore):
         self._by_user: dict[tuple[str, str, str], str] = {}
         self._by_fp: dict[tuple[str, str, str], str] = {}  # dropped with their session
         self._streams: dict[str, tuple[str, StreamBinding]] = {}  # live streams only: bounded by them
+        # pid -> (expiry, record); as many as sessions at most (the oldest go first)
+        self._pids: OrderedDict[str, tuple[float, RecoveryRecord]] = OrderedDict()
 
     async def get(self, session_id: str) -> Session | None:
         await trio.lowlevel.checkpoint()
@@ -129,3 +147,18 @@ class MemorySessionStore(SessionStore):
         await trio.lowlevel.checkpoint()
         entry = self._streams.get(stream_id)
         return entry[1] if entry is not None else None
+
+    async def put_recovery(self, pid: str, record: RecoveryRecord, ttl_s: int) -> None:
+        await trio.lowlevel.checkpoint()
+        self._pids[pid] = (time.monotonic() + ttl_s, record)
+        self._pids.move_to_end(pid)
+        while len(self._pids) > self.max_sessions:
+            self._pids.popitem(last=False)
+
+    async def recovery(self, pid: str) -> RecoveryRecord | None:
+        await trio.lowlevel.checkpoint()
+        entry = self._pids.get(pid)
+        if entry is None or entry[0] < time.monotonic():
+            self._pids.pop(pid, None)
+            return None
+        return entry[1]

@@ -37,6 +37,7 @@ class NamespaceConn:
     sock: EIOSocket
     namespace: str
     sid: str = field(default_factory=lambda: secrets.token_urlsafe(15))
+    pid: str | None = None  # the private session id of connection-state recovery (CONNECT reply)
     state: Any = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     left_reason: str | None = None  # why the namespace connection ended (set when it leaves)
@@ -179,7 +180,8 @@ class SocketIOApp:
                         return  # closed while the namespace was being opened
                     state.namespaces[ns] = conn
                     state.connected.set()
-                    reply.decide(Packet(PacketType.CONNECT, ns, {"sid": conn.sid}))
+                    reply.decide(Packet(PacketType.CONNECT, ns, {"sid": conn.sid, "pid": conn.pid} if conn.pid
+                                      else {"sid": conn.sid}))
                     try:
                         await reply.sent.wait()
                         await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event

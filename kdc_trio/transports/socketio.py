@@ -3,9 +3,10 @@
 Same auth, sessions, turns, events and relay as SSE. A socket authenticates with its
 CONNECT auth payload `{user_session_id, bearer_token, id_token, tenant, project}` (plus the
 handshake request's headers and cookies), joins its session's relay channel with its own
-outbox (its Socket.IO sid is its `stream_id`, the `target_sid` of its turns' events), and
-gets `session_info`. Client events: `chat_message` (JSON, then one binary per attachment),
-`conv_status.get`, `ping`. Server events: the SSE families, same envelopes, same names.
+outbox (its Socket.IO sid is its `stream_id`, the `target_sid` of its turns' events; `stream_id`
+in the auth names it instead), and gets `session_info`. Connection-state recovery (pid,
+offsets, `socket.recovered`): transports/sio_recovery.py. Client events: `chat_message` (JSON,
+then one binary per attachment), `conv_status.get`, `ping`. Server events: the SSE families, same envelopes, same names.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import trio
 
 from kdc_trio.auth.sources import extract_tokens
 from kdc_trio.errors import ClientError
+from kdc_trio.auth.identity import Identity
 from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
@@ -29,9 +31,11 @@ from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import Router
 from kdc_trio.sessions.model import Session
+from kdc_trio.sessions.store import RecoveryRecord
 from kdc_trio.transports.eio_server import EIOLimits, EIOServer
 from kdc_trio.transports.expiry import TokenDeadline
-from kdc_trio.transports.identify import session_and_identity
+from kdc_trio.transports.identify import session_and_identity, stream_id_from
+from kdc_trio.transports.sio_recovery import keep_pid, new_pid, recovered, recovery_request, resume_after
 from kdc_trio.transports.sio_app import NamespaceConn, SocketIOApp
 from protocol.envelope import iso_timestamp
 
@@ -51,6 +55,8 @@ class ChatConn:
     key: SessionKey
     outbox: Outbox
     deadline: TokenDeadline
+    offsets: bool = False  # session events carry their seq as a last string argument (recovery)
+    recovered: bool = False  # this CONNECT resumed a pid (sio_recovery.py)
 
 
 def _binaries(value: Any, out: list[bytes]) -> Any:
@@ -99,25 +105,38 @@ class ChatSocketIO(SocketIOApp):
             raise ClientError(400, "bad_request", "the auth payload must be an object")
         auth = auth or {}
         req = conn.sock.request
-        session, identity = await session_and_identity(
-            gw, headers=req.headers.as_dict(), cookies=req.cookies, params=auth, sio_auth=auth,
-            reject_anonymous=gw.settings.ws_reject_anonymous, client=req.client)
+        headers = req.headers.as_dict()
+        asked = await recovery_request(gw, auth, headers)
+        session, identity = await self._session(conn, auth, headers, asked.record)
         await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
+        is_recovered = recovered(asked.record, session.session_id, session.user_id)
+        record = asked.record if is_recovered else None
+        if record is not None:
+            conn.sid = record.stream_id  # the turn in flight targets the old stream: it keeps it
+        elif auth.get("stream_id") is not None:
+            conn.sid = stream_id_from(auth["stream_id"])
         key = SessionKey(session.tenant, session.project, session.session_id)
         outbox = Outbox(conn.sid, gw.settings.client_queue, merge_at=gw.settings.outbox_merge_at)
-        last = auth.get("last_event_id", auth.get("offset"))
-        replay_after = int(last) if isinstance(last, (int, str)) and str(last).isdigit() else None
-        if replay_after is not None:
+        replay_after = resume_after(auth, record)
+        if replay_after is not None or asked.offsets:
             outbox.hold()
         async with AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(gw.relay.session_channel(key, outbox))
                 if replay_after is not None:
                     await gw.relay.replay(key, outbox, replay_after)
+                    position = max(replay_after, outbox.last_seq)
+                elif asked.offsets:
+                    position = await gw.relay.start_at_latest(key, outbox)
             except RelayUnavailable as exc:
                 log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
                 raise ClientError(503, "relay_unavailable", str(exc)) from None
-            conn.state = ChatConn(session, key, outbox, TokenDeadline(identity, gw.settings))
+            if asked.offsets:
+                pid = asked.pid if record is not None and asked.pid else new_pid()
+                if await keep_pid(gw, pid, RecoveryRecord(session.session_id, session.user_id, conn.sid, position)):
+                    conn.pid = pid
+            conn.state = ChatConn(session, key, outbox, TokenDeadline(identity, gw.settings),
+                                  offsets=conn.pid is not None, recovered=is_recovered)
             gw.counters.sio_sockets += 1
             try:
                 yield
@@ -126,12 +145,26 @@ class ChatSocketIO(SocketIOApp):
                 conn.state = None
                 outbox.close(CloseReason.DISCONNECTED, conn.left_reason or "namespace ended")
 
+    async def _session(self, conn: NamespaceConn, auth: dict, headers: dict,
+                       record: RecoveryRecord | None) -> tuple[Session, Identity | None]:
+        """The caller's session; a recovering caller that names none is offered its pid's session
+        (the resolver's ownership rules still apply, and a refusal there is just no recovery)."""
+        gw, req = self.gw, conn.sock.request
+        kw = dict(headers=headers, cookies=req.cookies, sio_auth=auth,
+                  reject_anonymous=gw.settings.ws_reject_anonymous, client=req.client)
+        if record is not None and not auth.get("user_session_id"):
+            try:
+                return await session_and_identity(gw, params={**auth, "user_session_id": record.session_id}, **kw)
+            except ClientError:
+                pass
+        return await session_and_identity(gw, params=auth, **kw)
+
     async def after_connect(self, conn: NamespaceConn) -> None:
         s: Session = conn.state.session
         conn.emit("session_info", {"session_id": s.session_id, "user_type": s.user_type.value, "user_id": s.user_id,
                                    "username": s.username, "roles": list(s.roles), "tenant": s.tenant,
                                    "project": s.project, "stream_id": conn.sid,
-                                   "connected_at": iso_timestamp()})
+                                   "recovered": conn.state.recovered, "connected_at": iso_timestamp()})
 
     async def run_namespace(self, conn: NamespaceConn) -> None:
         """Pump the relay outbox into the socket until it closes; the token's deadline watcher
@@ -153,7 +186,8 @@ class ChatSocketIO(SocketIOApp):
             await sock.wait_taken()
             batch = await outbox.take()
             if batch:
-                sock.send_many([m.sio_text() for m in batch])
+                offsets = conn.state.offsets
+                sock.send_many([m.sio_text(offsets) for m in batch])
             closed = outbox.closed_reason
             if closed is not None:
                 if closed.reason.slow:

@@ -39,3 +39,15 @@ def test_other_layouts_are_decoded_whole(raw):
 def test_garbage_raises(raw):
     with pytest.raises((ValueError, KeyError, TypeError, AttributeError)):
         RelayMessage.from_raw(raw)
+
+
+def test_socketio_offset_is_the_seq_as_a_last_string_and_only_on_session_events():
+    from kdc_trio.relay.keys import PROJECT_SESSION
+
+    m = RelayMessage(session_id="x", event="chat_delta", data={"seq": 12, "a": 1}, seq=12, timestamp=0.0)
+    assert m.sio_text(True) == '42["chat_delta",{"seq":12,"a":1},"12"]'
+    assert m.sio_text(False) == m.sio_text() == '42["chat_delta",{"seq":12,"a":1}]'
+    gap = RelayMessage(session_id="x", event="chat_service", data={"type": "stream.gap"}, seq=0, timestamp=0.0)
+    project = RelayMessage(session_id=PROJECT_SESSION, event="chat_step", data={"seq": 3}, seq=3, timestamp=0.0)
+    assert gap.sio_text(True) == '42["chat_service",{"type":"stream.gap"}]'
+    assert project.sio_text(True) == '42["chat_step",{"seq":3}]', "project-wide events have no session offset"

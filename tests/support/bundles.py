@@ -46,3 +46,23 @@ class ContinuationBundle:
         else:
             await comm.delta(f"answer to {text}", index=0, completed=True)
         await comm.complete(data={"text": text})
+
+
+TARGETED_DELTAS = 30
+TARGETED_DELTA_S = 0.05
+
+
+class SlowTargetedBundle:
+    """A turn of TARGETED_DELTAS deltas, one every TARGETED_DELTA_S, each targeted to the connection
+    that sent the message (its stream_id): a client that reconnects mid-turn gets the rest only if
+    it keeps its stream. The message `hold <s>` first waits <s> seconds."""
+
+    async def run(self, turn, comm):
+        text = turn.message.text or ""
+        await comm.start(message=text)
+        if text.startswith("hold "):
+            await trio.sleep(float(text.split()[1]))
+        for i in range(TARGETED_DELTAS):
+            await comm.delta(f"t{i} ", index=i, marker="answer")
+            await trio.sleep(TARGETED_DELTA_S)
+        await comm.complete(data={"deltas": TARGETED_DELTAS})

@@ -25,6 +25,7 @@ class SSEStream:
     status: int | None = None
     error_body: Any = None
     ended: bool = False  # the server ended the stream (or it was refused)
+    dropped: BaseException | None = None
     _opened: trio.Event = field(default_factory=trio.Event)
     _changed: trio.Event = field(default_factory=trio.Event)
 
@@ -50,32 +51,41 @@ class SSEStream:
         return self.of(event)
 
 
-async def _run(client: httpx.AsyncClient, url: str, st: SSEStream, headers: dict) -> None:
+async def _run(client: httpx.AsyncClient, url: str, st: SSEStream, headers: dict, tolerate_drop: bool = False) -> None:
     try:
-        async with aconnect_sse(client, "GET", url, headers=headers) as source:
-            st.status = source.response.status_code
-            if st.status != 200:
-                await source.response.aread()
-                st.error_body = source.response.json()
-                return
-            async for sse in source.aiter_sse():
-                data = json.loads(sse.data) if sse.data else None
-                if sse.event == "ready":
-                    st.ready = data
-                    st._opened.set()
-                st.events.append(Received(sse.event, sse.id, data))
-                st._changed.set()
+        await _read(client, url, st, headers)
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        if not tolerate_drop:
+            raise
+        st.dropped = exc
     finally:
         st.ended = True
         st._opened.set()
         st._changed.set()
 
 
+async def _read(client: httpx.AsyncClient, url: str, st: SSEStream, headers: dict) -> None:
+    async with aconnect_sse(client, "GET", url, headers=headers) as source:
+        st.status = source.response.status_code
+        if st.status != 200:
+            await source.response.aread()
+            st.error_body = source.response.json()
+            return
+        async for sse in source.aiter_sse():
+            data = json.loads(sse.data) if sse.data else None
+            if sse.event == "ready":
+                st.ready = data
+                st._opened.set()
+            st.events.append(Received(sse.event, sse.id, data))
+            st._changed.set()
+
+
 async def open_stream(nursery: trio.Nursery, client: httpx.AsyncClient, url: str, *,
-                      headers: dict | None = None, timeout: float = 10.0) -> SSEStream:
-    """Open a stream in `nursery`; returns once `ready` arrived (or the stream was refused)."""
+                      headers: dict | None = None, timeout: float = 10.0, tolerate_drop: bool = False) -> SSEStream:
+    """Open a stream in `nursery`; returns once `ready` arrived (or the stream was refused). With
+    `tolerate_drop` a connection that breaks just ends the stream (`st.dropped` says how)."""
     st = SSEStream()
-    nursery.start_soon(_run, client, url, st, headers or {})
+    nursery.start_soon(_run, client, url, st, headers or {}, tolerate_drop)
     with trio.fail_after(timeout):
         await st._opened.wait()
     return st
