@@ -197,7 +197,8 @@ async def test_socketio_client_reading_at_a_tenth_gets_merged_deltas_and_stays_o
                 if m == "2":
                     await ws.send("3")
                 elif m.startswith("42"):
-                    event, data = json.loads(m[2:])
+                    event, data, *offset = json.loads(m[2:])  # recovery offset: the seq (the last merged)
+                    assert offset == ([str(data["seq"])] if data.get("seq") and event != "session_info" else []), m
                     got.add(event, data)
 
         async with trio.open_nursery() as nursery:
