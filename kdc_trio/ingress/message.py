@@ -216,8 +216,13 @@ def _id_field(obj: dict[str, Any], inner: dict[str, Any], name: str) -> str | No
     return _valid_id(name, value)
 
 
+def is_valid_id(value: Any) -> bool:
+    """Whether `value` may be a conversation or turn id (what may go into a Redis key)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
 def _valid_id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not is_valid_id(value):
         raise invalid(
             f"`{name}` must be 1-{MAX_ID_CHARS} characters of letters, digits, `_`, `-` or `.`")
     return value

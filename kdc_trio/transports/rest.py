@@ -11,6 +11,7 @@ import trio
 from kdc_trio.errors import ClientError
 from kdc_trio.processor.runner import communicator_for
 from kdc_trio.processor.turn import Turn
+from kdc_trio.ingress.message import MAX_ID_CHARS, is_valid_id
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.server import Exchange, HTTPError, Request, Router
 from kdc_trio.sessions.model import Session, UserType
@@ -79,10 +80,19 @@ async def profile(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     await ex.json(200, kdcube_profile(session), headers=session_cookie(gw.settings, session, req))
 
 
+def check_conversation_id(conversation_id: str) -> None:
+    """A conversation id asked about is one a message could have named, or 400: it names a Redis
+    key (`conv-1:pending`, the key of conv-1's waiting continuations, was a WRONGTYPE 500)."""
+    if not is_valid_id(conversation_id):
+        raise HTTPError(400, "bad_request", f"conversation_id must be 1-{MAX_ID_CHARS} characters of letters, "
+                        "digits, `_`, `-` or `.`")
+
+
 async def publish_conv_status(gw: "ChatPorts", session: Session, conversation_id: str,
                               stream_id: str | None) -> dict:
     """The conversation's status for its owner; also published as `conv_status` (to `stream_id`
     when given, else to the whole session)."""
+    check_conversation_id(conversation_id)
     status = await gw.conv_store.get(conversation_id)
     if status is None or status.session_id != session.session_id:
         raise HTTPError(404, "conversation_not_found", "no such conversation in this session")
@@ -100,6 +110,7 @@ async def api_conv_status(gw: "RestPorts", req: Request, ex: Exchange) -> None:
     conversation_id = req.query.get("conversation_id")
     if not conversation_id:
         raise HTTPError(400, "bad_request", "conversation_id is required")
+    check_conversation_id(conversation_id)
     session = await request_session(gw, req)
     status = await gw.conv_store.get(conversation_id)
     if status is None or status.session_id != session.session_id:
