@@ -139,6 +139,10 @@ class RedisBus(Bus):
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}
+        # The session's seq when the channel's subscription began: where a log read after a
+        # pub/sub gap starts for a channel that has delivered nothing yet (not at 0: that would
+        # hand its connections the session's whole history as live events).
+        self._start_seq: dict[str, int] = {}
         self._resyncing: dict[str, list[RelayMessage]] = {}
         self._nursery: trio.Nursery | None = None
         self._publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
@@ -196,6 +200,7 @@ class RedisBus(Bus):
         try:
             if first:
                 await self.service.listen(channel, lambda raws: self._on_messages(channel, raws), raw=True)
+                await self._note_start(channel, key)
             yield sub
         finally:
             subs = self._subs.get(channel)
@@ -205,8 +210,20 @@ class RedisBus(Bus):
                     del self._subs[channel]
                     self._keys.pop(channel, None)
                     self._last_seq.pop(channel, None)
+                    self._start_seq.pop(channel, None)
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
                         await self.service.unlisten(channel)
+
+    async def _note_start(self, channel: str, key: SessionKey) -> None:
+        """Read the session's seq once the channel is subscribed (so nothing after it is missed:
+        a later event is live or in the log). Best effort: unknown, a resync reads the whole log."""
+        try:
+            seq = int(text(await self.redis.execute("GET", self._seq_key(key)) or b"0"))
+        except Exception as exc:
+            log.warning("seq of %s not read at subscribe (%s): a resync would read its whole log", channel, exc)
+            return
+        if channel in self._subs:
+            self._start_seq[channel] = seq
 
     async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         seq, raw = await READ_LOG.run(self.redis, keys=[self._seq_key(key), self._log_key(key)])
@@ -268,7 +285,7 @@ class RedisBus(Bus):
 
     async def _resync(self, channel: str) -> None:
         key = self._keys.get(channel)
-        after = self._last_seq.get(channel, 0)
+        after = self._last_seq.get(channel) or self._start_seq.get(channel, 0)
         missed: list[RelayMessage] = []
         try:
             if key is not None:
