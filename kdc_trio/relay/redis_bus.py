@@ -115,6 +115,10 @@ return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
 """)
 
 
+class SubscriptionFailed(Exception):
+    """A channel's events during a pub/sub gap are unknown: its subscriptions end (relay_failed)."""
+
+
 class RedisBus(Bus):
     name = "redis"
 
@@ -287,6 +291,7 @@ class RedisBus(Bus):
         key = self._keys.get(channel)
         after = self._last_seq.get(channel) or self._start_seq.get(channel, 0)
         missed: list[RelayMessage] = []
+        failed: Exception | None = None
         try:
             if key is not None:
                 logged = await self.history(key, after)
@@ -294,11 +299,18 @@ class RedisBus(Bus):
                 if after and logged.gap(after):  # the outage outlasted the log: say so
                     self.gaps += 1
                     missed = [gap_notice(key, after, logged, reason="relay_gap"), *missed]
-        except Exception:
-            log.exception("could not read the log of %s after a Redis gap", channel)
+        except Exception as exc:
+            log.warning("could not read the log of %s after a Redis gap: %s", channel, exc)
+            failed = exc
         held = self._resyncing.pop(channel, [])
         subs = self._subs.get(channel)
-        if subs:
+        if subs and failed is not None:
+            # What the outage hid cannot be told: end the session's connections (relay_failed);
+            # they resume from the log with their last seq, which tells them or replays it.
+            err = SubscriptionFailed(f"the log of {channel} could not be read after a Redis gap: {failed}")
+            for sub in list(subs):
+                sub.fail(err)
+        elif subs:
             self.recovered += len(missed)
             if missed:
                 log.warning("recovered %d events on %s from the session log after a Redis gap",

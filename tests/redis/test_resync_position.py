@@ -54,3 +54,30 @@ async def test_a_fresh_stream_gets_no_old_events_after_a_pubsub_reconnect():
                 assert gw.bus.statistics()["recovered_after_gap"] == reconnects
         finally:
             await redis.aclose()
+
+
+async def test_a_log_that_cannot_be_read_after_a_pubsub_reconnect_ends_the_sessions_connections(monkeypatch):
+    """What a pub/sub outage hid is unknown when the log read after it fails: the session's
+    connections end (relay_failed) so they resume from the log, instead of going on as if nothing
+    had been missed (before: logged, and the gap silently skipped)."""
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        try:
+            async with running_gateway(test_settings(redis_url=srv.url)) as gw, \
+                    httpx.AsyncClient(base_url=gw.base_url, timeout=20) as client:
+                async with trio.open_nursery() as nursery:
+                    await open_stream(nursery, client, "/sse/stream?stream_id=s")
+                    assert gw.relay.statistics()["sessions"] == 1
+
+                    async def unreadable(key, after_seq):
+                        raise ConnectionError("log unreadable")
+
+                    monkeypatch.setattr(gw.bus, "history", unreadable)
+                    assert await redis.execute("CLIENT", "KILL", "TYPE", "pubsub")
+                    with trio.fail_after(10):
+                        while gw.relay.statistics()["sessions"]:
+                            await trio.sleep(0.02)
+                    nursery.cancel_scope.cancel()
+                assert gw.counters.closed_slow == 1
+        finally:
+            await redis.aclose()
