@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import trio
+
 from kdc_trio.errors import ClientError
 from kdc_trio.ingress.models import ChatMessage
 from kdc_trio.processor.conv_status import ConvStatus
@@ -20,6 +22,8 @@ log = logging.getLogger("kdc_trio.turns")
 
 # Retry-After for a message refused because too many continuations wait: about a turn's pace.
 CONTINUATIONS_RETRY_AFTER_S = 5
+# How long a submit that failed may spend giving its conversation back (one store write).
+GIVE_BACK_TIMEOUT_S = 2.0
 
 
 def _turn(session: Session, stream_id: str, message: ChatMessage) -> Turn:
@@ -98,11 +102,29 @@ async def submit_turn(gw: "TurnPorts", *, session: Session, stream_id: str, mess
         await comm.service_event("queue.enqueue_rejected", data={"error": exc.error, "detail": exc.detail})
         await comm.error(exc.detail, step="ingress", title=exc.error, data={"code": exc.error})
         raise
+    except BaseException as exc:  # Redis failed (503) or we were cancelled: the turn was not queued
+        await _give_back(gw, turn, exc)
+        raise
     gw.counters.turns_accepted += 1
     queued_behind = previous is not None and previous.state == "in_progress"
     await comm.conv_status(state="in_progress", updated_at=status.updated_at, current_turn_id=turn.turn_id,
                            completion="queued_next" if queued_behind else None, origin_stream_id=stream_id)
     return accepted_reply(turn, session, created=previous is None)
+
+
+async def _give_back(gw: "TurnPorts", turn: Turn, exc: BaseException) -> None:
+    """The conversation a turn could not be queued for goes back to idle (`rollback`), bounded and
+    shielded: left `in_progress` for a turn that never runs, every later message to it would wait
+    as a continuation until the status expired (KDC_SESSION_TTL_S in Redis). Best effort: when the put
+    failed after Redis took the turn, the turn still runs and ends the conversation's status."""
+    rolled = ConvStatus(conversation_id=turn.conversation_id, session_id=turn.session.session_id, state="idle",
+                        current_turn_id=turn.turn_id, completion="rollback", origin_stream_id=turn.stream_id)
+    with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_TIMEOUT_S):
+        try:
+            await gw.conv_store.set(rolled)
+        except Exception as err:
+            log.warning("turn %s not queued (%s); conversation %s left in progress: %s", turn.turn_id,
+                        type(exc).__name__, turn.conversation_id, err)
 
 
 async def _not_started(gw: "TurnPorts", turn: Turn, comm, outcome: str, previous: ConvStatus | None) -> dict:
