@@ -173,3 +173,26 @@ async def test_wait_empty_returns_when_a_take_empties_the_queue_or_on_close():
         await trio.testing.wait_all_tasks_blocked()
         q.close()
     assert done == [0, 1]
+
+
+async def test_a_woken_getter_cancelled_before_it_takes_hands_its_wake_up_on():
+    """A put wakes one parked getter; if that one is cancelled before it takes the item, another
+    parked getter must be woken (before: the item waited for the next put)."""
+    q: BatchQueue[str] = BatchQueue(10)
+    got: list[tuple[str, str]] = []
+    first = trio.CancelScope()
+
+    async def getter(name: str, scope: trio.CancelScope) -> None:
+        with scope:
+            got.append((name, await q.get()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(getter, "g1", first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(getter, "g2", trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        assert q.put_nowait("x")  # wakes g1, the first parked
+        first.cancel()  # before g1 runs: it never takes "x"
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [("g2", "x")] and len(q) == 0
+        nursery.cancel_scope.cancel()

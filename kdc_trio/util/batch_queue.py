@@ -150,7 +150,13 @@ class BatchQueue(Generic[T]):
             if self.closed:
                 raise trio.EndOfChannel
             await self._park()
-        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:  # woken for an item it will not take: wake another waiter for it
+            if self._items and self._parked:
+                self._parked -= 1
+                self._lot.unpark()
+            raise
         self.taken += 1
         item = self._items.popleft()
         if not self._items and self._empty_lot:
