@@ -84,7 +84,7 @@ def resume_after(auth: Mapping[str, Any], record: RecoveryRecord | None) -> int 
         value = auth.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
-        if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
             return int(value)
     return record.seq if record is not None else None
 

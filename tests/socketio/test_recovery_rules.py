@@ -39,6 +39,10 @@ REC = RecoveryRecord("s1", "bob", "stream-1", 40)
     ({"offset": -1}, None, None),
     ({"offset": True}, None, None),
     ({"offset": "9" * 30}, None, None),
+    # str.isdigit() holds for '²' and '٣' but int() refuses '²' (was a ValueError: CONNECT_ERROR
+    # server_error and a logged traceback); neither is a seq we gave
+    ({"offset": "\u00b2"}, None, None),
+    ({"last_event_id": "\u0663", "offset": "4"}, None, 4),
 ])
 def test_where_a_resume_starts(auth, record, want):
     assert resume_after(auth, record) == want
