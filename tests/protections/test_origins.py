@@ -34,8 +34,15 @@ async def test_socketio_handshakes_check_origin_on_both_transports():
         assert evil.status_code == 403 and evil.json()["error"] == "origin_forbidden"
         assert listed.status_code == own.status_code == native.status_code == 200
         for transports in (["polling"], ["websocket"]):
-            refused = await run_sio(gw.base_url, noop, transports=transports, headers={"Origin": EVIL})
-            assert not refused.connected and refused.connect_error, transports
+            try:
+                refused = await run_sio(gw.base_url, noop, transports=transports, headers={"Origin": EVIL})
+            except RuntimeError as exc:
+                # python-engineio closes its HTTP session before it reads a refused polling
+                # handshake's body (async_client._connect_polling: _reset() then r.json()), so
+                # now and then the 403 surfaces as "Connection closed." instead of a connect_error.
+                assert transports == ["polling"] and "Connection closed" in str(exc), exc
+            else:
+                assert not refused.connected and refused.connect_error, transports
             ok = await run_sio(gw.base_url, noop, transports=transports, headers={"Origin": APP})
             assert ok.connected and ok.of("session_info"), transports
 
