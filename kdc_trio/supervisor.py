@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -153,9 +154,13 @@ class Supervisor:
 
 async def supervise(settings: Settings, workers: int, serve_args: list[str], port_file: str | None) -> None:
     sup = Supervisor(settings, workers, serve_args)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(sup.run)
-        print(f"kdc-trio listening on http://{settings.host}:{port}  ({workers} workers, bus: redis)", flush=True)
-        if port_file:
-            Path(port_file).write_text(str(port))
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(sup.run)
+            print(f"kdc-trio listening on http://{settings.host}:{port}  ({workers} workers, bus: redis)",
+                  flush=True)
+            if port_file:
+                Path(port_file).write_text(str(port))
+    finally:
+        shutil.rmtree(sup._dir, ignore_errors=True)  # the workers' port files
     log.info("stopped")

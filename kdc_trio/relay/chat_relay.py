@@ -18,6 +18,7 @@ from typing import AsyncIterator, Callable
 import trio
 
 from kdc_trio.errors import Unavailable
+from kdc_trio.logs import REQUEST_ID
 from kdc_trio.relay.bus import Bus, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
@@ -137,6 +138,7 @@ class ChatRelayCommunicator:
 
     # ---- the session task ----------------------------------------------------------------
     async def _session_task(self, entry: _Entry) -> None:
+        REQUEST_ID.set(None)  # serves every connection of the session, not the request that started it
         self.subscriptions_started += 1
         try:
             with entry.scope:
