@@ -13,6 +13,8 @@ Statuses:
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdc_trio.errors import ClientError
 from protocol.errors import RemoteProtocolError
 

@@ -9,7 +9,7 @@ sent the turn (the default for turn events, as in KDCube) or to the whole sessio
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from protocol import envelope as env
 from kdc_trio.relay.keys import SessionKey
