@@ -15,17 +15,22 @@
   half-open TCP connection, a stalled server), so a process is never silently deaf.
 - A `subscribe()` that fails (confirmation timed out, cancelled) takes back what it added to
   the wanted set: no channel stays subscribed, and re-sent after every reconnect, for nobody.
+
+The same connection speaks sharded pub/sub (SSUBSCRIBE / `smessage`) when given `SHARDED`
+verbs: `kdc_trio.redis.sharded_pubsub` runs one per Redis Cluster shard and overrides the hooks
+marked *hook* (how commands are grouped, what an error reply or a forced unsubscribe means).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Collection
 
 import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.retry import Backoff
 from kdc_trio.redis.url import RedisURL, parse_redis_url
 
 log = logging.getLogger("kdc_trio.redis.pubsub")
@@ -35,7 +40,63 @@ Batch = list[tuple[bytes, bytes]]
 CHUNK = 1000
 
 
-class PubSub:
+@dataclass(frozen=True)
+class Verbs:
+    """The commands a pub/sub connection sends and the kinds of the replies it reads."""
+
+    subscribe: str
+    unsubscribe: str
+    message: bytes
+    subscribed: bytes
+    unsubscribed: bytes
+
+
+CLASSIC = Verbs("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe", b"unsubscribe")
+SHARDED = Verbs("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe", b"sunsubscribe")
+
+
+class WantedChannels:
+    """`subscribe` / `unsubscribe` over a wanted set, for one connection or many (one per shard).
+
+    A subclass says where a wanted channel goes (`_want`, `_unwant`) and whether the server
+    confirmed it (`_is_confirmed`); it unparks `_confirm` whenever confirmations arrive."""
+
+    wanted: set[str]
+    confirm_timeout: float
+    _confirm: trio.lowlevel.ParkingLot
+
+    async def subscribe(self, *channels: str) -> None:
+        added = [c for c in channels if c not in self.wanted]
+        self.wanted.update(added)
+        self._want(added)
+        try:
+            with trio.fail_after(self.confirm_timeout):
+                while not all(self._is_confirmed(c) for c in channels if c in self.wanted):
+                    await self._confirm.park()
+        except BaseException:
+            self.wanted.difference_update(added)  # not confirmed: nobody wants it any more
+            self._unwant(added)
+            raise
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Stop wanting the channels; the UNSUBSCRIBE goes out with the next batch (no wait)."""
+        self.wanted.difference_update(channels)
+        self._unwant(channels)
+        await trio.lowlevel.checkpoint()
+
+    def _want(self, channels: Collection[str]) -> None:
+        raise NotImplementedError
+
+    def _unwant(self, channels: Collection[str]) -> None:
+        raise NotImplementedError
+
+    def _is_confirmed(self, channel: str) -> bool:
+        raise NotImplementedError
+
+
+class PubSub(WantedChannels):
+    verbs = CLASSIC
+
     def __init__(self, url: str | RedisURL, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
@@ -63,41 +124,41 @@ class PubSub:
         self.received = 0
         self.batches = 0
 
-    # ---- the owner's side -------------------------------------------------------------------
-    async def subscribe(self, *channels: str) -> None:
-        added = [c for c in channels if c not in self.wanted]
-        self.wanted.update(added)
+    # ---- the wanted set -------------------------------------------------------------------------
+    def _want(self, channels: Collection[str]) -> None:
         self._changed.set()
-        try:
-            with trio.fail_after(self.confirm_timeout):
-                while not all(c in self._confirmed for c in channels if c in self.wanted):
-                    await self._confirm.park()
-        except BaseException:
-            self.wanted.difference_update(added)  # not confirmed: nobody wants it any more
-            self._changed.set()
-            raise
 
-    async def unsubscribe(self, *channels: str) -> None:
-        """Stop wanting the channels; the UNSUBSCRIBE goes out with the next batch (no wait)."""
-        self.wanted.difference_update(channels)
+    def _unwant(self, channels: Collection[str]) -> None:
         self._changed.set()
-        await trio.lowlevel.checkpoint()
+
+    def _is_confirmed(self, channel: str) -> bool:
+        return channel in self._confirmed
+
+    async def wait_confirmed(self, channels: Collection[str], timeout: float) -> bool:
+        """Until the server confirmed every one of `channels` still wanted (or `timeout`)."""
+        with trio.move_on_after(timeout):
+            while not all(c in self._confirmed for c in channels if c in self.wanted):
+                await self._confirm.park()
+            return True
+        return False
 
     # ---- the connection's life ----------------------------------------------------------------
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        delay = self.backoff_initial
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  retry_first: bool = False) -> None:
+        """Connect (the first failure raises unless `retry_first`), then serve and reconnect forever."""
+        backoff = Backoff(self.backoff_max, initial=self.backoff_initial)
         first = True
         while True:
             try:
                 conn = await Connection.open(self.url, timeout=self.connect_timeout)
             except (RedisConnectionError, RedisError, OSError) as exc:
-                if first:
+                if first and not retry_first:
                     raise
-                log.warning("Redis pub/sub reconnect failed (%s); next try in %.2fs", exc, delay)
-                await trio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, self.backoff_max)
+                delay = backoff.next_delay()
+                log.warning("Redis pub/sub (re)connect to %r failed (%s); next try in %.2fs", self.url, exc, delay)
+                await trio.sleep(delay)
                 continue
-            delay = self.backoff_initial
+            backoff.reset()
             self._asked, self._confirmed = set(), set()
             self._pongs, self._ping_due = 0, False
             self._changed.set()
@@ -105,31 +166,39 @@ class PubSub:
             if first:
                 task_status.started()
             else:
-                log.warning("Redis pub/sub reconnected after gap #%d; re-subscribing %d channels",
-                            self.gaps, len(self.wanted))
+                log.warning("Redis pub/sub reconnected to %r after gap #%d; re-subscribing %d channels",
+                            self.url, self.gaps, len(self.wanted))
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn)
                     if self.ping_interval > 0:
                         nursery.start_soon(self._pinger)
-                    if not first and self.on_reconnect is not None:
+                    if not first:
                         nursery.start_soon(self._after_reconnect)
                     first = False
                     await self._reader(conn)  # returns only by raising
             except* RedisConnectionError as group:
                 self.gaps += 1
-                log.warning("Redis pub/sub connection lost (%s): gap #%d", group.exceptions[0], self.gaps)
+                log.warning("Redis pub/sub connection to %r lost (%s): gap #%d", self.url, group.exceptions[0],
+                            self.gaps)
+                self._lost()
             finally:
                 self.connected = False
                 self._confirmed = set()
                 await conn.aclose()
 
     async def _after_reconnect(self) -> None:
-        with trio.move_on_after(self.confirm_timeout):
-            while not self.wanted <= self._confirmed:
-                await self._confirm.park()
-        assert self.on_reconnect is not None
-        self.on_reconnect()
+        channels = set(self.wanted)
+        await self.wait_confirmed(channels, self.confirm_timeout)
+        self._reconnected(channels)
+
+    def _reconnected(self, channels: set[str]) -> None:
+        """*hook*: re-subscribed after a gap: tell the owner, who recovers what it missed."""
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+
+    def _lost(self) -> None:
+        """*hook*: the connection was lost (a reconnect follows)."""
 
     async def _pinger(self) -> None:
         """PING every interval; no PONG in time → the connection is lost (raises, so it is re-made)."""
@@ -146,17 +215,17 @@ class PubSub:
                 raise RedisConnectionError(f"no PONG within {self.ping_timeout}s: the connection is half-open "
                                            "or Redis is stalled")
 
+    def _commands(self, verb: str, channels: list[str]) -> list[tuple[Any, ...]]:
+        """*hook*: the commands that (un)subscribe `channels` (sorted), in chunks."""
+        return [(verb, *channels[i:i + CHUNK]) for i in range(0, len(channels), CHUNK)]
+
     async def _writer(self, conn: Connection) -> None:
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
             add = sorted(self.wanted - self._asked)
             drop = sorted(self._asked - self.wanted)
-            cmds: list[tuple[Any, ...]] = []
-            for i in range(0, len(add), CHUNK):
-                cmds.append(("SUBSCRIBE", *add[i:i + CHUNK]))
-            for i in range(0, len(drop), CHUNK):
-                cmds.append(("UNSUBSCRIBE", *drop[i:i + CHUNK]))
+            cmds = self._commands(self.verbs.subscribe, add) + self._commands(self.verbs.unsubscribe, drop)
             if self._ping_due:
                 self._ping_due = False
                 cmds.append(("PING",))
@@ -165,8 +234,17 @@ class PubSub:
                 self._asked.difference_update(drop)
                 await conn.send(cmds)
 
+    def _error_reply(self, reply: RedisError) -> None:
+        """*hook*: an error reply on a pub/sub connection (here: the connection is unusable)."""
+        raise RedisConnectionError(f"pub/sub error reply: {reply}")
+
+    def _unsubscribed(self, channel: str) -> None:
+        """*hook*: the server says `channel` is no longer subscribed on this connection."""
+        self._confirmed.discard(channel)
+
     async def _reader(self, conn: Connection) -> None:
         reader = conn.reader
+        verbs = self.verbs
         while True:
             await conn.fill()
             batch: Batch = []
@@ -174,18 +252,19 @@ class PubSub:
             pongs = self._pongs
             while (reply := reader.gets()) is not False:
                 if isinstance(reply, RedisError):
-                    raise RedisConnectionError(f"pub/sub error reply: {reply}")
+                    self._error_reply(reply)
+                    continue
                 if isinstance(reply, bytes):  # +PONG: a PING while no channel is subscribed
                     self._pongs += 1
                     continue
                 kind = reply[0]
-                if kind == b"message":
+                if kind == verbs.message:
                     batch.append((reply[1], reply[2]))
-                elif kind == b"subscribe":
+                elif kind == verbs.subscribed:
                     self._confirmed.add(reply[1].decode())
                     confirmed = True
-                elif kind == b"unsubscribe":
-                    self._confirmed.discard(reply[1].decode())
+                elif kind == verbs.unsubscribed:
+                    self._unsubscribed(reply[1].decode())
                 elif kind == b"pong":
                     self._pongs += 1
             if self._pongs != pongs:
