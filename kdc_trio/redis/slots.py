@@ -1,0 +1,242 @@
+"""Redis Cluster slot arithmetic and topology replies, without I/O.
+
+- `key_slot(key)`: CRC16/XMODEM of the key (or of its `{hash tag}`) mod 16384, exactly as the
+  Redis Cluster specification's `HASH_SLOT` (the first `{`, the first `}` after it, and a
+  non-empty tag between them; otherwise the whole key).
+- `SlotMap`: an immutable slot → shard table built from a `CLUSTER SHARDS` (Redis ≥ 7.0) or
+  `CLUSTER SLOTS` reply (raw RESP2, as our clients return it). A shard is its master's address
+  plus its replicas' addresses.
+- `parse_redirect(text)`: a `MOVED` / `ASK` error reply's slot and address, or None.
+
+Addresses are `(host, port)` tuples. A node that announces no usable host (`?` or an empty
+endpoint) is given the host we reached the cluster by (`default_host`), as redis-py does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+SLOTS = 16384  # the number of hash slots in every Redis Cluster
+
+Address = tuple[str, int]
+
+
+def _crc16_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return tuple(table)
+
+
+_TABLE = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC16/XMODEM (poly 0x1021, init 0, no reflection), the cluster specification's CRC."""
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def _as_bytes(key: str | bytes | bytearray | memoryview | int | float) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        return str(key).encode()  # hiredis sends numbers as their decimal text
+    raise TypeError(f"a Redis key must be str or bytes, not {type(key).__name__}")
+
+
+def hash_tag(key: str | bytes) -> bytes:
+    """The part of `key` that is hashed: the first non-empty `{…}` section, else the whole key."""
+    data = _as_bytes(key)
+    start = data.find(b"{")
+    if start != -1:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            return data[start + 1:end]
+    return data
+
+
+def key_slot(key: str | bytes) -> int:
+    return crc16(hash_tag(key)) % SLOTS
+
+
+@dataclass(frozen=True)
+class Shard:
+    master: Address
+    replicas: tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlotMap:
+    """Slot → shard. `ranges` are sorted, non-overlapping `(first, last, shard)`; uncovered
+    slots have no owner (`owner()` is None: the cluster is not fully covered)."""
+
+    ranges: tuple[tuple[int, int, Shard], ...]
+
+    def __post_init__(self) -> None:
+        last = -1
+        for first, end, _ in self.ranges:
+            if not (0 <= first <= end < SLOTS) or first <= last:
+                raise ValueError(f"bad or overlapping slot range {first}-{end}")
+            last = end
+
+    def shard(self, slot: int) -> Shard | None:
+        lo, hi = 0, len(self.ranges) - 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            first, end, shard = self.ranges[mid]
+            if slot < first:
+                hi = mid - 1
+            elif slot > end:
+                lo = mid + 1
+            else:
+                return shard
+        return None
+
+    def owner(self, slot: int) -> Address | None:
+        shard = self.shard(slot)
+        return shard.master if shard else None
+
+    @property
+    def masters(self) -> tuple[Address, ...]:
+        seen: dict[Address, None] = {}
+        for _, _, shard in self.ranges:
+            seen.setdefault(shard.master)
+        return tuple(seen)
+
+    @property
+    def shards(self) -> tuple[Shard, ...]:
+        seen: dict[Address, Shard] = {}
+        for _, _, shard in self.ranges:
+            seen.setdefault(shard.master, shard)
+        return tuple(seen.values())
+
+    @property
+    def covered(self) -> int:
+        return sum(end - first + 1 for first, end, _ in self.ranges)
+
+    def with_owner(self, slot: int, master: Address) -> "SlotMap":
+        """This map with one slot moved to `master` (what a MOVED reply tells us)."""
+        if self.owner(slot) == master:
+            return self
+        target = next((s for s in self.shards if s.master == master), Shard(master))
+        ranges: list[tuple[int, int, Shard]] = []
+        placed = False
+        for first, end, shard in self.ranges:
+            if first <= slot <= end:
+                if first < slot:
+                    ranges.append((first, slot - 1, shard))
+                ranges.append((slot, slot, target))
+                placed = True
+                if slot < end:
+                    ranges.append((slot + 1, end, shard))
+            else:
+                if not placed and first > slot:
+                    ranges.append((slot, slot, target))
+                    placed = True
+                ranges.append((first, end, shard))
+        if not placed:
+            ranges.append((slot, slot, target))
+        return SlotMap(tuple(ranges))
+
+    @classmethod
+    def build(cls, ranges: Iterable[tuple[int, int, Shard]]) -> "SlotMap":
+        return cls(tuple(sorted(ranges, key=lambda r: r[0])))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _host(value: Any, default_host: str) -> str:
+    host = _text(value) if value is not None else ""
+    return default_host if host in ("", "?") else host
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    if not isinstance(flat, (list, tuple)) or len(flat) % 2:
+        raise ValueError("expected a flat key/value list")
+    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def parse_cluster_shards(reply: Any, default_host: str = "127.0.0.1") -> SlotMap:
+    """`CLUSTER SHARDS` (RESP2): a list of `[slots, [a, b, …], nodes, [node-map, …]]`.
+
+    Failed nodes (`health` other than `online`) are ignored, so a promoted replica, not its dead
+    former master, is the shard's master. A shard without an online master owns no slots here."""
+    if not isinstance(reply, (list, tuple)):
+        raise ValueError("CLUSTER SHARDS reply is not a list")
+    ranges: list[tuple[int, int, Shard]] = []
+    for entry in reply:
+        shard_info = _pairs(entry)
+        bounds = [int(x) for x in shard_info.get("slots") or []]
+        if len(bounds) % 2:
+            raise ValueError("CLUSTER SHARDS slot bounds come in pairs")
+        master: Address | None = None
+        replicas: list[Address] = []
+        for node in shard_info.get("nodes") or []:
+            info = _pairs(node)
+            if _text(info.get("health", "online")) != "online":
+                continue
+            port = int(info.get("port") or info.get("tls-port") or 0)
+            host = _host(info.get("endpoint") or info.get("ip"), default_host)
+            if not port:
+                continue
+            if _text(info.get("role")) == "master":
+                master = (host, port)
+            else:
+                replicas.append((host, port))
+        if master is None or not bounds:
+            continue
+        shard = Shard(master, tuple(replicas))
+        ranges.extend((bounds[i], bounds[i + 1], shard) for i in range(0, len(bounds), 2))
+    return SlotMap.build(ranges)
+
+
+def parse_cluster_slots(reply: Any, default_host: str = "127.0.0.1") -> SlotMap:
+    """`CLUSTER SLOTS` (RESP2): `[[first, last, [host, port, id, …], [replica…]…], …]`."""
+    if not isinstance(reply, (list, tuple)):
+        raise ValueError("CLUSTER SLOTS reply is not a list")
+    ranges: list[tuple[int, int, Shard]] = []
+    for entry in reply:
+        if not isinstance(entry, (list, tuple)) or len(entry) < 3:
+            raise ValueError("CLUSTER SLOTS entry needs first, last and a master")
+        nodes = [(_host(n[0], default_host), int(n[1])) for n in entry[2:]]
+        ranges.append((int(entry[0]), int(entry[1]), Shard(nodes[0], tuple(nodes[1:]))))
+    return SlotMap.build(ranges)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    kind: str  # "MOVED" or "ASK"
+    slot: int
+    address: Address
+
+
+def parse_redirect(text: str | bytes | BaseException, default_host: str = "127.0.0.1") -> Redirect | None:
+    """`MOVED 3999 127.0.0.1:6381` / `ASK 3999 [::1]:6381` → Redirect; anything else → None.
+
+    An empty host (`MOVED 3999 :6381`, a node without a known endpoint) means `default_host`."""
+    if isinstance(text, BaseException):
+        text = str(text)
+    words = _text(text).split()
+    if len(words) != 3 or words[0] not in ("MOVED", "ASK"):
+        return None
+    host, sep, port = words[2].rpartition(":")
+    if not sep or not port.isdigit() or not words[1].isdigit():
+        return None
+    slot = int(words[1])
+    if slot >= SLOTS:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return Redirect(words[0], slot, (host or default_host, int(port)))
