@@ -103,9 +103,11 @@ class ScriptBatcher:
     async def _round_trip(self, sha: str, batch: list[tuple[Sequence[Any], Sequence[Any], _Slot]]) -> list[Any]:
         replies = await self.redis.pipeline([("EVALSHA", sha, len(k), *k, *a) for k, a, _ in batch])
         redo = [i for i, r in enumerate(replies) if isinstance(r, Exception) and "NOSCRIPT" in str(r)]
-        if redo:  # the server lost the script (restart, SCRIPT FLUSH): load it, redo those calls
-            await self.redis.execute("SCRIPT", "LOAD", self.script.source)
-            again = await self.redis.pipeline([("EVALSHA", sha, len(batch[i][0]), *batch[i][0], *batch[i][1])
+        if redo:  # the server lost the script (restart, SCRIPT FLUSH): redo those calls with EVAL,
+            # which also loads it — on each node that needs it (a Redis Cluster routes each call
+            # to its slot's node; a SCRIPT LOAD would reach one node only)
+            source = self.script.source
+            again = await self.redis.pipeline([("EVAL", source, len(batch[i][0]), *batch[i][0], *batch[i][1])
                                                for i in redo])
             for i, r in zip(redo, again):
                 replies[i] = r

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Collection, Protocol
 
 import trio
 
@@ -22,10 +22,13 @@ from kdc_trio.relay.message import dumps
 log = logging.getLogger("kdc_trio.service")
 
 Listener = Callable[[list[Any]], None]
+# Told which channels had a gap in their delivery (None: all of them, the one connection came back).
+ReconnectHook = Callable[[Collection[str] | None], None]
 
 
 class PubSubLike(Protocol):
-    """A pub/sub connection (kdc_trio.redis.pubsub.PubSub, or the compat backend's)."""
+    """A pub/sub connection (kdc_trio.redis.pubsub.PubSub, the compat backend's, or a Redis
+    Cluster's kdc_trio.redis.sharded_pubsub.ShardedPubSub)."""
 
     async def subscribe(self, *channels: str) -> None: ...
 
@@ -39,13 +42,15 @@ def default_host_id() -> str:
 
 
 class ServiceCommunicator:
-    def __init__(self, redis: Commands, *, host_id: str | None = None) -> None:
+    def __init__(self, redis: Commands, *, host_id: str | None = None, sharded: bool = False) -> None:
         self.redis = redis
+        # Redis Cluster: channels are sharded (SPUBLISH to the channel's shard, not PUBLISH to all)
+        self.publish_command = "SPUBLISH" if sharded else "PUBLISH"
         self.host_id = host_id or default_host_id()
         self.pubsub: PubSubLike | None = None  # None in a process that only publishes
         self._listeners: dict[str, Listener] = {}
         self._raw: set[str] = set()  # channels whose listener takes the published bytes
-        self._reconnect_hooks: list[Callable[[], None]] = []
+        self._reconnect_hooks: list[ReconnectHook] = []
         self.undecodable = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -56,7 +61,7 @@ class ServiceCommunicator:
 
     async def publish(self, channel: str, message: dict[str, Any]) -> int:
         """PUBLISH the JSON of `message` plus `host_id`; returns how many connections got it."""
-        return int(await self.redis.execute("PUBLISH", channel, dumps({**message, "host_id": self.host_id})))
+        return int(await self.redis.execute(self.publish_command, channel, dumps({**message, "host_id": self.host_id})))
 
     async def listen(self, channel: str, listener: Listener, *, raw: bool = False) -> None:
         """Deliver the channel's messages to `listener` (one per channel), decoded from JSON or,
@@ -80,7 +85,7 @@ class ServiceCommunicator:
         if self._listeners.pop(channel, None) is not None and self.pubsub is not None:
             await self.pubsub.unsubscribe(channel)
 
-    def on_reconnect_call(self, hook: Callable[[], None]) -> None:
+    def on_reconnect_call(self, hook: ReconnectHook) -> None:
         self._reconnect_hooks.append(hook)
 
     # ---- from the pub/sub connection ----------------------------------------------------------
@@ -103,6 +108,7 @@ class ServiceCommunicator:
         for channel, objs in per_channel.items():
             self._listeners[channel](objs)
 
-    def on_reconnect(self) -> None:
+    def on_reconnect(self, channels: Collection[str] | None = None) -> None:
+        """Pub/sub came back after a gap: for `channels` (None: every channel)."""
         for hook in self._reconnect_hooks:
-            hook()
+            hook(channels)
