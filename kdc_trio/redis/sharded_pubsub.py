@@ -72,7 +72,8 @@ class _Shard(PubSub):
         by_slot: dict[int, list[str]] = {}
         for c in channels:
             by_slot.setdefault(key_slot(c), []).append(c)
-        return [cmd for group in by_slot.values() for cmd in super()._commands(verb, group)]
+        chunk = super()._commands
+        return [cmd for group in by_slot.values() for cmd in chunk(verb, group)]
 
     def _error_reply(self, reply: RedisError) -> None:
         redirect = parse_redirect(reply, self.address[0])
