@@ -26,6 +26,10 @@ class RedisConnectionError(ConnectionError, Unavailable):
     """The connection could not be opened, or it was lost (an HTTP request failing on it gets 503)."""
 
 
+class RedisConnectFailed(RedisConnectionError):
+    """The connection could not be opened: nothing was sent on it (safe to retry elsewhere)."""
+
+
 class RedisTimeoutError(RedisConnectionError, trio.TooSlowError):
     """A command (or pipeline) got no reply within its deadline: Redis is stalled or the road to
     it is cut. Still a `trio.TooSlowError` for callers that wait on deadlines."""
@@ -43,7 +47,7 @@ async def open_stream(url: RedisURL, timeout: float) -> trio.abc.Stream:
                 stream = tls
             return stream
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        raise RedisConnectionError(f"cannot connect to {url!r}: {exc or type(exc).__name__}") from None
+        raise RedisConnectFailed(f"cannot connect to {url!r}: {exc or type(exc).__name__}") from None
 
 
 class Connection:

@@ -240,3 +240,39 @@ def parse_redirect(text: str | bytes | BaseException, default_host: str = "127.0
         return None
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return Redirect(words[0], slot, (host or default_host, int(port)))
+
+
+# Characters a slot tag is made of: short, printable, never a brace.
+_TAG_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_slot_tags: dict[int, str] = {}
+
+
+def slot_tag(slot: int) -> str:
+    """The shortest alphanumeric string whose CRC16 lands in `slot` (`{<it>}` puts a key there)."""
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot {slot} out of range")
+    if not _slot_tags:
+        n = len(_TAG_ALPHABET)
+        for length in (1, 2, 3):  # 62 + 3844 + 238328 candidates cover all 16384 slots
+            for i in range(n ** length):
+                chars = []
+                for _ in range(length):
+                    i, r = divmod(i, n)
+                    chars.append(_TAG_ALPHABET[r])
+                tag = "".join(chars)
+                _slot_tags.setdefault(crc16(tag.encode()) % SLOTS, tag)
+            if len(_slot_tags) == SLOTS:
+                break
+    return _slot_tags[slot]
+
+
+def tag_for(name: str) -> str:
+    """A `{hash tag}` that puts a key in the slot `name` hashes to (e.g. a pub/sub channel's).
+
+    `{<the part of name that is hashed>}` when that part can be braced (it holds no `}`), so keys
+    stay readable; otherwise `{<slot_tag>}`. Either way key_slot(f"x:{tag_for(n)}:y") ==
+    key_slot(n)."""
+    part = hash_tag(name)
+    if b"}" not in part and part:
+        return "{" + part.decode("utf-8", "surrogateescape") + "}"
+    return "{" + slot_tag(key_slot(name)) + "}"
