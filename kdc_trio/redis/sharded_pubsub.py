@@ -9,8 +9,9 @@ they spread over the shards by slot.
   wanted channels whose slot that master owns: same wanted-set diffing, batching per network
   read, PING liveness and reconnect backoff as `PubSub` (the code is PubSub's). Its commands
   are grouped by slot (SSUBSCRIBE takes channels of one slot only).
-- The slot map comes from `CLUSTER SHARDS` of any node we know (seeds, then every node of the
-  last map). It is refreshed when the topology says it changed:
+- The slot map is the process's ClusterClient's (kdc_trio/redis/cluster.py: one map per process;
+  a MOVED its commands meet re-maps the pub/sub side too). It is refreshed (forced) when the
+  topology says it changed:
   * a `MOVED` reply to an SSUBSCRIBE (the slot has another owner; the reply says which),
   * a forced `sunsubscribe` push for a channel we still want (Redis 7 sends it to every
     subscriber of a slot that leaves a node: migration, or a master turned replica),
@@ -26,16 +27,15 @@ they spread over the shards by slot.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection
 
 import trio
 
-from kdc_trio.redis.connection import Connection, RedisError
+from kdc_trio.redis.cluster import ClusterClient
+from kdc_trio.redis.connection import RedisError
 from kdc_trio.redis.pubsub import SHARDED, Batch, PubSub, WantedChannels
 from kdc_trio.redis.retry import REDIS_FAILURES, Backoff
-from kdc_trio.redis.slots import Address, SlotMap, key_slot, parse_cluster_shards, parse_cluster_slots, \
-    parse_redirect
+from kdc_trio.redis.slots import Address, SlotMap, key_slot, parse_redirect
 from kdc_trio.redis.url import RedisURL
 
 log = logging.getLogger("kdc_trio.redis.sharded_pubsub")
@@ -44,9 +44,6 @@ log = logging.getLogger("kdc_trio.redis.sharded_pubsub")
 # (capped exponential backoff from BACKOFF_INITIAL_S). A failover takes cluster-node-timeout plus
 # an election (~1-2 s with a 1 s timeout); a 1 s cap keeps the re-map within a second of it.
 REFRESH_MAX_S = 1.0
-# Per node asked for the slot map: connect + CLUSTER SHARDS. A dead node must not hold up the
-# refresh: the next node is asked.
-MAP_QUERY_TIMEOUT_S = 2.0
 # A channel moved to a new owner is reported for gap-filling once the owner confirmed it, or after
 # this long at most (then reported anyway: the log read gives what it has; a later confirmation
 # after another re-map reports it again).
@@ -103,13 +100,11 @@ class _Shard(PubSub):
 
 
 class ShardedPubSub(WantedChannels):
-    def __init__(self, seeds: Sequence[RedisURL], *, on_batch: Callable[[Batch], None],
+    def __init__(self, cluster: ClusterClient, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[set[str]], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
                  ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
-        if not seeds:
-            raise ValueError("a Redis Cluster needs at least one seed node")
-        self.seeds = list(seeds)
+        self.cluster = cluster  # its slot map, and the nodes' URLs (credentials, TLS)
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
         self.connect_timeout = connect_timeout
@@ -119,7 +114,6 @@ class ShardedPubSub(WantedChannels):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.wanted: set[str] = set()
-        self.map = SlotMap(())
         self.shards: dict[Address, _Shard] = {}
         self._home: dict[str, Address] = {}   # wanted channel -> the master it is asked on
         self._homeless: set[str] = set()      # wanted channels whose slot has no known owner
@@ -127,9 +121,13 @@ class ShardedPubSub(WantedChannels):
         self._refresh = trio.Event()
         self._recovering: set[str] = set()    # channels waiting for a confirmation to be reported
         self._nursery: trio.Nursery | None = None
-        self.refreshes = 0     # slot maps fetched
+        self.refreshes = 0     # slot-map refreshes asked for
         self.moved = 0         # channels moved to another master
         self.recovered_channels = 0  # channels reported for gap-filling
+
+    @property
+    def map(self) -> SlotMap:
+        return self.cluster.slot_map or SlotMap(())
 
     # ---- statistics (PubSub's names, summed over shards) ------------------------------------
     @property
@@ -195,25 +193,25 @@ class ShardedPubSub(WantedChannels):
         if shard is None:
             if self._nursery is None:
                 raise RuntimeError("ShardedPubSub is not running")
-            shard = self.shards[address] = _Shard(self, address, replace(self.seeds[0], host=address[0],
-                                                                         port=address[1]))
+            shard = self.shards[address] = _Shard(self, address, self.cluster.node_url(address))
             self._nursery.start_soon(self._run_shard, shard, True)
         return shard
 
     # ---- the topology ----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.map = await self._fetch_map()
+        await self.cluster.refresh(force=True)  # no node answers: raises, as PubSub's first connect does
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.cluster.add_map_listener(self._apply)
             try:
                 for address in self.map.masters:  # every master connected before we are started
-                    shard = self.shards[address] = _Shard(self, address, replace(self.seeds[0], host=address[0],
-                                                                                 port=address[1]))
+                    shard = self.shards[address] = _Shard(self, address, self.cluster.node_url(address))
                     await nursery.start(self._run_shard, shard, False)
                 nursery.start_soon(self._topology)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
+                self.cluster.remove_map_listener(self._apply)
                 self._nursery = None
 
     async def _run_shard(self, shard: _Shard, retry_first: bool, *,
@@ -226,12 +224,13 @@ class ShardedPubSub(WantedChannels):
         while True:
             await self._refresh.wait()
             self._refresh = trio.Event()
+            self.refreshes += 1
             try:
-                new = await self._fetch_map()
+                new = await self.cluster.refresh(force=True)
             except REDIS_FAILURES as exc:
                 log.warning("Redis Cluster slot map not refreshed (%s)", exc)
             else:
-                self._apply(new)
+                self._apply(new)  # also when unchanged: refused channels are asked again
             # unsettled (a channel without owner, a shard down, or asked again meanwhile: the
             # cluster is still changing): look again soon, never in a tight loop
             if self._homeless or self._refresh.is_set() or not all(s.connected for s in self.shards.values()):
@@ -240,39 +239,10 @@ class ShardedPubSub(WantedChannels):
             else:
                 backoff.reset()
 
-    async def _fetch_map(self) -> SlotMap:
-        nodes = list(self.map.masters) + [r for s in self.map.shards for r in s.replicas]
-        urls = [s.url for s in self.shards.values() if s.connected and s.address in nodes]
-        urls += [replace(self.seeds[0], host=h, port=p) for h, p in nodes] + self.seeds
-        errors = []
-        for url in dict.fromkeys(urls):
-            try:
-                with trio.fail_after(MAP_QUERY_TIMEOUT_S):
-                    new = await self._query_map(url)
-            except (*REDIS_FAILURES, OSError, ValueError) as exc:
-                errors.append(f"{url!r}: {exc}")
-                continue
-            if new.masters:
-                self.refreshes += 1
-                return new
-            errors.append(f"{url!r}: no master owns a slot")
-        raise RedisError("no Redis Cluster node answered with a slot map: " + "; ".join(errors[-4:]))
-
-    async def _query_map(self, url: RedisURL) -> SlotMap:
-        conn = await Connection.open(url, timeout=self.connect_timeout)
-        try:
-            try:
-                return parse_cluster_shards(await conn.execute("CLUSTER", "SHARDS"), url.host)
-            except RedisError as exc:
-                if "unknown subcommand" not in str(exc).lower():
-                    raise
-            return parse_cluster_slots(await conn.execute("CLUSTER", "SLOTS"), url.host)
-        finally:
-            await conn.aclose()
-
     def _apply(self, new: SlotMap) -> None:
         """Adopt a fresh slot map: channels whose owner changed move; idle departed masters close."""
-        self.map = new
+        if self._nursery is None:
+            return
         moved: set[str] = set()
         for c in sorted(self.wanted):
             owner = new.owner(key_slot(c))
@@ -321,7 +291,6 @@ class ShardedPubSub(WantedChannels):
         """An SSUBSCRIBE was refused (MOVED: the slot is `address`'s now; CLUSTERDOWN, TRYAGAIN)."""
         log.info("SSUBSCRIBE on %s:%d refused (%s): re-mapping %d channels", *shard.address, why, len(channels))
         if slot is not None and address is not None:
-            self.map = self.map.with_owner(slot, address)
             moved = {c for c in channels if c in self.wanted and self._place(c, address)}
             if moved:
                 self.moved += len(moved)

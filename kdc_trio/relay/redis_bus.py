@@ -25,7 +25,6 @@ import trio
 
 from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.commands import Commands, Script, text
-from kdc_trio.redis.slots import hash_tag
 from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
@@ -47,21 +46,13 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # budget. Logs whose TTL passed are forgotten from the accounting (up to 16, every 16th call and
 # whenever over the budget). Cost: ~23 us of Redis CPU per call (14 us with only the count cap). The largest log's key is found in the sizes
 # zset, not passed in KEYS: a single Redis (or one cluster slot via a {hash tag} prefix) only.
-_SEQ_AND_MESSAGE = """
+PUBLISH = Script("""
 local seq = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 local rest = string.sub(ARGV[3], 2)
 local data = '{"seq":' .. seq .. (rest == '}' and '}' or (',' .. rest))
 local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"data":' .. data .. '}'
-"""
-# The session's log keeps at most `cap` events and `share` bytes (`mine` = its bytes with msg).
-_TRIM = """local trimmed = 0
-while len > 1 and (len > cap or mine - trimmed > share) do
-  trimmed = trimmed + #redis.call('LPOP', log)
-  len = len - 1
-end
-"""
-PUBLISH = Script(_SEQ_AND_MESSAGE + """local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl, cap, share, budget = tonumber(ARGV[5]), tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local n = #msg
 local len = redis.call('RPUSH', log, msg)
@@ -74,7 +65,12 @@ if len == 1 then  -- a new list (or one that expired): its old account goes
 else
   mine = tonumber(redis.call('ZINCRBY', sizes, n, log))
 end
-""" + _TRIM + """if trimmed > 0 then redis.call('ZINCRBY', sizes, -trimmed, log) end
+local trimmed = 0
+while len > 1 and (len > cap or mine - trimmed > share) do
+  trimmed = trimmed + #redis.call('LPOP', log)
+  len = len - 1
+end
+if trimmed > 0 then redis.call('ZINCRBY', sizes, -trimmed, log) end
 local t = redis.call('INCRBY', total, n - trimmed)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', touched, now, log)
@@ -113,23 +109,6 @@ redis.call('PUBLISH', ARGV[1], msg)
 return seq
 """)
 
-# Redis Cluster: the same message, log and per-session bounds, on the session's own slot. KEYS:
-# seq key, log key, the log's bytes (all three `{hash-tagged}` with the channel, so they and the
-# SPUBLISH channel share one slot: a script may touch only its own slot). ARGV as PUBLISH's. The
-# all-logs budget is not kept: its accounting would be one set of keys for every slot; each log
-# is still capped in events, bytes and time, and each shard's `maxmemory` bounds the rest.
-PUBLISH_SHARDED = Script(_SEQ_AND_MESSAGE + """local log, size = KEYS[2], KEYS[3]
-local ttl, cap, share = tonumber(ARGV[5]), tonumber(ARGV[4]), tonumber(ARGV[7])
-local len = redis.call('RPUSH', log, msg)
-local mine = #msg
-if len == 1 then redis.call('SET', size, mine) else mine = tonumber(redis.call('INCRBY', size, mine)) end
-""" + _TRIM + """if trimmed > 0 then redis.call('DECRBY', size, trimmed) end
-redis.call('EXPIRE', log, ttl)
-redis.call('EXPIRE', size, ttl)
-redis.call('SPUBLISH', ARGV[1], msg)
-return seq
-""")
-
 # KEYS: seq key, log key. Returns {the session's seq, the log's entries}: one consistent read.
 READ_LOG = Script("""
 return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
@@ -146,10 +125,8 @@ class RedisBus(Bus):
     def __init__(self, redis: Commands, service: ServiceCommunicator, *, channel_prefix: str,
                  key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
                  seq_ttl_s: int = 86400, log_session_bytes: int = 4 << 20,
-                 log_budget_bytes: int = 256 << 20, cluster: bool = False) -> None:
+                 log_budget_bytes: int = 256 << 20) -> None:
         self.redis = redis
-        # Redis Cluster: the session's keys share its channel's slot; SPUBLISH on its shard
-        self.cluster = cluster
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
         self.channel_prefix = channel_prefix
@@ -172,7 +149,7 @@ class RedisBus(Bus):
         self._start_seq: dict[str, int] = {}
         self._resyncing: dict[str, list[RelayMessage]] = {}
         self._nursery: trio.Nursery | None = None
-        self._publisher = ScriptBatcher(redis, PUBLISH_SHARDED if cluster else PUBLISH)  # concurrent producers share round trips
+        self._publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
         self.undecodable = 0  # JSON that is not a relay message
@@ -182,19 +159,11 @@ class RedisBus(Bus):
     def _channel(self, key: SessionKey) -> str:
         return key.channel(self.channel_prefix)
 
-    def _session_key(self, kind: str, key: SessionKey) -> str:
-        if self.cluster:  # `kdc:log:{<channel>}`: hashed as the channel is, so one slot holds both
-            tag = hash_tag(self._channel(key)).decode()
-            if "}" in tag:
-                raise ValueError(f"a channel with '}}' and no hash tag cannot be sharded: {self._channel(key)!r}")
-            return f"{self.key_prefix}:{kind}:{{{tag}}}"
-        return f"{self.key_prefix}:{kind}:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
-
     def _log_key(self, key: SessionKey) -> str:
-        return self._session_key("log", key)
+        return f"{self.key_prefix}:log:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
 
     def _seq_key(self, key: SessionKey) -> str:
-        return self._session_key("seq", key)
+        return f"{self.key_prefix}:seq:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
 
     # ---- Bus -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -220,12 +189,8 @@ class RedisBus(Bus):
         """KEYS and ARGV of the PUBLISH script for one event."""
         head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
                 "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
-        if self.cluster:
-            keys = [self._seq_key(key), self._log_key(key), self._session_key("logbytes", key)]
-        else:
-            keys = [self._seq_key(key), self._log_key(key), self._log_sizes_key, self._log_touched_key,
-                    self._log_total_key]
-        return (keys,
+        return ([self._seq_key(key), self._log_key(key), self._log_sizes_key, self._log_touched_key,
+                 self._log_total_key],
                 [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s,
                  self.log_session_bytes, self.log_budget_bytes])
 
@@ -275,9 +240,7 @@ class RedisBus(Bus):
         return int(text(await self.redis.execute("GET", self._seq_key(key)) or b"0"))
 
     async def log_bytes(self) -> int:
-        """Bytes all session logs hold, as the publish script accounts them (not kept under Cluster: -1)."""
-        if self.cluster:
-            return -1
+        """Bytes all session logs hold, as the publish script accounts them."""
         return int(await self.redis.execute("GET", self._log_total_key) or 0)
 
     async def ping(self) -> bool:

@@ -9,9 +9,9 @@ import time
 
 import trio
 
+from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.sharded_pubsub import ShardedPubSub
 from kdc_trio.redis.slots import key_slot
-from kdc_trio.redis.url import parse_redis_url
 from tests.support.redis_cluster import RedisCluster, command, redis_cluster
 
 
@@ -33,8 +33,8 @@ class Sink:
 
 
 def pubsub(cluster: RedisCluster, sink: Sink, **kw) -> ShardedPubSub:
-    seeds = [parse_redis_url(cluster.url_of(n)) for n in cluster.nodes[:1]]
-    return ShardedPubSub(seeds, on_batch=sink.on_batch, on_reconnect=sink.on_reconnect, backoff_max=0.5,
+    client = ClusterClient(f"redis+cluster://127.0.0.1:{cluster.nodes[0].port}")
+    return ShardedPubSub(client, on_batch=sink.on_batch, on_reconnect=sink.on_reconnect, backoff_max=0.5,
                          ping_interval=1.0, ping_timeout=1.0, **kw)
 
 
