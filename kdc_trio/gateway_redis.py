@@ -17,7 +17,9 @@ from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.protect.redis_ratelimit import RedisRateLimiter
 from kdc_trio.redis.client import RedisClient
+from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.redis.url import is_cluster_url
 from kdc_trio.relay.redis_bus import RedisBus
 from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.sessions.redis_store import RedisSessionStore
@@ -40,6 +42,8 @@ def _clients(settings: Settings) -> tuple[Any, Any, Any]:
     """(command client, blocking-read client, pub/sub factory) of the configured backend."""
     url = settings.redis_url
     assert url
+    if is_cluster_url(url):
+        return _cluster_clients(settings, url)
     if settings.redis_backend == "compat":
         from kdc_trio.redis.compat import CompatClient, CompatPubSub
 
@@ -48,6 +52,29 @@ def _clients(settings: Settings) -> tuple[Any, Any, Any]:
     if settings.redis_backend != "native":
         raise ValueError(f"KDC_REDIS_BACKEND must be native or compat, not {settings.redis_backend!r}")
     return RedisClient(url, max_connections=COMMAND_CONNECTIONS), RedisClient(url, max_connections=2), PubSub
+
+
+def _cluster_clients(settings: Settings, url: str) -> tuple[Any, Any, Any]:
+    """`redis+cluster://`: the native cluster client (commands routed by slot, MOVED/ASK followed)."""
+    if settings.redis_backend != "native":
+        raise ValueError("a redis+cluster:// REDIS_URL needs KDC_REDIS_BACKEND=native")
+    client = ClusterClient(url, max_connections=COMMAND_CONNECTIONS)
+    read_client = ClusterClient(url, max_connections=2)
+    # CLUSTER PUB/SUB HOOK (issue 16, branch cluster-pubsub): the sharded relay replaces this with
+    # `kdc_trio.redis.sharded_pubsub.ShardedPubSub` (SSUBSCRIBE per shard) and `RedisBus(...,
+    # publish_command="SPUBLISH")` in `open_redis_parts`. Until then: the classic PubSub on one seed
+    # node — classic PUBLISH is carried to every node by the cluster bus, so it works, but every
+    # message crosses every node (and that node is a single point of failure).
+    host, port = client.url.seeds[0]
+
+    def pubsub(_url: str, **kw: Any) -> PubSub:
+        return PubSub(client.url.node(host, port), **kw)
+
+    return client, read_client, pubsub
+
+
+def _is_cluster(settings: Settings) -> bool:
+    return bool(settings.redis_url) and is_cluster_url(settings.redis_url or "")
 
 
 async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen: bool) -> RedisParts:
@@ -67,7 +94,8 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
                                     backoff_max=s.redis_retry_max_ms / 1000)
     bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,
                    log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s,
-                   log_session_bytes=s.session_log_bytes, log_budget_bytes=s.session_log_budget_bytes)
+                   log_session_bytes=s.session_log_bytes, log_budget_bytes=s.session_log_budget_bytes,
+                   cluster=_is_cluster(s))
     queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
                            attachment_ttl_s=s.redis_attachment_ttl_s, dead_letter_size=s.turn_dead_letter_size,

@@ -1,7 +1,7 @@
 """Conversation status in Redis, so the busy check holds across gateways: one JSON string per
-conversation (`<prefix>:conv:<id>`), begin_turn decided atomically by a script.
+conversation (`<prefix>:conv:{<id>}`), begin_turn decided atomically by a script.
 
-Continuations wait in a list beside it, `<prefix>:conv:<id>:pending`, where every gateway and
+Continuations wait in a list beside it, `<prefix>:conv:{<id>}:pending`, where every gateway and
 worker sees them: each entry is `<steer 0|1>\t<turn_id>\t<stream_id>\t<turn JSON>` (attachments
 inline, base64), so the scripts decide on the header without decoding the turn. `offer`,
 `take_pending` and `finish` are one script each (see conv_status.py for what they decide); a
@@ -19,6 +19,7 @@ import trio
 from kdc_trio.processor.conv_status import ConvStatus, ConvStatusStore, Offer
 from kdc_trio.processor.turn import Turn
 from kdc_trio.redis.commands import Commands, Script, text
+from kdc_trio.redis.slots import tagged
 
 # KEYS[1] the status key; ARGV: new status JSON, session id, allow_busy (0/1), ttl seconds.
 # Returns {accepted, previous JSON or false}.
@@ -104,7 +105,8 @@ class RedisConvStatusStore(ConvStatusStore):
         self.poll_s = poll_s
 
     def _key(self, conversation_id: str) -> str:
-        return f"{self.prefix}:conv:{conversation_id}"
+        # `{id}`: the status and its pending list (`…:pending`) share a cluster slot (one script)
+        return f"{self.prefix}:conv:{tagged(conversation_id)}"
 
     async def get(self, conversation_id: str) -> ConvStatus | None:
         return _load(await self.redis.execute("GET", self._key(conversation_id)))

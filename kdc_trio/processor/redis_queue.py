@@ -10,7 +10,7 @@ worker dies its turns stop being renewed, and any other worker takes them over w
 so it is processed at least once and its `chat_start` says it was retried.
 
 Attachments up to `KDC_REDIS_INLINE_ATTACHMENT_BYTES` travel inside the entry (base64); larger
-ones are `SET` under `<prefix>:att:<turn_id>:<n>` with `KDC_REDIS_ATTACHMENT_TTL_S`, in the
+ones are `SET` under `<prefix>:att:{<turn_id>}:<n>` with `KDC_REDIS_ATTACHMENT_TTL_S`, in the
 same transaction as the `XADD`. One that expired before a worker read it makes the turn fail
 with a `chat_error` naming it, never silently.
 
@@ -37,6 +37,7 @@ from kdc_trio.processor.turn import Turn
 from kdc_trio.redis.commands import Commands, Script, text, transaction
 from kdc_trio.redis.connection import RedisError
 from kdc_trio.redis.retry import REDIS_FAILURES, Backoff
+from kdc_trio.redis.slots import tagged
 from kdc_trio.util.batch_queue import BatchQueue
 
 log = logging.getLogger("kdc_trio.turn_queue")
@@ -74,8 +75,9 @@ class RedisTurnQueue(TurnQueue):
                  backoff_max_s: float = 5.0) -> None:
         self.redis = redis
         self.read_redis = read_redis or redis  # the blocking reads may want their own connection
-        self.stream = f"{prefix}:turns"
-        self.dead_stream = f"{prefix}:turns:dead"
+        # `{turns}`: the stream and its dead letters share a cluster slot (the dead-letter script)
+        self.stream = f"{prefix}:{{turns}}"
+        self.dead_stream = f"{prefix}:{{turns}}:dead"
         self.dead_letter_size = dead_letter_size
         self.backoff_max_s = backoff_max_s
         self.prefix = prefix
@@ -103,7 +105,7 @@ class RedisTurnQueue(TurnQueue):
             if att.size <= self.inline_bytes:
                 raw["data_b64"] = base64.b64encode(att.data).decode("ascii")
             else:
-                key = f"{self.prefix}:att:{turn.turn_id}:{n}"
+                key = f"{self.prefix}:att:{tagged(turn.turn_id)}:{n}"  # one slot: one MULTI, one DEL
                 raw["data_key"] = key
                 side.append(("SET", key, bytes(att.data), "EX", self.attachment_ttl_s))
         if side:

@@ -60,7 +60,9 @@ return 0
 class RedisRateLimiter:
     def __init__(self, redis: Commands, *, prefix: str = "kdc", clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
-        self.prefix = f"{prefix}:rl"
+        # `{rl}`: every subject's keys in one cluster slot, so one check stays one atomic script
+        # (under Redis Cluster the rate limits live on one shard)
+        self.prefix = f"{prefix}:{{rl}}"
         self.clock = clock
         self._ids = itertools.count()
         self._me = f"{os.getpid()}.{id(self):x}"

@@ -276,3 +276,11 @@ def tag_for(name: str) -> str:
     if b"}" not in part and part:
         return "{" + part.decode("utf-8", "surrogateescape") + "}"
     return "{" + slot_tag(key_slot(name)) + "}"
+
+
+def tagged(name: str) -> str:
+    """`name` made into a key part that hashes to `key_slot(name)` and still names it uniquely:
+    `{name}` when that is a valid tag of the whole name, else `{<tag>}name`. Keys built as
+    `prefix:kind:<tagged(x)>[:suffix]` for one `x` share a slot — the slot of `x` itself."""
+    tag = tag_for(name)
+    return tag if tag == "{" + name + "}" else tag + name

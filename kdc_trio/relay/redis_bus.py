@@ -25,6 +25,7 @@ import trio
 
 from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.commands import Commands, Script, text
+from kdc_trio.redis.slots import SLOTS, key_slot, slot_tag, tagged
 from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
@@ -36,7 +37,8 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # KEYS: seq key, log key, log sizes (zset: log key -> bytes), log write times (zset: log key ->
 # Redis TIME s), total bytes of all logs. ARGV: channel, the message's head JSON (scalars only),
 # its data JSON (an object), log size (events), log TTL s, seq TTL s, the session's share (bytes),
-# the budget of all logs (bytes). Returns the seq. The published/logged text is
+# the budget of all logs (bytes), the publish command (PUBLISH, or SPUBLISH for the sharded relay).
+# Returns the seq. The published/logged text is
 # `{"seq":N,<head>,"data":{"seq":N,<data>}}`, built by concatenation: no JSON is decoded in Redis,
 # and receivers take the data's text as it is (RelayMessage.from_raw).
 #
@@ -44,8 +46,12 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # `share` bytes (oldest out first, the newest always kept); all logs together keep at most
 # `budget` bytes, and past it the largest logs lose their oldest events first, down to 90 % of the
 # budget. Logs whose TTL passed are forgotten from the accounting (up to 16, every 16th call and
-# whenever over the budget). Cost: ~23 us of Redis CPU per call (14 us with only the count cap). The largest log's key is found in the sizes
-# zset, not passed in KEYS: a single Redis (or one cluster slot via a {hash tag} prefix) only.
+# whenever over the budget). Cost: ~23 us of Redis CPU per call (14 us with only the count cap).
+# The largest log's key is found in the sizes zset, not passed in KEYS, so every key the script
+# touches must be in one slot under Redis Cluster: the session's seq and log keys carry the
+# channel's hash tag (`tagged(channel)`: the channel's own slot, so SPUBLISH in the script is
+# local), and the accounting keys are per slot (`slot_tag(slot)`) with the per-slot budget
+# (see `RedisBus.__init__`). On a single Redis the accounting keys are global, as always.
 PUBLISH = Script("""
 local seq = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
@@ -105,7 +111,7 @@ if seq % 16 == 0 or t > budget then  -- forget logs whose TTL passed (a few at a
   end
   redis.call('SET', total, t)
 end
-redis.call('PUBLISH', ARGV[1], msg)
+redis.call(ARGV[9], ARGV[1], msg)
 return seq
 """)
 
@@ -125,7 +131,8 @@ class RedisBus(Bus):
     def __init__(self, redis: Commands, service: ServiceCommunicator, *, channel_prefix: str,
                  key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
                  seq_ttl_s: int = 86400, log_session_bytes: int = 4 << 20,
-                 log_budget_bytes: int = 256 << 20) -> None:
+                 log_budget_bytes: int = 256 << 20, cluster: bool = False,
+                 publish_command: str = "PUBLISH") -> None:
         self.redis = redis
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
@@ -136,10 +143,21 @@ class RedisBus(Bus):
         self.seq_ttl_s = int(seq_ttl_s)
         self.log_session_bytes = int(log_session_bytes)
         self.log_budget_bytes = int(log_budget_bytes)
-        # the accounting of all logs' bytes, shared by every process on this Redis
+        self.cluster = cluster
+        self.publish_command = publish_command  # "SPUBLISH": the sharded relay (Redis ≥ 7)
+        # The accounting of all logs' bytes, shared by every process on this Redis. Under Redis
+        # Cluster a script reaches one slot only, so each slot keeps its own account and budget:
+        # the budget split evenly over the 16384 slots, but never below one session's share (a
+        # session alone in its slot keeps what it would keep on a single Redis). With many
+        # sessions (spread evenly over the slots) the total stays near the budget; its hard bound
+        # is 16384 × the per-slot budget.
+        self.slot_budget_bytes = max(self.log_budget_bytes // SLOTS, self.log_session_bytes) if cluster \
+            else self.log_budget_bytes
         self._log_sizes_key = f"{key_prefix}:logbytes"
         self._log_touched_key = f"{key_prefix}:logtouched"
         self._log_total_key = f"{key_prefix}:logbytes:total"
+        if cluster:
+            slot_tag(0)  # builds the slot → tag table once, at start (~0.3 s), not on a publish
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}
@@ -159,11 +177,19 @@ class RedisBus(Bus):
     def _channel(self, key: SessionKey) -> str:
         return key.channel(self.channel_prefix)
 
+    # A session's keys carry its channel's hash tag: under Redis Cluster they live in the slot of
+    # the channel (whose name KDCube shares and we never change), with the accounting of that slot.
     def _log_key(self, key: SessionKey) -> str:
-        return f"{self.key_prefix}:log:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
+        return f"{self.key_prefix}:log:{tagged(self._channel(key))}"
 
     def _seq_key(self, key: SessionKey) -> str:
-        return f"{self.key_prefix}:seq:{key.tenant or '-'}:{key.project or '-'}:{key.session_id}"
+        return f"{self.key_prefix}:seq:{tagged(self._channel(key))}"
+
+    def _accounting_keys(self, key: SessionKey) -> list[str]:
+        if not self.cluster:
+            return [self._log_sizes_key, self._log_touched_key, self._log_total_key]
+        tag = "{" + slot_tag(key_slot(self._channel(key))) + "}"
+        return [f"{self._log_sizes_key}:{tag}", f"{self._log_touched_key}:{tag}", f"{self._log_total_key}:{tag}"]
 
     # ---- Bus -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -189,10 +215,9 @@ class RedisBus(Bus):
         """KEYS and ARGV of the PUBLISH script for one event."""
         head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
                 "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
-        return ([self._seq_key(key), self._log_key(key), self._log_sizes_key, self._log_touched_key,
-                 self._log_total_key],
+        return ([self._seq_key(key), self._log_key(key), *self._accounting_keys(key)],
                 [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s,
-                 self.log_session_bytes, self.log_budget_bytes])
+                 self.log_session_bytes, self.slot_budget_bytes, self.publish_command])
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
@@ -240,8 +265,12 @@ class RedisBus(Bus):
         return int(text(await self.redis.execute("GET", self._seq_key(key)) or b"0"))
 
     async def log_bytes(self) -> int:
-        """Bytes all session logs hold, as the publish script accounts them."""
-        return int(await self.redis.execute("GET", self._log_total_key) or 0)
+        """Bytes all session logs hold, as the publish script accounts them (under Redis Cluster:
+        the sum of every slot's account, found with KEYS on every master — a diagnostic)."""
+        if not self.cluster:
+            return int(await self.redis.execute("GET", self._log_total_key) or 0)
+        keys = await self.redis.execute("KEYS", f"{self._log_total_key}:{{*}}")
+        return sum(int(v or 0) for v in await self.redis.pipeline([("GET", k) for k in keys or ()]))
 
     async def ping(self) -> bool:
         try:

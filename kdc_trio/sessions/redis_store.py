@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from kdc_trio.redis.commands import Commands, Script, text, transaction
+from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.sessions.model import Session
 from kdc_trio.sessions.store import RecoveryRecord, SessionStore, StreamBinding
 
@@ -56,14 +56,21 @@ class RedisSessionStore(SessionStore):
                 continue
             mapping += [k, json.dumps(v) if k == "roles" else str(v)]
         key = self._key(session.session_id)
-        cmds: list[tuple] = [("DEL", key), ("HSET", key, *mapping), ("EXPIRE", key, self.ttl_s)]
+        # The session's hash is replaced atomically (MULTI … EXEC); the index that finds it by
+        # user or fingerprint is written after it in the same round trip, outside the
+        # transaction: under Redis Cluster the index key lives in another slot. An index
+        # therefore never names a session that was not written.
+        cmds: list[tuple] = [("MULTI",), ("DEL", key), ("HSET", key, *mapping), ("EXPIRE", key, self.ttl_s),
+                             ("EXEC",)]
         if session.user_id:
             cmds.append(("SET", self._user_key(session.tenant, session.project, session.user_id),
                          session.session_id, "EX", self.ttl_s))
         elif session.fingerprint:
             cmds.append(("SET", self._fp_key(session.tenant, session.project, session.fingerprint),
                          session.session_id, "EX", self.ttl_s))
-        await transaction(self.redis, cmds)
+        for reply in await self.redis.pipeline(cmds):
+            if isinstance(reply, Exception):
+                raise reply
 
     def _fp_key(self, tenant: str, project: str, fingerprint: str) -> str:
         return f"{self.prefix}:session_fp:{tenant}:{project}:{fingerprint}"

@@ -148,14 +148,14 @@ async def test_undecodable_entries_are_dead_lettered_once_and_the_workers_go_on(
             poison = [("turn", "{not json"), ("other", "no turn field"), ("turn", json.dumps({"message": {}})),
                       ("turn", b"\xff\xfe binary")]
             for name, value in poison:
-                await redis.execute("XADD", "t:turns", "*", name, value)
+                await redis.execute("XADD", "t:{turns}", "*", name, value)
             await queues[0].put(make_turn())
             with trio.fail_after(10):
-                while not bundle.ran or await redis.execute("XLEN", "t:turns"):
+                while not bundle.ran or await redis.execute("XLEN", "t:{turns}"):
                     await trio.sleep(0.02)
             await trio.sleep(1.5)  # five leases: nothing is reclaimed, nothing moved twice
-            dead = await redis.execute("XRANGE", "t:turns:dead", "-", "+")
-            pending = await redis.execute("XPENDING", "t:turns", "workers")
+            dead = await redis.execute("XRANGE", "t:{turns}:dead", "-", "+")
+            pending = await redis.execute("XPENDING", "t:{turns}", "workers")
             nursery.cancel_scope.cancel()
         await redis.aclose()
     assert bundle.ran == ["hi"], "a good turn behind the bad ones ran"

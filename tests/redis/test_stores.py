@@ -88,7 +88,7 @@ async def test_queue_carries_small_attachments_inline_and_large_ones_beside(redi
         assert [a.data for a in got.message.attachments] == [a.data for a in sent.message.attachments]
         assert got.attempt == 1 and got.error is None
         await q.ack(got)
-        assert await redis.execute("XLEN", "t:turns") == 0
+        assert await redis.execute("XLEN", "t:{turns}") == 0
         assert await redis.execute("KEYS", "t:att:*") == []
         nursery.cancel_scope.cancel()
 
@@ -126,7 +126,7 @@ async def test_a_turn_whose_worker_died_is_reclaimed_with_its_attempt(redis):
         nursery.cancel_scope.cancel()
     assert retried.turn_id == taken.turn_id and retried.attempt == 2
     assert alive.reclaimed == 1
-    assert await redis.execute("XPENDING", "t:turns", "workers") == [0, None, None, None]
+    assert await redis.execute("XPENDING", "t:{turns}", "workers") == [0, None, None, None]
 
 
 async def test_a_running_turn_is_not_reclaimed_while_its_worker_renews_the_lease(redis):
