@@ -19,6 +19,7 @@ from kdc_trio.protect.redis_ratelimit import RedisRateLimiter
 from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.redis.sharded_pubsub import ShardedPubSub
 from kdc_trio.redis.url import is_cluster_url
 from kdc_trio.relay.redis_bus import RedisBus
 from kdc_trio.relay.service import ServiceCommunicator
@@ -60,15 +61,10 @@ def _cluster_clients(settings: Settings, url: str) -> tuple[Any, Any, Any]:
         raise ValueError("a redis+cluster:// REDIS_URL needs KDC_REDIS_BACKEND=native")
     client = ClusterClient(url, max_connections=COMMAND_CONNECTIONS)
     read_client = ClusterClient(url, max_connections=2)
-    # CLUSTER PUB/SUB HOOK (issue 16, branch cluster-pubsub): the sharded relay replaces this with
-    # `kdc_trio.redis.sharded_pubsub.ShardedPubSub` (SSUBSCRIBE per shard) and `RedisBus(...,
-    # publish_command="SPUBLISH")` in `open_redis_parts`. Until then: the classic PubSub on one seed
-    # node — classic PUBLISH is carried to every node by the cluster bus, so it works, but every
-    # message crosses every node (and that node is a single point of failure).
-    host, port = client.url.seeds[0]
+    # The sharded relay: one SSUBSCRIBE connection per master, on the command client's slot map.
 
-    def pubsub(_url: str, **kw: Any) -> PubSub:
-        return PubSub(client.url.node(host, port), **kw)
+    def pubsub(_url: str, **kw: Any) -> ShardedPubSub:
+        return ShardedPubSub(client, **kw)
 
     return client, read_client, pubsub
 
@@ -87,7 +83,8 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     stack.push_async_callback(read_client.aclose)
     await client.execute("PING")  # fail at start, with the reason, when Redis is unreachable
     s = settings
-    service = ServiceCommunicator(client)
+    cluster = _is_cluster(s)  # Redis Cluster: sharded pub/sub (SSUBSCRIBE / SPUBLISH on the channel's shard)
+    service = ServiceCommunicator(client, sharded=cluster)
     if listen:
         service.pubsub = pubsub_cls(s.redis_url, on_batch=service.on_batch, on_reconnect=service.on_reconnect,
                                     ping_interval=s.pubsub_ping_interval_s, ping_timeout=s.pubsub_ping_timeout_s,
@@ -95,7 +92,7 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,
                    log_size=s.session_log_size, log_ttl_s=s.session_log_ttl_s, seq_ttl_s=s.session_ttl_s,
                    log_session_bytes=s.session_log_bytes, log_budget_bytes=s.session_log_budget_bytes,
-                   cluster=_is_cluster(s))
+                   cluster=cluster, publish_command="SPUBLISH" if cluster else "PUBLISH")
     queue = RedisTurnQueue(client, read_redis=read_client, prefix=s.redis_prefix, maxlen=s.turn_queue_size,
                            lease_ms=s.turn_lease_ms, inline_bytes=s.redis_inline_attachment_bytes,
                            attachment_ttl_s=s.redis_attachment_ttl_s, dead_letter_size=s.turn_dead_letter_size,
