@@ -124,6 +124,7 @@ class ShardedPubSub(WantedChannels):
         self.refreshes = 0     # slot-map refreshes asked for
         self.moved = 0         # channels moved to another master
         self.recovered_channels = 0  # channels reported for gap-filling
+        self._retired = {"gaps": 0, "received": 0, "pings_missed": 0}
 
     @property
     def map(self) -> SlotMap:
@@ -132,11 +133,18 @@ class ShardedPubSub(WantedChannels):
     # ---- statistics (PubSub's names, summed over shards) ------------------------------------
     @property
     def gaps(self) -> int:
-        return sum(s.gaps for s in self.shards.values()) + self.moved
+        return self._sum("gaps") + self.moved
 
     @property
     def received(self) -> int:
-        return sum(s.received for s in self.shards.values())
+        return self._sum("received")
+
+    @property
+    def pings_missed(self) -> int:
+        return self._sum("pings_missed")
+
+    def _sum(self, counter: str) -> int:  # closed shards' counts stay counted
+        return self._retired[counter] + sum(getattr(s, counter) for s in self.shards.values())
 
     @property
     def connected(self) -> bool:
@@ -262,6 +270,8 @@ class ShardedPubSub(WantedChannels):
             if address not in masters and not shard.wanted:
                 shard.scope.cancel()
                 del self.shards[address]
+                for counter in self._retired:
+                    self._retired[counter] += getattr(shard, counter)
 
     def _recover(self, channels: set[str]) -> None:
         """Report `channels` for gap-filling once their (new) shard confirmed them."""
