@@ -76,6 +76,7 @@ class ClusterClient:
         self.slot_map: SlotMap | None = None
         self.map_version = 0  # +1 whenever the slot map changes
         self._nodes: dict[Address, RedisClient] = {}
+        self._known: dict[Address, None] = dict.fromkeys(self.url.seeds)  # every node ever seen, in order
         self._refreshing: trio.Event | None = None
         self._last_refresh = -math.inf
         self._map_changed = trio.Event()
@@ -123,6 +124,8 @@ class ClusterClient:
         return self.map_version
 
     def _set_map(self, new: SlotMap) -> None:
+        for shard in new.shards:
+            self._known.update(dict.fromkeys((shard.master, *shard.replicas)))
         if new == self.slot_map:
             return
         self.slot_map = new
@@ -152,7 +155,6 @@ class ClusterClient:
             new = await self._load_map()
             self.refreshes += 1
             self._set_map(new)
-            await self._drop_stale_nodes(new)
             return new
         finally:
             self._last_refresh = trio.current_time()
@@ -160,13 +162,16 @@ class ClusterClient:
             done.set()
 
     def _candidates(self) -> list[Address]:
+        """Who is asked for the map: the current masters (shuffled: the reloads of many processes
+        spread), their replicas, then every node seen before (a shard without a master is not in
+        the map, but its replica may be the next master) and the URL's seeds."""
         known: list[Address] = []
         if self.slot_map is not None:
             masters = list(self.slot_map.masters)
-            random.shuffle(masters)  # spread the reloads of many processes
+            random.shuffle(masters)
             known += masters
             known += [r for s in self.slot_map.shards for r in s.replicas]
-        known += list(self.url.seeds)
+        known += list(self._known)
         return list(dict.fromkeys(known))
 
     async def _load_map(self) -> SlotMap:
@@ -196,11 +201,6 @@ class ClusterClient:
                 raise
         reply = await client.execute("CLUSTER", "SLOTS", timeout=MAP_QUERY_TIMEOUT_S)  # Redis < 7
         return parse_cluster_slots(reply, default_host=address[0])
-
-    async def _drop_stale_nodes(self, current: SlotMap) -> None:
-        keep = set(current.masters) | {r for s in current.shards for r in s.replicas} | set(self.url.seeds)
-        for address in [a for a in self._nodes if a not in keep]:
-            await self._nodes.pop(address).aclose()
 
     async def _ensure_map(self) -> SlotMap:
         if self.slot_map is None:
@@ -268,14 +268,15 @@ class ClusterClient:
         retry: list[_Unit] = []
         cluster_map = await self._ensure_map()
         masters = cluster_map.masters
+        unreachable = False  # a node could not be reached, or answered "not now": reload the map
         for unit in units:
             target = unit.ask or (cluster_map.owner(unit.slot) if unit.slot is not None
                                   else (random.choice(masters) if masters else None))
             if target is None:  # the slot has no master in our map: a failover is under way
                 retry.append(unit)
+                unreachable = True
                 continue
             groups.setdefault(target, []).append(unit)
-        unreachable = False  # a node could not be reached, or answered "not now": reload the map
         lost: list[RedisConnectionError] = []
 
         async def send(address: Address, group: list[_Unit]) -> None:
