@@ -5,8 +5,9 @@ SPUBLISH), and a master killed: its replica promoted, the map refreshed, command
 
 from __future__ import annotations
 
-import trio
+import httpx
 import pytest
+import trio
 
 from kdc_trio.config import Settings
 from kdc_trio.gateway_redis import _clients
@@ -16,7 +17,10 @@ from kdc_trio.redis.slots import key_slot, tagged
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.redis_bus import RedisBus
 from kdc_trio.relay.service import ServiceCommunicator
+from tests.gateway.test_e2e_sse import check_turn
+from tests.support.gateway import running_gateway, test_settings
 from tests.support.redis_cluster import RedisCluster, cluster3, command, redis_cluster  # noqa: F401
+from tests.support.sse_client import open_stream
 
 
 @pytest.fixture
@@ -148,6 +152,22 @@ async def test_gateway_wiring_picks_the_cluster_client(cluster3: RedisCluster):
     await read_client.aclose()
     with pytest.raises(ValueError, match="KDC_REDIS_BACKEND=native"):
         _clients(Settings.from_env({}, redis_url=cluster3.seed_url, redis_backend="compat"))
+
+
+async def test_a_whole_turn_through_a_gateway_on_the_cluster(cluster3: RedisCluster):
+    settings = test_settings(redis_url=cluster3.seed_url)
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        assert isinstance(gw.bus.redis, ClusterClient) and gw.bus.cluster
+        async with trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=tab")
+            sid = st.ready["session_id"]
+            r = await client.post(f"/sse/chat?stream_id=tab&user_session_id={sid}",
+                                  json={"message": {"text": "through the cluster"}})
+            assert r.status_code == 202, r.text
+            await st.wait_for(lambda s: s.of("chat_complete") and len(s.of("conv_status")) >= 2, timeout=20)
+            check_turn(st, text="through the cluster", files={})
+            nursery.cancel_scope.cancel()
+        assert gw.bus.redis.moved == 0
 
 
 async def test_a_killed_master_is_replaced_and_commands_go_on():
