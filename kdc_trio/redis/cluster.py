@@ -44,8 +44,11 @@ log = logging.getLogger("kdc_trio.redis.cluster")
 # Redirections one command follows before giving up: a slot bounces at most a few times while
 # it migrates; more means the nodes disagree (a broken cluster), not a move under way.
 MAX_REDIRECTS = 16
-# Full map reloads at most this often (a migration answers many commands with MOVED at once).
+# Full map reloads at most this often (a migration answers many commands with MOVED at once);
+# a forced reload (a node unreachable, a failover under way) at most every FORCED_… seconds, so
+# many callers retrying together do not reload the map back to back.
 REFRESH_MIN_INTERVAL_S = 0.25
+FORCED_REFRESH_MIN_INTERVAL_S = 0.05
 # Pause between tries while the cluster cannot serve a slot (failover, TRYAGAIN); it doubles.
 RETRY_BACKOFF_MAX_S = 0.5
 # How long one node may take to answer CLUSTER SHARDS before the next is asked.
@@ -140,15 +143,15 @@ class ClusterClient:
 
     async def refresh(self, *, force: bool = False) -> SlotMap:
         """Reload the slot map from any reachable node. Concurrent callers share one reload; without
-        `force`, a map loaded within `REFRESH_MIN_INTERVAL_S` is kept. Raises RedisConnectionError
-        when no node answers."""
+        `force`, a map loaded within `REFRESH_MIN_INTERVAL_S` is kept (with it, one loaded within
+        `FORCED_REFRESH_MIN_INTERVAL_S`). Raises RedisConnectionError when no node answers."""
         if self._refreshing is not None:
             await self._refreshing.wait()
             if self.slot_map is None:
                 raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS")
             return self.slot_map
-        if not force and self.slot_map is not None \
-                and trio.current_time() - self._last_refresh < REFRESH_MIN_INTERVAL_S:
+        interval = FORCED_REFRESH_MIN_INTERVAL_S if force else REFRESH_MIN_INTERVAL_S
+        if self.slot_map is not None and trio.current_time() - self._last_refresh < interval:
             return self.slot_map
         self._refreshing = done = trio.Event()
         try:
