@@ -255,8 +255,9 @@ class ClusterClient:
         backoff = Backoff(RETRY_BACKOFF_MAX_S)
         while pending:
             retry = await self._send_round(pending)
+            again = {id(u) for u in retry}
             for unit in pending:
-                if unit not in retry:
+                if id(unit) not in again:
                     replies[unit.start:unit.start + len(unit.replies)] = unit.replies
             if retry:
                 self.retries += 1
@@ -314,8 +315,9 @@ class ClusterClient:
             await self._refresh_quietly(force=True)
             raise lost[0]
         redirected = False
+        waiting = {id(u) for u in retry}
         for unit in units:
-            if unit in retry or not unit.replies:
+            if id(unit) in waiting or not unit.replies:
                 continue
             redirect, busy = _redirect_of(unit.replies)
             if redirect is not None:

@@ -14,6 +14,7 @@ endpoint) is given the host we reached the cluster by (`default_host`), as redis
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -22,25 +23,10 @@ SLOTS = 16384  # the number of hash slots in every Redis Cluster
 Address = tuple[str, int]
 
 
-def _crc16_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_TABLE = _crc16_table()
-
-
 def crc16(data: bytes) -> int:
-    """CRC16/XMODEM (poly 0x1021, init 0, no reflection), the cluster specification's CRC."""
-    crc = 0
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC16/XMODEM (poly 0x1021, init 0, no reflection), the cluster specification's CRC;
+    `binascii.crc_hqx` computes exactly that, in C."""
+    return binascii.crc_hqx(data, 0)
 
 
 def _as_bytes(key: str | bytes | bytearray | memoryview | int | float) -> bytes:
