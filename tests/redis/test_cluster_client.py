@@ -188,9 +188,15 @@ async def test_a_killed_master_is_replaced_and_commands_go_on():
             promoted.append(await trio.to_thread.run_sync(cluster.kill_master, victim))
             done.set()
 
+        woke: list[int] = []
+
+        async def watch() -> None:  # what the sharded pub/sub does to learn of a new topology
+            woke.append(await client.wait_map_changed(version))
+
         counts = dict.fromkeys(keys, 0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(kill)
+            nursery.start_soon(watch)
             with trio.fail_after(60):
                 while not done.is_set() or sum(counts.values()) < 4 * len(keys):
                     for k in keys:
@@ -204,6 +210,7 @@ async def test_a_killed_master_is_replaced_and_commands_go_on():
         assert lost <= 1, f"{lost} commands failed: only the one in flight at the kill may"
         assert client.master_for_slot(key_slot(keys[0])) == new_master.address
         assert client.map_version > version and seen and seen[-1] == client.slot_map
+        assert woke and woke[0] > version
         assert victim not in {p for _, p in client.slot_map.masters}
         for k in keys:
             value = int(await client.execute("GET", k))
