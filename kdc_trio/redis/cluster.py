@@ -1,8 +1,10 @@
 """`ClusterClient`: the `RedisClient` interface over a Redis Cluster (`redis+cluster://…`).
 
-- One `RedisClient` pool per node, opened on demand; the slot map (`slots.SlotMap`) is loaded
-  from any node we know (the map's nodes first, then the URL's seeds) with `CLUSTER SHARDS`,
-  or `CLUSTER SLOTS` on servers without it.
+- One `RedisClient` pool per node, opened on demand; the slot map (`slots.SlotMap`) is asked of
+  the masters together (`CLUSTER SHARDS`, or `CLUSTER SLOTS` on servers without it), then of
+  every other node seen and the URL's seeds if some slots' owners did not speak; the answers
+  are merged, each node believed about its own slots (`slots.merge_views`), so one node that
+  has not heard of a change yet does not turn the map back and forth.
 - Every command goes to the master of its keys' slot (`keyspec.command_keys`); a command,
   script or `MULTI … EXEC` block whose keys span slots is refused here with a `CROSSSLOT`
   `RedisError` naming the command (nothing is sent). Keyless commands go to any master;
@@ -35,8 +37,8 @@ from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.connection import RedisConnectFailed, RedisConnectionError, RedisError, RedisTimeoutError
 from kdc_trio.redis.keyspec import BROADCAST, UnknownCommand, command_keys, command_name
 from kdc_trio.redis.retry import Backoff
-from kdc_trio.redis.slots import Address, Redirect, SlotMap, key_slot, parse_cluster_shards, parse_cluster_slots, \
-    parse_redirect
+from kdc_trio.redis.slots import SLOTS, Address, Redirect, SlotMap, claimed_slots, key_slot, merge_views, \
+    parse_cluster_shards, parse_cluster_slots, parse_redirect
 from kdc_trio.redis.url import ClusterURL, RedisURL, parse_cluster_url
 
 log = logging.getLogger("kdc_trio.redis.cluster")
@@ -165,34 +167,58 @@ class ClusterClient:
             done.set()
 
     def _candidates(self) -> list[Address]:
-        """Who is asked for the map: the current masters (shuffled: the reloads of many processes
-        spread), their replicas, then every node seen before (a shard without a master is not in
-        the map, but its replica may be the next master) and the URL's seeds."""
+        """Every node worth asking for the map: the current masters, their replicas, then every
+        node seen before (a shard without a master is not in the map, but its replica may be the
+        next master) and the URL's seeds."""
         known: list[Address] = []
         if self.slot_map is not None:
-            masters = list(self.slot_map.masters)
-            random.shuffle(masters)
-            known += masters
+            known += self.slot_map.masters
             known += [r for s in self.slot_map.shards for r in s.replicas]
         known += list(self._known)
         return list(dict.fromkeys(known))
 
     async def _load_map(self) -> SlotMap:
-        best: SlotMap | None = None
+        """Ask the current masters together, then (if some slots have no master that claims them)
+        every other node we know; merge what they say (`slots.merge_views`: a node is believed
+        about its own slots, so a node that has not yet heard of a change by gossip does not
+        turn the map back)."""
+        views: dict[Address, SlotMap] = {}
         failures: list[str] = []
-        for address in self._candidates():
+        masters = list(self.slot_map.masters) if self.slot_map is not None else []
+        others = [a for a in self._candidates() if a not in masters]
+        for nodes in (masters, others):
+            if nodes:
+                await self._ask_maps(nodes, views, failures)
+            if views and claimed_slots(views) == SLOTS:
+                break
+        merged = merge_views(views)
+        if merged.ranges:
+            return merged  # possibly partial: a failover under way (its slots have no master yet)
+        raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS: " + "; ".join(failures[:5]))
+
+    async def _ask_maps(self, nodes: list[Address], views: dict[Address, SlotMap], failures: list[str]) -> None:
+        """Ask `nodes` at once; done when all answered, every slot's owner has spoken, or
+        `MAP_QUERY_TIMEOUT_S` passed (a node that does not answer does not hold the reload up)."""
+        done = trio.Event()
+        left = len(nodes)
+
+        async def ask(address: Address) -> None:
+            nonlocal left
             try:
-                found = await self._ask_map(address)
+                views[address] = await self._ask_map(address)
             except (RedisConnectionError, RedisError, ValueError) as exc:
                 failures.append(f"{address[0]}:{address[1]}: {exc}")
-                continue
-            if found.covered == 16384:
-                return found
-            if best is None or found.covered > best.covered:
-                best = found
-        if best is not None and best.ranges:
-            return best  # part of the cluster has no master right now (a failover under way)
-        raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS: " + "; ".join(failures[:5]))
+            finally:
+                left -= 1
+                if left == 0 or claimed_slots(views) == SLOTS:
+                    done.set()
+
+        with trio.move_on_after(MAP_QUERY_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for address in nodes:
+                    nursery.start_soon(ask, address)
+                await done.wait()
+                nursery.cancel_scope.cancel()
 
     async def _ask_map(self, address: Address) -> SlotMap:
         client = self.node(address)
