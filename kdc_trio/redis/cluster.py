@@ -46,11 +46,10 @@ log = logging.getLogger("kdc_trio.redis.cluster")
 # Redirections one command follows before giving up: a slot bounces at most a few times while
 # it migrates; more means the nodes disagree (a broken cluster), not a move under way.
 MAX_REDIRECTS = 16
-# Full map reloads at most this often (a migration answers many commands with MOVED at once);
-# a forced reload (a node unreachable, a failover under way) at most every FORCED_… seconds, so
-# many callers retrying together do not reload the map back to back.
+# Unforced map reloads at most this often (a migration answers many commands with MOVED at
+# once). A forced reload always asks the nodes (callers retrying together share one reload in
+# flight, and back off between tries): a caller that forces one has seen the map is wrong.
 REFRESH_MIN_INTERVAL_S = 0.25
-FORCED_REFRESH_MIN_INTERVAL_S = 0.05
 # Pause between tries while the cluster cannot serve a slot (failover, TRYAGAIN); it doubles.
 RETRY_BACKOFF_MAX_S = 0.5
 # How long one node may take to answer CLUSTER SHARDS before the next is asked.
@@ -128,6 +127,12 @@ class ClusterClient:
             await self._map_changed.wait()
         return self.map_version
 
+    def note_moved(self, slot: int, address: Address) -> None:
+        """A node answered `MOVED slot address` (to a command, or to an SSUBSCRIBE of the pub/sub
+        layer): re-point that slot now, before any reload (listeners hear of it)."""
+        if self.slot_map is not None:
+            self._set_map(self.slot_map.with_owner(slot, address))
+
     def _set_map(self, new: SlotMap) -> None:
         for shard in new.shards:
             self._known.update(dict.fromkeys((shard.master, *shard.replicas)))
@@ -145,15 +150,15 @@ class ClusterClient:
 
     async def refresh(self, *, force: bool = False) -> SlotMap:
         """Reload the slot map from any reachable node. Concurrent callers share one reload; without
-        `force`, a map loaded within `REFRESH_MIN_INTERVAL_S` is kept (with it, one loaded within
-        `FORCED_REFRESH_MIN_INTERVAL_S`). Raises RedisConnectionError when no node answers."""
+        `force`, a map loaded within `REFRESH_MIN_INTERVAL_S` is kept. Raises RedisConnectionError
+        when no node answers."""
         if self._refreshing is not None:
             await self._refreshing.wait()
             if self.slot_map is None:
                 raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS")
             return self.slot_map
-        interval = FORCED_REFRESH_MIN_INTERVAL_S if force else REFRESH_MIN_INTERVAL_S
-        if self.slot_map is not None and trio.current_time() - self._last_refresh < interval:
+        if not force and self.slot_map is not None \
+                and trio.current_time() - self._last_refresh < REFRESH_MIN_INTERVAL_S:
             return self.slot_map
         self._refreshing = done = trio.Event()
         try:
@@ -352,8 +357,7 @@ class ClusterClient:
                     continue  # the redirect error stays the reply
                 if redirect.kind == "MOVED":
                     self.moved += 1
-                    if self.slot_map is not None:
-                        self._set_map(self.slot_map.with_owner(redirect.slot, redirect.address))
+                    self.note_moved(redirect.slot, redirect.address)
                     redirected = True
                 else:
                     self.asked += 1
