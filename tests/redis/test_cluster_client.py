@@ -144,6 +144,21 @@ async def test_the_publish_script_runs_on_every_master_publish_and_spublish(clus
         await conn.aclose()
 
 
+async def test_the_map_comes_from_any_seed_that_answers(cluster3: RedisCluster):
+    from tests.support.redis_server import free_port
+
+    dead = free_port()
+    alive = cluster3.nodes[1].port
+    client = ClusterClient(f"redis+cluster://127.0.0.1:{dead},127.0.0.1:{alive}")
+    assert await client.execute("PING") == b"PONG"
+    assert len(client.slot_map.masters) == 3 and client.slot_map.covered == 16384
+    await client.aclose()
+    nobody = ClusterClient(f"redis+cluster://127.0.0.1:{dead}", connect_timeout=1)
+    with trio.fail_after(5), pytest.raises(RedisConnectionError, match="no Redis Cluster node answered"):
+        await nobody.execute("PING")
+    await nobody.aclose()
+
+
 async def test_gateway_wiring_picks_the_cluster_client(cluster3: RedisCluster):
     s = Settings.from_env({}, redis_url=cluster3.seed_url)
     client, read_client, pubsub = _clients(s)

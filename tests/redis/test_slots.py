@@ -138,3 +138,19 @@ def test_merge_views_believes_each_node_about_its_own_slots() -> None:
     rogue = SlotMap.build([(0, SLOTS - 1, Shard(c))])
     assert merge_views({a: before, b: before, c: rogue}).owner(0) == a
     assert merge_views({}) == SlotMap(())
+
+
+def test_command_keys_table() -> None:
+    from kdc_trio.redis.keyspec import UnknownCommand, command_keys
+
+    assert command_keys(("EVALSHA", "sha", 2, "k1", "k2", "a1")) == ["k1", "k2"]
+    assert command_keys((b"evalsha", "sha", 0, "a1")) == []
+    assert command_keys(("XREADGROUP", "GROUP", "g", "c", "COUNT", 5, "BLOCK", 100, "STREAMS", "s1", "s2", ">", ">")) \
+        == ["s1", "s2"]
+    assert command_keys(("XGROUP", "CREATE", "stream", "g", "0", "MKSTREAM")) == ["stream"]
+    assert command_keys(("MSET", "a", 1, "b", 2)) == ["a", "b"]
+    assert command_keys(("DEL", "a", "b")) == ["a", "b"]
+    assert command_keys(("SPUBLISH", "ch", "m")) == ["ch"]
+    assert command_keys(("PING",)) == [] and command_keys(("PUBLISH", "ch", "m")) == []
+    with pytest.raises(UnknownCommand):
+        command_keys(("BITCOUNT", "k"))
