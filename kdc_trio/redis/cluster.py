@@ -52,7 +52,8 @@ MAX_REDIRECTS = 16
 REFRESH_MIN_INTERVAL_S = 0.25
 # Pause between tries while the cluster cannot serve a slot (failover, TRYAGAIN); it doubles.
 RETRY_BACKOFF_MAX_S = 0.5
-# How long one node may take to answer CLUSTER SHARDS before the next is asked.
+# How long the nodes asked together may take to answer CLUSTER SHARDS (one that has not
+# answered by then is left out of this reload).
 MAP_QUERY_TIMEOUT_S = 2.0
 # Error replies that mean "not run, the cluster is moving": safe to send again.
 RETRYABLE = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING")
@@ -123,6 +124,7 @@ class ClusterClient:
 
     async def wait_map_changed(self, version: int) -> int:
         """Wait until `map_version` differs from `version`; returns the new version."""
+        await trio.lowlevel.checkpoint()
         while self.map_version == version:
             await self._map_changed.wait()
         return self.map_version
