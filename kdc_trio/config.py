@@ -264,7 +264,7 @@ class Settings:
         "KDC_LOOP_LAG_MAX_MS", 1000, int, "Event-loop lag counted as full pressure (1.0); lag/this is the lag's share")
 
     # --- Redis and the relay --------------------------------------------------------------
-    redis_url: str | None = setting("REDIS_URL", None, _opt_str, "Unset = embedded (memory bus, memory sessions)")
+    redis_url: str | None = setting("REDIS_URL", None, _opt_str, "Unset = embedded (memory bus, memory sessions); redis://, rediss://, unix:// or redis+cluster://host:port,…")
     redis_backend: str = setting(
         "KDC_REDIS_BACKEND", "native", doc="`native` (trio RESP client) or `compat` (redis-py under trio-asyncio)")
     relay_identity: str | None = setting(

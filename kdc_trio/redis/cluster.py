@@ -1,8 +1,10 @@
 """`ClusterClient`: the `RedisClient` interface over a Redis Cluster (`redis+cluster://…`).
 
-- One `RedisClient` pool per node, opened on demand; the slot map (`slots.SlotMap`) is loaded
-  from any node we know (the map's nodes first, then the URL's seeds) with `CLUSTER SHARDS`,
-  or `CLUSTER SLOTS` on servers without it.
+- One `RedisClient` pool per node, opened on demand; the slot map (`slots.SlotMap`) is asked of
+  the masters together (`CLUSTER SHARDS`, or `CLUSTER SLOTS` on servers without it), then of
+  every other node seen and the URL's seeds if some slots' owners did not speak; the answers
+  are merged, each node believed about its own slots (`slots.merge_views`), so one node that
+  has not heard of a change yet does not turn the map back and forth.
 - Every command goes to the master of its keys' slot (`keyspec.command_keys`); a command,
   script or `MULTI … EXEC` block whose keys span slots is refused here with a `CROSSSLOT`
   `RedisError` naming the command (nothing is sent). Keyless commands go to any master;
@@ -35,8 +37,8 @@ from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.connection import RedisConnectFailed, RedisConnectionError, RedisError, RedisTimeoutError
 from kdc_trio.redis.keyspec import BROADCAST, UnknownCommand, command_keys, command_name
 from kdc_trio.redis.retry import Backoff
-from kdc_trio.redis.slots import Address, Redirect, SlotMap, key_slot, parse_cluster_shards, parse_cluster_slots, \
-    parse_redirect
+from kdc_trio.redis.slots import SLOTS, Address, Redirect, SlotMap, claimed_slots, key_slot, merge_views, \
+    parse_cluster_shards, parse_cluster_slots, parse_redirect
 from kdc_trio.redis.url import ClusterURL, RedisURL, parse_cluster_url
 
 log = logging.getLogger("kdc_trio.redis.cluster")
@@ -44,11 +46,14 @@ log = logging.getLogger("kdc_trio.redis.cluster")
 # Redirections one command follows before giving up: a slot bounces at most a few times while
 # it migrates; more means the nodes disagree (a broken cluster), not a move under way.
 MAX_REDIRECTS = 16
-# Full map reloads at most this often (a migration answers many commands with MOVED at once).
+# Unforced map reloads at most this often (a migration answers many commands with MOVED at
+# once). A forced reload always asks the nodes (callers retrying together share one reload in
+# flight, and back off between tries): a caller that forces one has seen the map is wrong.
 REFRESH_MIN_INTERVAL_S = 0.25
 # Pause between tries while the cluster cannot serve a slot (failover, TRYAGAIN); it doubles.
 RETRY_BACKOFF_MAX_S = 0.5
-# How long one node may take to answer CLUSTER SHARDS before the next is asked.
+# How long the nodes asked together may take to answer CLUSTER SHARDS (one that has not
+# answered by then is left out of this reload).
 MAP_QUERY_TIMEOUT_S = 2.0
 # Error replies that mean "not run, the cluster is moving": safe to send again.
 RETRYABLE = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING")
@@ -76,6 +81,7 @@ class ClusterClient:
         self.slot_map: SlotMap | None = None
         self.map_version = 0  # +1 whenever the slot map changes
         self._nodes: dict[Address, RedisClient] = {}
+        self._known: dict[Address, None] = dict.fromkeys(self.url.seeds)  # every node ever seen, in order
         self._refreshing: trio.Event | None = None
         self._last_refresh = -math.inf
         self._map_changed = trio.Event()
@@ -118,11 +124,20 @@ class ClusterClient:
 
     async def wait_map_changed(self, version: int) -> int:
         """Wait until `map_version` differs from `version`; returns the new version."""
+        await trio.lowlevel.checkpoint()
         while self.map_version == version:
             await self._map_changed.wait()
         return self.map_version
 
+    def note_moved(self, slot: int, address: Address) -> None:
+        """A node answered `MOVED slot address` (to a command, or to an SSUBSCRIBE of the pub/sub
+        layer): re-point that slot now, before any reload (listeners hear of it)."""
+        if self.slot_map is not None:
+            self._set_map(self.slot_map.with_owner(slot, address))
+
     def _set_map(self, new: SlotMap) -> None:
+        for shard in new.shards:
+            self._known.update(dict.fromkeys((shard.master, *shard.replicas)))
         if new == self.slot_map:
             return
         self.slot_map = new
@@ -152,7 +167,6 @@ class ClusterClient:
             new = await self._load_map()
             self.refreshes += 1
             self._set_map(new)
-            await self._drop_stale_nodes(new)
             return new
         finally:
             self._last_refresh = trio.current_time()
@@ -160,31 +174,58 @@ class ClusterClient:
             done.set()
 
     def _candidates(self) -> list[Address]:
+        """Every node worth asking for the map: the current masters, their replicas, then every
+        node seen before (a shard without a master is not in the map, but its replica may be the
+        next master) and the URL's seeds."""
         known: list[Address] = []
         if self.slot_map is not None:
-            masters = list(self.slot_map.masters)
-            random.shuffle(masters)  # spread the reloads of many processes
-            known += masters
+            known += self.slot_map.masters
             known += [r for s in self.slot_map.shards for r in s.replicas]
-        known += list(self.url.seeds)
+        known += list(self._known)
         return list(dict.fromkeys(known))
 
     async def _load_map(self) -> SlotMap:
-        best: SlotMap | None = None
+        """Ask the current masters together, then (if some slots have no master that claims them)
+        every other node we know; merge what they say (`slots.merge_views`: a node is believed
+        about its own slots, so a node that has not yet heard of a change by gossip does not
+        turn the map back)."""
+        views: dict[Address, SlotMap] = {}
         failures: list[str] = []
-        for address in self._candidates():
+        masters = list(self.slot_map.masters) if self.slot_map is not None else []
+        others = [a for a in self._candidates() if a not in masters]
+        for nodes in (masters, others):
+            if nodes:
+                await self._ask_maps(nodes, views, failures)
+            if views and claimed_slots(views) == SLOTS:
+                break
+        merged = merge_views(views)
+        if merged.ranges:
+            return merged  # possibly partial: a failover under way (its slots have no master yet)
+        raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS: " + "; ".join(failures[:5]))
+
+    async def _ask_maps(self, nodes: list[Address], views: dict[Address, SlotMap], failures: list[str]) -> None:
+        """Ask `nodes` at once; done when all answered, every slot's owner has spoken, or
+        `MAP_QUERY_TIMEOUT_S` passed (a node that does not answer does not hold the reload up)."""
+        done = trio.Event()
+        left = len(nodes)
+
+        async def ask(address: Address) -> None:
+            nonlocal left
             try:
-                found = await self._ask_map(address)
+                views[address] = await self._ask_map(address)
             except (RedisConnectionError, RedisError, ValueError) as exc:
                 failures.append(f"{address[0]}:{address[1]}: {exc}")
-                continue
-            if found.covered == 16384:
-                return found
-            if best is None or found.covered > best.covered:
-                best = found
-        if best is not None and best.ranges:
-            return best  # part of the cluster has no master right now (a failover under way)
-        raise RedisConnectionError("no Redis Cluster node answered CLUSTER SHARDS: " + "; ".join(failures[:5]))
+            finally:
+                left -= 1
+                if left == 0 or claimed_slots(views) == SLOTS:
+                    done.set()
+
+        with trio.move_on_after(MAP_QUERY_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for address in nodes:
+                    nursery.start_soon(ask, address)
+                await done.wait()
+                nursery.cancel_scope.cancel()
 
     async def _ask_map(self, address: Address) -> SlotMap:
         client = self.node(address)
@@ -196,11 +237,6 @@ class ClusterClient:
                 raise
         reply = await client.execute("CLUSTER", "SLOTS", timeout=MAP_QUERY_TIMEOUT_S)  # Redis < 7
         return parse_cluster_slots(reply, default_host=address[0])
-
-    async def _drop_stale_nodes(self, current: SlotMap) -> None:
-        keep = set(current.masters) | {r for s in current.shards for r in s.replicas} | set(self.url.seeds)
-        for address in [a for a in self._nodes if a not in keep]:
-            await self._nodes.pop(address).aclose()
 
     async def _ensure_map(self) -> SlotMap:
         if self.slot_map is None:
@@ -252,8 +288,9 @@ class ClusterClient:
         backoff = Backoff(RETRY_BACKOFF_MAX_S)
         while pending:
             retry = await self._send_round(pending)
+            again = {id(u) for u in retry}
             for unit in pending:
-                if unit not in retry:
+                if id(unit) not in again:
                     replies[unit.start:unit.start + len(unit.replies)] = unit.replies
             if retry:
                 self.retries += 1
@@ -268,14 +305,15 @@ class ClusterClient:
         retry: list[_Unit] = []
         cluster_map = await self._ensure_map()
         masters = cluster_map.masters
+        unreachable = False  # a node could not be reached, or answered "not now": reload the map
         for unit in units:
             target = unit.ask or (cluster_map.owner(unit.slot) if unit.slot is not None
                                   else (random.choice(masters) if masters else None))
             if target is None:  # the slot has no master in our map: a failover is under way
                 retry.append(unit)
+                unreachable = True
                 continue
             groups.setdefault(target, []).append(unit)
-        unreachable = False  # a node could not be reached, or answered "not now": reload the map
         lost: list[RedisConnectionError] = []
 
         async def send(address: Address, group: list[_Unit]) -> None:
@@ -310,8 +348,9 @@ class ClusterClient:
             await self._refresh_quietly(force=True)
             raise lost[0]
         redirected = False
+        waiting = {id(u) for u in retry}
         for unit in units:
-            if unit in retry or not unit.replies:
+            if id(unit) in waiting or not unit.replies:
                 continue
             redirect, busy = _redirect_of(unit.replies)
             if redirect is not None:
@@ -320,8 +359,7 @@ class ClusterClient:
                     continue  # the redirect error stays the reply
                 if redirect.kind == "MOVED":
                     self.moved += 1
-                    if self.slot_map is not None:
-                        self._set_map(self.slot_map.with_owner(redirect.slot, redirect.address))
+                    self.note_moved(redirect.slot, redirect.address)
                     redirected = True
                 else:
                     self.asked += 1

@@ -14,33 +14,19 @@ endpoint) is given the host we reached the cluster by (`default_host`), as redis
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 SLOTS = 16384  # the number of hash slots in every Redis Cluster
 
 Address = tuple[str, int]
 
 
-def _crc16_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_TABLE = _crc16_table()
-
-
 def crc16(data: bytes) -> int:
-    """CRC16/XMODEM (poly 0x1021, init 0, no reflection), the cluster specification's CRC."""
-    crc = 0
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC16/XMODEM (poly 0x1021, init 0, no reflection), the cluster specification's CRC;
+    `binascii.crc_hqx` computes exactly that, in C."""
+    return binascii.crc_hqx(data, 0)
 
 
 def _as_bytes(key: str | bytes | bytearray | memoryview | int | float) -> bytes:
@@ -128,28 +114,72 @@ class SlotMap:
         if self.owner(slot) == master:
             return self
         target = next((s for s in self.shards if s.master == master), Shard(master))
-        ranges: list[tuple[int, int, Shard]] = []
-        placed = False
-        for first, end, shard in self.ranges:
-            if first <= slot <= end:
-                if first < slot:
-                    ranges.append((first, slot - 1, shard))
-                ranges.append((slot, slot, target))
-                placed = True
-                if slot < end:
-                    ranges.append((slot + 1, end, shard))
-            else:
-                if not placed and first > slot:
-                    ranges.append((slot, slot, target))
-                    placed = True
-                ranges.append((first, end, shard))
-        if not placed:
-            ranges.append((slot, slot, target))
-        return SlotMap(tuple(ranges))
+        return SlotMap(_joined(_overlay(self.ranges, slot, slot, target)))
 
     @classmethod
     def build(cls, ranges: Iterable[tuple[int, int, Shard]]) -> "SlotMap":
-        return cls(tuple(sorted(ranges, key=lambda r: r[0])))
+        """From ranges in any order (overlaps refused); adjacent ranges of one shard are joined,
+        so two maps that assign every slot alike are equal."""
+        return cls(_joined(cls(tuple(sorted(ranges, key=lambda r: r[0]))).ranges))
+
+
+Range = tuple[int, int, Shard]
+
+
+def _overlay(ranges: Iterable[Range], first: int, end: int, shard: Shard) -> list[Range]:
+    """`ranges` with slots first..end given to `shard`."""
+    out: list[Range] = []
+    for a, b, sh in ranges:
+        if b < first or a > end:
+            out.append((a, b, sh))
+            continue
+        if a < first:
+            out.append((a, first - 1, sh))
+        if b > end:
+            out.append((end + 1, b, sh))
+    out.append((first, end, shard))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def _joined(ranges: Iterable[Range]) -> tuple[Range, ...]:
+    out: list[Range] = []
+    for a, b, sh in ranges:
+        if out and out[-1][1] + 1 == a and out[-1][2] == sh:
+            out[-1] = (out[-1][0], b, sh)
+        else:
+            out.append((a, b, sh))
+    return tuple(out)
+
+
+def claimed_slots(views: Mapping[Address, SlotMap]) -> int:
+    """How many slots some node in `views` claims as its own (16384: every owner has spoken)."""
+    ranges: list[Range] = []
+    for node, view in views.items():
+        for first, end, shard in view.ranges:
+            if shard.master == node:
+                ranges = _overlay(ranges, first, end, shard)
+    return sum(end - first + 1 for first, end, _ in ranges)
+
+
+def merge_views(views: Mapping[Address, SlotMap]) -> SlotMap:
+    """One map from what several nodes said (`views`: node asked → its CLUSTER SHARDS).
+
+    Nodes disagree while a change spreads by gossip (a slot migrated, a replica promoted): a node
+    that has not heard of it yet still names the old owner. A node is the authority on the slots
+    it serves itself, so every range a node claims as its own (it is that range's master in its
+    own view) goes to it; slots nobody claims keep the owner the most complete view gives. Two
+    nodes claiming one slot (a partitioned old master): the claim more views agree with wins."""
+    if not views:
+        return SlotMap(())
+    base = max(views.values(), key=lambda m: m.covered)
+    claims = [(first, end, shard) for node, view in views.items() for first, end, shard in view.ranges
+              if shard.master == node]
+    claims.sort(key=lambda c: sum(1 for v in views.values() if v.owner(c[0]) == c[2].master))
+    ranges: list[Range] = list(base.ranges)
+    for first, end, shard in claims:  # the best-supported claim last: it wins an overlap
+        ranges = _overlay(ranges, first, end, shard)
+    return SlotMap(_joined(ranges))
 
 
 def _text(value: Any) -> str:

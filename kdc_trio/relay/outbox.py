@@ -9,6 +9,12 @@ deltas it holds; only when that frees no room is the connection closed (`closed_
 why, the writer logs it and ends the stream), and the client resumes from the session log when
 it reconnects. Nothing is dropped silently and a slow client never slows another: `offer` never
 blocks. Below the threshold nothing is decoded: the hot path is a length check per event.
+
+A resume is the exception to the bound: what the session log replays (at most
+KDC_SESSION_LOG_SIZE events and the session's log bytes, plus a `stream.gap` notice) and the live
+messages held meanwhile (at most SSE_CLIENT_QUEUE) are all queued, growing the outbox past
+SSE_CLIENT_QUEUE until the writer next takes; otherwise a log longer than the outbox would close
+every resume before it wrote a byte, and the client would resume from the same point forever.
 Why an outbox closed is a `CloseReason`, never a string to match.
 """
 
@@ -63,7 +69,7 @@ class Closed:
 
 class Outbox:
     __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "merge_depth", "merged", "_q", "_put",
-                 "_held", "on_close")
+                 "_held", "_replaying", "on_close")
 
     def __init__(self, sid: str, maxlen: int, *, merge_at: float = 0.5) -> None:
         self.sid = sid
@@ -76,6 +82,7 @@ class Outbox:
         self._q: BatchQueue[RelayMessage] = BatchQueue(maxlen)
         self._put = self._q.put_nowait  # bound once: offer is the per-event path
         self._held: list[RelayMessage] | None = None
+        self._replaying = False  # queuing a replay (and what was held meanwhile): may pass maxlen
         self.on_close: Callable[[], None] | None = None  # e.g. wake a pump that waits on its socket
 
     def hold(self) -> None:
@@ -83,22 +90,34 @@ class Outbox:
         self._held = []
 
     def offer_replayed(self, msg: RelayMessage) -> None:
-        """Queue a message from the session log ahead of the held live ones."""
+        """Queue a message from the session log ahead of the held live ones (past maxlen if need be)."""
         held, self._held = self._held, None
+        self._replaying = True
         try:
             self.offer(msg)
         finally:
-            self._held = held
+            self._held, self._replaying = held, False
 
     def release(self) -> None:
-        """End a replay: queue the held live messages, skipping any the replay already had."""
+        """End a replay: queue the held live messages (past maxlen if need be), skipping any the
+        replay already had."""
         held, self._held = self._held or [], None
-        for msg in held:
-            self.offer(msg)
+        self._replaying = True
+        try:
+            for msg in held:
+                self.offer(msg)
+        finally:
+            self._replaying = False
 
     def offer(self, msg: RelayMessage) -> None:
-        if self._held is not None:
-            self._held.append(msg)
+        held = self._held
+        if held is not None:
+            if len(held) >= self.maxlen:  # the log read outlasted a whole outbox of live events
+                self._held = None
+                self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} live events arrived while the "
+                           "session log was read (SSE_CLIENT_QUEUE)")
+                return
+            held.append(msg)
             return
         resumable = msg.resumable
         if self.closed_reason is not None or (resumable and msg.seq <= self.last_seq):
@@ -108,6 +127,12 @@ class Outbox:
             self.last_seq = msg.seq
             return
         if not self._put(msg) and not (self._compact() and self._put(msg)):
+            if self._replaying and not q.closed:  # a bounded replay: room until the writer next takes
+                q.maxlen += 1
+                self._put(msg)
+                if resumable:
+                    self.last_seq = msg.seq
+                return
             self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
             return
         if resumable:
@@ -144,7 +169,9 @@ class Outbox:
 
     async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
         """Everything queued (maybe nothing, after `timeout` or on close); always checkpoints."""
-        return await self._q.take_batch(timeout)
+        batch = await self._q.take_batch(timeout)
+        self._q.maxlen = self.maxlen  # a replay's room ends once the writer has taken it
+        return batch
 
     @property
     def delivered(self) -> int:

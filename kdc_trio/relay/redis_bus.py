@@ -157,7 +157,7 @@ class RedisBus(Bus):
         self._log_touched_key = f"{key_prefix}:logtouched"
         self._log_total_key = f"{key_prefix}:logbytes:total"
         if cluster:
-            slot_tag(0)  # builds the slot → tag table once, at start (~0.3 s), not on a publish
+            slot_tag(0)  # builds the slot → tag table once, at start (~0.2 s), not on a publish
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}

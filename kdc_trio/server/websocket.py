@@ -81,6 +81,15 @@ class WebSocket:
         async with self._lock:
             await self._conn.send_raw(data)
 
+    async def _write_close(self, data: bytes) -> None:
+        """Write a close frame even while the connection's tasks are being cancelled (a writer
+        that found the socket closed ends them all): shielded, bounded by the write deadline."""
+        with trio.CancelScope(shield=True):
+            try:
+                await self._write(data)
+            except ClientGone:
+                pass
+
     async def send(self, message: str | bytes) -> None:
         await self.send_many((message,))
 
@@ -138,13 +147,10 @@ class WebSocket:
             # Closed before the reply's write awaits: a writer sending meanwhile gets ClientGone,
             # not wsproto's LocalProtocolError for a message in a closing connection.
             self.closed = WebSocketClosed(event.code, event.reason or "")
-            try:
-                if state is ConnectionState.REMOTE_CLOSING:
-                    await self._write(self._ws.send(event.response()))
-                elif state is ConnectionState.OPEN:  # a frame wsproto could not parse: close with its code
-                    await self._write(self._ws.send(CloseConnection(code=event.code, reason=event.reason or "")))
-            except ClientGone:
-                pass
+            if state is ConnectionState.REMOTE_CLOSING:
+                await self._write_close(self._ws.send(event.response()))
+            elif state is ConnectionState.OPEN:  # a frame wsproto could not parse: close with its code
+                await self._write_close(self._ws.send(CloseConnection(code=event.code, reason=event.reason or "")))
             return None
         return None  # Pong and anything else
 
@@ -153,10 +159,7 @@ class WebSocket:
             return
         self.closed = WebSocketClosed(code, reason)
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            try:
-                await self._write(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
-            except ClientGone:
-                pass
+            await self._write_close(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
 
 
 __all__ = ["WebSocket", "WebSocketClosed", "accept", "accept_token", "CloseReason"]

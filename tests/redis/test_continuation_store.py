@@ -1,5 +1,5 @@
 """Continuations in the conversation-status store, the same contract in memory and in a real
-Redis (both client backends): offer / take_pending / finish and their atomic decisions."""
+Redis (both client backends, and a 3-master Redis Cluster): offer / take_pending / finish and their atomic decisions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from kdc_trio.processor.conv_status import ConvStatus, MemoryConvStatusStore
 from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.turn import Turn
 from kdc_trio.sessions.model import Session, UserType
+from kdc_trio.redis.cluster import ClusterClient
 from tests.redis.backends import BACKENDS
+from tests.support.redis_cluster import cluster3  # noqa: F401  (the fixture)
 from tests.support.redis_server import redis_server
 
 SESSION = Session(session_id="s1", user_type=UserType.ANONYMOUS, tenant="home", project="demo")
@@ -31,10 +33,17 @@ def status(turn_id: str, state: str = "in_progress", session_id: str = "s1", com
                       completion=completion, origin_stream_id=f"stream-{turn_id}")
 
 
-@pytest.fixture(params=["memory", "native", "compat"])
+@pytest.fixture(params=["memory", "native", "compat", "cluster"])
 async def store(request):
     if request.param == "memory":
         yield MemoryConvStatusStore()
+        return
+    if request.param == "cluster":
+        client = ClusterClient(request.getfixturevalue("cluster3").seed_url)
+        await client.execute("FLUSHALL")
+        yield RedisConvStatusStore(client, prefix="t", poll_s=0.01)
+        assert (client.moved, client.asked) == (0, 0), "every command went to its slot's master at once"
+        await client.aclose()
         return
     backend = BACKENDS[request.param]
     with redis_server() as srv:

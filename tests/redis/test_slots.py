@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from kdc_trio.redis.slots import (SLOTS, Redirect, Shard, SlotMap, crc16, hash_tag, key_slot, parse_cluster_shards,
-                                  parse_cluster_slots, parse_redirect)
+from kdc_trio.redis.slots import (SLOTS, Redirect, Shard, SlotMap, claimed_slots, crc16, hash_tag, key_slot,
+                                  merge_views, parse_cluster_shards, parse_cluster_slots, parse_redirect)
 
 
 def test_crc16_xmodem_check_value() -> None:
@@ -108,3 +108,49 @@ def test_with_owner_splits_a_range() -> None:
 ])
 def test_parse_redirect(text: object, expected: Redirect | None) -> None:
     assert parse_redirect(text, default_host="dflt") == expected  # type: ignore[arg-type]
+
+
+def test_maps_are_canonical_so_equal_assignments_are_equal() -> None:
+    a, b = Shard(("a", 1)), Shard(("b", 2))
+    joined = SlotMap.build([(0, 9, a), (10, 19, a), (20, 29, b)])
+    assert joined.ranges == ((0, 19, a), (20, 29, b))
+    patched = SlotMap.build([(0, 9, a), (11, 29, b)]).with_owner(10, ("b", 2))
+    assert patched == SlotMap.build([(0, 9, a), (10, 29, b)]), "a MOVED patch equals the reloaded map"
+    with pytest.raises(ValueError):
+        SlotMap.build([(0, 10, a), (10, 20, b)])
+
+
+def test_merge_views_believes_each_node_about_its_own_slots() -> None:
+    a, b, c = ("h", 1), ("h", 2), ("h", 3)
+    before = SlotMap.build([(0, 5460, Shard(a)), (5461, 10922, Shard(b)), (10923, SLOTS - 1, Shard(c))])
+    after = before.with_owner(100, b)  # slot 100 migrated from a to b
+    # c has not heard of it yet; a and b have
+    views = {a: after, b: after, c: before}
+    assert merge_views(views) == after
+    assert merge_views({c: before, b: after}) == after, "b claims slot 100 itself"
+    assert merge_views({c: before}) == before, "nobody who knows better spoke"
+    assert claimed_slots(views) == SLOTS and claimed_slots({c: before}) == SLOTS - 10923
+    # failover: b died; its replica r claims b's slots; a stale view still names b
+    r = ("h", 4)
+    promoted = SlotMap.build([(0, 5460, Shard(a)), (5461, 10922, Shard(r)), (10923, SLOTS - 1, Shard(c))])
+    assert merge_views({a: before, r: promoted}).owner(6000) == r
+    # two claimants of one range: the one more views agree with
+    rogue = SlotMap.build([(0, SLOTS - 1, Shard(c))])
+    assert merge_views({a: before, b: before, c: rogue}).owner(0) == a
+    assert merge_views({}) == SlotMap(())
+
+
+def test_command_keys_table() -> None:
+    from kdc_trio.redis.keyspec import UnknownCommand, command_keys
+
+    assert command_keys(("EVALSHA", "sha", 2, "k1", "k2", "a1")) == ["k1", "k2"]
+    assert command_keys((b"evalsha", "sha", 0, "a1")) == []
+    assert command_keys(("XREADGROUP", "GROUP", "g", "c", "COUNT", 5, "BLOCK", 100, "STREAMS", "s1", "s2", ">", ">")) \
+        == ["s1", "s2"]
+    assert command_keys(("XGROUP", "CREATE", "stream", "g", "0", "MKSTREAM")) == ["stream"]
+    assert command_keys(("MSET", "a", 1, "b", 2)) == ["a", "b"]
+    assert command_keys(("DEL", "a", "b")) == ["a", "b"]
+    assert command_keys(("SPUBLISH", "ch", "m")) == ["ch"]
+    assert command_keys(("PING",)) == [] and command_keys(("PUBLISH", "ch", "m")) == []
+    with pytest.raises(UnknownCommand):
+        command_keys(("BITCOUNT", "k"))

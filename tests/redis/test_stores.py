@@ -1,4 +1,5 @@
-"""Sessions, conversation status and the Streams turn queue in a real Redis."""
+"""Sessions, conversation status and the Streams turn queue in a real Redis (both client backends)
+and in a real 3-master Redis Cluster (the cluster client routes every operation by slot)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,23 @@ from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.processor.turn import Turn
 from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.sessions.redis_store import RedisSessionStore
-from tests.redis.backends import backend  # noqa: F401  (the fixture)
+from kdc_trio.redis.cluster import ClusterClient
+from tests.redis.backends import BACKENDS
+from tests.support.redis_cluster import cluster3  # noqa: F401  (the fixture)
 from tests.support.redis_server import redis_server
 
 
-@pytest.fixture
-async def redis(backend):
+@pytest.fixture(params=[*BACKENDS, "cluster"])
+async def redis(request):
+    """Each store on a fresh Redis through both client backends, and on a 3-master Redis Cluster."""
+    if request.param == "cluster":
+        client = ClusterClient(request.getfixturevalue("cluster3").seed_url)
+        await client.execute("FLUSHALL")
+        yield client
+        assert (client.moved, client.asked) == (0, 0), "every command went to its slot's master at once"
+        await client.aclose()
+        return
+    backend = BACKENDS[request.param]
     with redis_server() as srv:
         async with backend.loop():
             client = backend.client(srv.url)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import hiredis
+import pytest
 
 from tests.support.redis_server import RedisServer, free_port, redis_server_binary
 
@@ -85,7 +86,9 @@ class RedisCluster:
             server = RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                  "--cluster-node-timeout", str(node_timeout_ms), "--cluster-port", str(bus),
                                  "--cluster-require-full-coverage", "yes",
-                                 "--repl-diskless-sync-delay", "0")  # replicas attach at once
+                                 # replicas attach at once, and show in CLUSTER SLOTS/SHARDS
+                                 # once their offset moved (the master PINGs them every period)
+                                 "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
             self.nodes.append(Node(server, bus))
         # Node i < masters is master i; replica j of master i is nodes[masters + i * replicas + j].
         self.master_count = masters
@@ -216,3 +219,10 @@ def redis_cluster(masters: int = 3, replicas: int = 0, *, node_timeout_ms: int =
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster3() -> Iterator[RedisCluster]:
+    """One 3-master cluster (no replicas) per test module; tests flush it (`FLUSHALL`) themselves."""
+    with redis_cluster(3) as cluster:
+        yield cluster
