@@ -301,6 +301,7 @@ class ShardedPubSub(WantedChannels):
         """An SSUBSCRIBE was refused (MOVED: the slot is `address`'s now; CLUSTERDOWN, TRYAGAIN)."""
         log.info("SSUBSCRIBE on %s:%d refused (%s): re-mapping %d channels", *shard.address, why, len(channels))
         if slot is not None and address is not None:
+            self.cluster.note_moved(slot, address)  # the process's map too (its listener is _apply)
             moved = {c for c in channels if c in self.wanted and self._place(c, address)}
             if moved:
                 self.moved += len(moved)

@@ -102,8 +102,7 @@ async def test_a_shard_master_sigkilled_mid_turn_the_connected_client_loses_noth
                "KDC_RELAY_LINGER_MS": "0"}
         gw = spawn(stack, "serve", env, "--no-worker")
         spawn(stack, "serve", env, "--no-worker")  # a second gateway, on the same cluster, undisturbed
-        wk = spawn(stack, "worker", env)
-        stack.callback(lambda: print("GW", gw.output()[-6000:], "WK", wk.output()[-6000:]))
+        spawn(stack, "worker", env)
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
             for i in range(20):
                 st = await open_stream(nursery, client, f"{gw.base_url}/sse/stream?stream_id=f{i}")
@@ -125,7 +124,7 @@ async def test_a_shard_master_sigkilled_mid_turn_the_connected_client_loses_noth
             filled = await metric(client, gw, "kdc_redis_gap_events_recovered")
             reconnects = await metric(client, gw, "kdc_redis_reconnects")
             nursery.cancel_scope.cancel()
-    assert st.dropped is None and not st.ended, "the client stayed connected"
+    assert st.dropped is None, "the client stayed connected"
     seqs = [int(e.id) for e in st.events if e.id]
     first = next(int(e.id) for e in st.events if e.event == "chat_start")
     last = next(int(e.id) for e in st.events if e.event == "chat_complete")
