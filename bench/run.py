@@ -2,7 +2,8 @@
 
     python3 bench/run.py <stream|fan-out|many|idle|churn>
         [--targets kdc-sse,kdc-sio,node-sio,py-sio,sse-starlette] [--redis] [--quick] [--runs 3]
-        [--n N] [--size S] [--k K] [--c C] [--rate R] [--duration D] [--clients W] [--workers N] [--out DIR]
+        [--n N] [--size S] [--k K] [--c C] [--rate R] [--duration D] [--clients W] [--workers N]
+        [--redis-cluster N] [--out DIR]
 
 Prints a table (median of the runs), the ratios of kdc-trio against each peer speaking the same
 protocol, and writes `<out>/<workload>-<timestamp>.json` and `.png`. `--redis` starts a
@@ -12,6 +13,9 @@ redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asy
 50 ms. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
 `serve --workers N` (N processes on one port, joined through the run's Redis, so it implies
 `--redis`); CPU and RSS are then summed over the supervisor and its workers. Numbers marked `client-bound` came from a load generator that used >80% of a core.
+`--redis-cluster N` starts an N-master Redis Cluster instead (tests/support/redis_cluster.py, the
+tests' harness) and joins kdc-trio to it with a `redis+cluster://` URL: the sharded relay
+(SSUBSCRIBE/SPUBLISH on each session's shard). kdc-trio targets only (the peers have no cluster mode).
 """
 
 from __future__ import annotations
@@ -69,6 +73,33 @@ def run_ladder(name: str, redis_url: str | None, params: dict, runs: int) -> dic
                                       if best else 0.0}}
 
 
+def start_cluster(masters: int):
+    """An N-master Redis Cluster on free ports, with the pub/sub output buffers of the bench's
+    single Redis (a burst must not disconnect the gateway's subscriber)."""
+    from tests.support.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(masters)
+    try:
+        cluster.start()
+        for node in cluster.nodes:
+            node.cmd("CONFIG", "SET", "client-output-buffer-limit", "pubsub 512mb 256mb 60")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def shard_stats(cluster) -> dict:
+    """Per master: commands processed (SPUBLISH and the publish script run there) and CPU used."""
+    out = {}
+    for node in cluster.masters():
+        info = node.cmd("INFO", "all").decode()
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        out[node.port] = {"commands": int(fields.get("total_commands_processed", 0)),
+                          "cpu_s": round(float(fields.get("used_cpu_sys", 0)) + float(fields.get("used_cpu_user", 0)), 2)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("workload", choices=list(WORKLOADS))
@@ -80,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", type=type(v))
     p.add_argument("--workers", type=int, default=1,
                    help="kdc-trio server processes (serve --workers N; implies --redis)")
+    p.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                   help="an N-master Redis Cluster for the run (kdc-trio targets only)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
-    if a.workers > 1:
+    if a.redis_cluster and a.redis:
+        p.error("--redis and --redis-cluster exclude each other")
+    if a.workers > 1 and not a.redis_cluster:
         a.redis = True
     params = dict(QUICK if a.quick else DEFAULTS)
     params.update({k: getattr(a, k) for k in DEFAULTS if getattr(a, k) is not None})
@@ -93,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if a.redis_cluster:
+        targets = [t for t in targets if TARGETS[t].flavor == "kdc"]
     redis = RedisServer() if a.redis else None
-    report = {"workload": a.workload, "params": params, "runs": runs, "redis": a.redis, "cpus": os.cpu_count(),
-              "load_before": os.getloadavg(), "targets": {}}
+    cluster = start_cluster(a.redis_cluster) if a.redis_cluster else None
+    redis_url = redis.url if redis else cluster.seed_url if cluster else None
+    report = {"workload": a.workload, "params": params, "runs": runs, "redis": a.redis,
+              "redis_cluster": a.redis_cluster, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
+              "targets": {}}
     try:
         if redis:  # the limit, on the same Redis in the same run
             from bench.redis_relay_rate import bare_subscriber_rate, redis_benchmark_publish_rate
@@ -108,17 +148,24 @@ def main(argv: list[str] | None = None) -> int:
         for name in targets:
             print(f"… {name}", file=sys.stderr, flush=True)
             try:
-                report["targets"][name] = run_target(name, a.workload, params, runs, redis.url if redis else None)
+                report["targets"][name] = run_target(name, a.workload, params, runs, redis_url)
             except Exception as exc:  # one target failing must not lose the others' numbers
                 print(f"{name} failed: {exc}", file=sys.stderr, flush=True)
                 report.setdefault("failed", {})[name] = str(exc)
+        if cluster:  # where the relay's subscriptions ended up: one connection per shard
+            report["shards"] = shard_stats(cluster)
     finally:
         if redis:
             redis.stop()
+        if cluster:
+            cluster.stop()
     print_table(report)
+    if cluster:
+        print(f"redis cluster: {a.redis_cluster} masters; per master {report.get('shards')}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = (f"-w{a.workers}" if a.workers > 1 else "") + ("-redis" if a.redis else "")
+    tag = (f"-w{a.workers}" if a.workers > 1 else "") + ("-redis" if a.redis else "") \
+        + (f"-cluster{a.redis_cluster}" if a.redis_cluster else "")
     stem = out / f"{a.workload}{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     write_png(report, stem.with_suffix(".png"))
