@@ -9,7 +9,9 @@
   must not block (the relay only moves messages into bounded buffers).
 - A lost connection is survived: reconnect with capped exponential backoff and full jitter,
   re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
-  `on_reconnect()` so the owner can recover what was published while it was away.
+  `on_reconnect()` so the owner can recover what was published while it was away. Behind a
+  `redis+sentinel://` URL each reconnection goes to the master the Sentinels name then, so a
+  failover is one more gap.
 - The connection proves it is alive: a PING every `ping_interval` (`KDC_PUBSUB_PING_INTERVAL_S`);
   no PONG within `ping_timeout` (`KDC_PUBSUB_PING_TIMEOUT_S`) counts as a lost connection (a
   half-open TCP connection, a stalled server), so a process is never silently deaf.
@@ -26,7 +28,8 @@ from typing import Any, Callable
 import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
-from kdc_trio.redis.url import RedisURL, parse_redis_url
+from kdc_trio.redis.sentinel import connector_for
+from kdc_trio.redis.url import RedisURL, SentinelURL
 
 log = logging.getLogger("kdc_trio.redis.pubsub")
 
@@ -36,11 +39,11 @@ CHUNK = 1000
 
 
 class PubSub:
-    def __init__(self, url: str | RedisURL, *, on_batch: Callable[[Batch], None],
+    def __init__(self, url: str | RedisURL | SentinelURL, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
                  ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
-        self.url = parse_redis_url(url) if isinstance(url, str) else url
+        self.connector = connector_for(url)  # where each (re)connection goes
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
         self.connect_timeout = connect_timeout
@@ -89,7 +92,7 @@ class PubSub:
         first = True
         while True:
             try:
-                conn = await Connection.open(self.url, timeout=self.connect_timeout)
+                conn = await self.connector.open(timeout=self.connect_timeout)
             except (RedisConnectionError, RedisError, OSError) as exc:
                 if first:
                     raise

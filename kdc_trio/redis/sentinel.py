@@ -1,0 +1,122 @@
+"""Where a connection goes: straight to one server, or to the master Redis Sentinel names now.
+
+`connector_for(url)` gives `RedisClient` and `PubSub` the object that opens their connections:
+a `DirectConnector` for `redis://`, `rediss://` and `unix://`, a `SentinelConnector` for
+`redis+sentinel://…/mastername`. Every connection the Sentinel connector opens is resolved
+afresh, so the command pool and the pub/sub connection follow a failover by themselves: a
+connection lost to a dead master is replaced by one to whichever server the Sentinels name next.
+
+Resolution, as the Sentinel client guidelines describe it:
+- ask the Sentinels in turn `SENTINEL GET-MASTER-ADDR-BY-NAME <mastername>`, each within the
+  URL's `sentinel_timeout`; the first that answers is asked first next time;
+- connect to the address (AUTH, SELECT) and check `ROLE`: a server that is not a master (an old
+  master that came back as a replica before every Sentinel knew it) is closed and the Sentinels
+  are asked again, until the connect deadline.
+
+A connection already open to a master that is demoted later is dropped by the Sentinel itself
+(it sends `CLIENT KILL` with the `REPLICAOF`); should a command still reach it, the `-READONLY`
+reply makes `RedisClient` close it and try once more on a freshly resolved connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import trio
+
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError, RedisTimeoutError
+from kdc_trio.redis.url import RedisURL, SentinelURL, is_sentinel_url, parse_redis_url, parse_sentinel_url
+
+log = logging.getLogger("kdc_trio.redis.sentinel")
+
+# Pause before asking the Sentinels again when the server they named is not a master (yet):
+# a failover's reconfiguration takes a few hundred ms, so asking in a tight loop only adds load.
+REASK_PAUSE_S = 0.1
+
+
+class Connector(Protocol):
+    async def open(self, *, timeout: float) -> Connection: ...
+
+
+class DirectConnector:
+    def __init__(self, url: RedisURL) -> None:
+        self.url = url
+
+    async def open(self, *, timeout: float) -> Connection:
+        return await Connection.open(self.url, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return repr(self.url)
+
+
+class SentinelConnector:
+    def __init__(self, url: SentinelURL) -> None:
+        self.url = url
+        self._order = list(url.sentinels)  # the Sentinel that answered last is asked first
+        self.master: tuple[str, int] | None = None  # the last address a Sentinel gave
+        self.resolutions = 0
+        self.not_master = 0  # servers named as master that answered ROLE otherwise
+
+    def __repr__(self) -> str:
+        return repr(self.url)
+
+    async def master_address(self) -> tuple[str, int]:
+        """The master's address, from the first Sentinel that knows it (each within its deadline)."""
+        why: list[str] = []
+        for addr in list(self._order):
+            try:
+                reply = await self._ask(addr)
+            except (RedisConnectionError, RedisError) as exc:
+                why.append(f"{addr[0]}:{addr[1]}: {exc}")
+                continue
+            if not reply:
+                why.append(f"{addr[0]}:{addr[1]}: does not know master {self.url.master!r}")
+                continue
+            self._order.remove(addr)
+            self._order.insert(0, addr)
+            self.resolutions += 1
+            host, port = reply[0].decode(), int(reply[1])
+            if self.master != (host, port):
+                log.info("Sentinel %s:%d names %s:%d as master %r", *addr, host, port, self.url.master)
+            self.master = (host, port)
+            return self.master
+        raise RedisConnectionError(f"no Sentinel named master {self.url.master!r}: {'; '.join(why)}")
+
+    async def _ask(self, addr: tuple[str, int]) -> list[bytes] | None:
+        limit = self.url.sentinel_timeout
+        with trio.move_on_after(limit):
+            conn = await Connection.open(self.url.sentinel_url(*addr), timeout=limit)
+            try:
+                return await conn.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.url.master)
+            finally:
+                await conn.aclose()
+        raise RedisTimeoutError(f"no answer within {limit}s")
+
+    async def open(self, *, timeout: float) -> Connection:
+        """A connection to the server that is master now (asked of the Sentinels, checked by ROLE)."""
+        with trio.move_on_after(timeout):
+            while True:
+                host, port = await self.master_address()
+                conn = await Connection.open(self.url.master_url(host, port), timeout=timeout)
+                try:
+                    role = await conn.execute("ROLE")
+                except BaseException:
+                    await conn.aclose()
+                    raise
+                if role and role[0] == b"master":
+                    return conn
+                await conn.aclose()
+                self.not_master += 1
+                log.warning("%s:%d, named master %r, is a %s: asking the Sentinels again",
+                            host, port, self.url.master, role[0].decode() if role else "?")
+                await trio.sleep(REASK_PAUSE_S)
+        raise RedisTimeoutError(f"no master {self.url.master!r} reachable through Sentinel within {timeout}s")
+
+
+def connector_for(url: str | RedisURL | SentinelURL) -> DirectConnector | SentinelConnector:
+    if isinstance(url, str):
+        url = parse_sentinel_url(url) if is_sentinel_url(url) else parse_redis_url(url)
+    if isinstance(url, SentinelURL):
+        return SentinelConnector(url)
+    return DirectConnector(url)
