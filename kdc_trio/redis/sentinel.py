@@ -10,8 +10,9 @@ Resolution, as the Sentinel client guidelines describe it:
 - ask the Sentinels in turn `SENTINEL GET-MASTER-ADDR-BY-NAME <mastername>`, each within the
   URL's `sentinel_timeout`; the first that answers is asked first next time;
 - connect to the address (AUTH, SELECT) and check `ROLE`: a server that is not a master (an old
-  master that came back as a replica before every Sentinel knew it) is closed and the Sentinels
-  are asked again, until the connect deadline.
+  master that came back as a replica, named by a Sentinel that has not heard of the failover)
+  is closed, the Sentinel that named it goes to the back of the line, and the Sentinels are
+  asked again, until the connect deadline.
 
 A connection already open to a master that is demoted later is dropped by the Sentinel itself
 (it sends `CLIENT KILL` with the `REPLICAOF`); should a command still reach it, the `-READONLY`
@@ -108,6 +109,7 @@ class SentinelConnector:
                     return conn
                 await conn.aclose()
                 self.not_master += 1
+                self._order.append(self._order.pop(0))  # it answered first: its view is stale
                 log.warning("%s:%d, named master %r, is a %s: asking the Sentinels again",
                             host, port, self.url.master, role[0].decode() if role else "?")
                 await trio.sleep(REASK_PAUSE_S)

@@ -1,0 +1,190 @@
+"""Redis Sentinel through the native client, with real processes started by each test on free
+ports (tests/support/redis_sentinel.py: a master, a replica, three Sentinels, quorum 2): commands
+and pub/sub through a `redis+sentinel://` URL; the master SIGKILLed → failover → commands, pub/sub
+and a gateway's SSE stream go on on the new master. Each failover test prints what it measured."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import trio
+
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.redis.sentinel import SentinelConnector
+from kdc_trio.redis.url import parse_redis_url, parse_sentinel_url
+from tests.support.delivery import count
+from tests.support.gateway import running_gateway, test_settings
+from tests.support.redis_sentinel import MASTER_NAME, Sentinel, redis_sentinel
+from tests.support.redis_server import RedisServer
+from tests.support.sse_client import open_stream
+
+# From the kill to a command answered by the new master: ~1 s until the master is down for the
+# Sentinels, an election and the promotion (~2-4 s), then our next connection re-resolves.
+RECOVER_DEADLINE_S = 20.0
+
+
+async def wait_until_answered(client: RedisClient, *args) -> object:
+    """Retry `args` (as a client of a real application would) until the new master answers."""
+    with trio.fail_after(RECOVER_DEADLINE_S):
+        while True:
+            try:
+                return await client.execute(*args, timeout=1.0)
+            except (RedisConnectionError, RedisError):
+                await trio.sleep(0.05)
+
+
+async def test_commands_and_pubsub_follow_the_master_through_a_failover():
+    with redis_sentinel() as setup:
+        client = RedisClient(setup.url, connect_timeout=2.0, command_timeout=2.0)
+        got: list[bytes] = []
+        reconnects: list[float] = []
+        pubsub = PubSub(setup.url, on_batch=lambda b: got.extend(d for _, d in b),
+                        on_reconnect=lambda: reconnects.append(time.monotonic()), connect_timeout=2.0,
+                        backoff_max=0.2, ping_interval=0.5, ping_timeout=0.5)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pubsub.run)
+            await pubsub.subscribe("news")
+            assert await client.execute("SET", "before", "kept") == b"OK"
+            assert await client.execute("WAIT", 1, 2000) == 1, "on the replica before the kill"
+            assert isinstance(client.connector, SentinelConnector)
+            assert client.connector.master == ("127.0.0.1", setup.master.port)
+            assert await client.publish("news", "one") == 1
+
+            old = setup.master.port
+            killed = time.monotonic()
+            setup.kill_master()
+            assert await wait_until_answered(client, "INCR", "after") == 1
+            recover_s = time.monotonic() - killed
+            new = await trio.to_thread.run_sync(setup.wait_failover, old)
+            assert new == setup.replica.port
+            assert client.connector.master == ("127.0.0.1", new)
+            assert await client.execute("GET", "before") == b"kept", "what was replicated survived"
+            assert await client.execute("ROLE") is not None
+
+            with trio.fail_after(RECOVER_DEADLINE_S):  # the pub/sub connection re-resolved too
+                while not reconnects or await client.publish("news", "two") != 1:
+                    await trio.sleep(0.05)
+                while b"two" not in got:
+                    await trio.sleep(0.02)
+            pubsub_s = reconnects[0] - killed
+            nursery.cancel_scope.cancel()
+        print(f"[sentinel failover] commands answered by the new master {recover_s:.2f}s after the SIGKILL; "
+              f"pub/sub re-subscribed on it after {pubsub_s:.2f}s (gaps={pubsub.gaps}); "
+              f"resolutions={client.connector.resolutions}")
+        assert got[0] == b"one" and pubsub.gaps >= 1
+        await client.aclose()
+
+
+async def test_a_pooled_connection_to_a_demoted_master_is_dropped_on_readonly():
+    """A connection still open to a server that is a replica now (the old master, demoted) gets
+    `-READONLY`: the pool closes it and its idle peers, and the exchange runs on the master."""
+    with redis_sentinel() as setup:
+        client = RedisClient(setup.url)
+        stale = await Connection.open(parse_redis_url(setup.replica.url))
+        stale.exchanges = 1
+        client._idle.append(stale)  # as if it had been opened before the failover
+        assert await client.pipeline([("GET", "n"), ("INCR", "n")]) == [None, 1]
+        assert client.demoted == 1 and stale.broken
+        assert await client.execute("INCR", "n") == 2
+        await client.aclose()
+
+
+async def test_a_sentinel_naming_a_replica_is_asked_last_and_the_master_is_found():
+    """The first Sentinel of the URL has a stale view (it names a replica as the master): ROLE
+    says so, that Sentinel goes to the back of the line and the others name the master."""
+    with redis_sentinel() as setup:
+        chained = RedisServer("--replicaof", "127.0.0.1", str(setup.replica.port))
+        chained.start()
+        stale = Sentinel(chained.port)  # monitors a replica under the same master name
+        try:
+            url = setup.url.replace("://", f"://127.0.0.1:{stale.port},", 1)
+            connector = SentinelConnector(parse_sentinel_url(url))
+            with trio.fail_after(10):
+                while True:  # until the stale Sentinel answers at all
+                    try:
+                        await connector._ask(("127.0.0.1", stale.port))
+                        break
+                    except (RedisConnectionError, RedisError):
+                        await trio.sleep(0.1)
+            conn = await connector.open(timeout=5.0)
+            assert (await conn.execute("ROLE"))[0] == b"master"
+            assert connector.not_master == 1 and connector.master == ("127.0.0.1", setup.master.port)
+            await conn.aclose()
+            conn = await connector.open(timeout=5.0)  # the stale one is now asked last
+            assert connector.not_master == 1
+            await conn.aclose()
+        finally:
+            stale.kill()
+            chained.kill()
+
+
+async def test_no_sentinel_answers_is_a_connection_error_naming_each():
+    with redis_sentinel(sentinels=1) as setup:
+        url = parse_sentinel_url(setup.url.replace(f"/{MASTER_NAME}/", "/unknown/") + "?sentinel_timeout=0.5")
+        connector = SentinelConnector(url)
+        try:
+            await connector.open(timeout=2.0)
+            raise AssertionError("connected to a master no Sentinel knows")
+        except RedisConnectionError as exc:
+            assert "does not know master 'unknown'" in str(exc)
+        setup.sentinels[0].kill()
+        try:
+            await connector.open(timeout=2.0)
+            raise AssertionError("connected without a Sentinel")
+        except RedisConnectionError as exc:
+            assert f"127.0.0.1:{setup.sentinels[0].port}" in str(exc)
+
+
+DELTAS = 60
+DELTA_S = 0.1
+
+
+class LongTurnBundle:
+    """A turn of DELTAS deltas, one every DELTA_S, broadcast to the session: ~6 s, long enough to
+    fail its Redis master over in the middle."""
+
+    async def run(self, turn, comm):
+        await comm.start(message=turn.message.text, broadcast=True)
+        for i in range(DELTAS):
+            await comm.delta(f"d{i} ", index=i, marker="answer", broadcast=True)
+            await trio.sleep(DELTA_S)
+        await comm.complete(data={"deltas": DELTAS}, broadcast=True)
+
+
+async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_event_once():
+    with redis_sentinel() as setup:
+        settings = test_settings(redis_url=setup.url, redis_retry_max_ms=500, pubsub_ping_interval_s=0.5,
+                                 pubsub_ping_timeout_s=0.5)
+        async with running_gateway(settings, bundle=LongTurnBundle()) as gw, \
+                httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
+            st = await open_stream(nursery, client, "/sse/stream?stream_id=failover")
+            sid = st.ready["session_id"]
+            r = await client.post(f"/sse/chat?stream_id=failover&user_session_id={sid}", json={"message": "long"})
+            assert r.status_code == 202, r.text
+            await st.wait_event("chat_delta", count=10, timeout=20)
+            n = len(st.events)
+            killed = time.monotonic()
+            old = setup.master.port
+            await trio.to_thread.run_sync(setup.kill_master)
+            await st.wait_for(lambda s: len(s.events) > n, timeout=RECOVER_DEADLINE_S)
+            recover_s = time.monotonic() - killed
+            await trio.to_thread.run_sync(setup.wait_failover, old)
+            await st.wait_for(lambda s: any(e.event == "chat_complete" for e in s.events[n:]), timeout=40)
+            nursery.cancel_scope.cancel()
+        stats = gw.bus.statistics()
+    assert st.dropped is None and len(st.of("ready")) == 1, "one connection, never dropped"
+    events = [e for e in st.events if e.id]
+    seqs = [int(e.id) for e in events]
+    first = next(int(e.id) for e in events if e.event == "chat_start")
+    last = [int(e.id) for e in events if e.event == "chat_complete"][-1]
+    starts = [e for e in events if e.event == "chat_start"]
+    texts = [e.data["delta"]["text"] for e in events if e.event == "chat_delta"]
+    c = count(seqs, first, last, recover_s)
+    print(c.line(f"SSE through a Sentinel failover (master SIGKILL), attempts={len(starts)}, "
+                 f"relay_gap={stats['relay_gap']}, filled_from_log={stats['recovered_after_gap']}"))
+    assert (c.duplicates, c.gaps, c.reordered) == (0, 0, 0) and c.received == c.sent
+    assert texts[-DELTAS:] == [f"d{i} " for i in range(DELTAS)], "the last attempt is whole"
+    assert stats["relay_gap"] >= 1
