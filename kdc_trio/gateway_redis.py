@@ -18,6 +18,7 @@ from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.protect.redis_ratelimit import RedisRateLimiter
 from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.pubsub import PubSub
+from kdc_trio.redis.url import is_sentinel_url
 from kdc_trio.relay.redis_bus import RedisBus
 from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.sessions.redis_store import RedisSessionStore
@@ -37,10 +38,14 @@ class RedisParts:
 
 
 def _clients(settings: Settings) -> tuple[Any, Any, Any]:
-    """(command client, blocking-read client, pub/sub factory) of the configured backend."""
+    """(command client, blocking-read client, pub/sub factory) of the configured backend. The native
+    backend takes `redis+sentinel://` too: each of its connections goes to the current master."""
     url = settings.redis_url
     assert url
     if settings.redis_backend == "compat":
+        if is_sentinel_url(url):
+            raise ValueError("REDIS_URL redis+sentinel://… needs KDC_REDIS_BACKEND=native (the compat backend "
+                             "reads only redis://, rediss:// and unix:// URLs)")
         from kdc_trio.redis.compat import CompatClient, CompatPubSub
 
         return (CompatClient(url, max_connections=COMMAND_CONNECTIONS), CompatClient(url, max_connections=2),

@@ -64,3 +64,13 @@ def test_the_scheme_picks_the_connector():
     assert isinstance(connector_for("redis://h:6379/0"), DirectConnector)
     with pytest.raises(ValueError):
         connector_for("redis+sentinel://s")
+
+
+def test_the_compat_backend_refuses_a_sentinel_url_with_the_reason():
+    from kdc_trio.gateway_redis import _clients
+    from tests.support.gateway import test_settings
+
+    with pytest.raises(ValueError, match="KDC_REDIS_BACKEND=native"):
+        _clients(test_settings(redis_url="redis+sentinel://s/m", redis_backend="compat"))
+    client, read_client, _ = _clients(test_settings(redis_url="redis+sentinel://s1,s2:26380/m/1"))
+    assert isinstance(client.connector, SentinelConnector) and isinstance(read_client.connector, SentinelConnector)
