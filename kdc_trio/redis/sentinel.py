@@ -12,7 +12,10 @@ Resolution, as the Sentinel client guidelines describe it:
 - connect to the address (AUTH, SELECT) and check `ROLE`: a server that is not a master (an old
   master that came back as a replica, named by a Sentinel that has not heard of the failover)
   is closed, the Sentinel that named it goes to the back of the line, and the Sentinels are
-  asked again, until the connect deadline.
+  asked again, until the connect deadline;
+- while the master named cannot be reached (killed, the failover not over yet) the Sentinels
+  are asked again every REASK_PAUSE_S until the connect deadline, so a connection wanted during
+  a failover is opened to the new master ~0.1 s after its promotion instead of failing.
 
 A connection already open to a master that is demoted later is dropped by the Sentinel itself
 (it sends `CLIENT KILL` with the `REPLICAOF`); should a command still reach it, the `-READONLY`
@@ -31,8 +34,9 @@ from kdc_trio.redis.url import RedisURL, SentinelURL, is_sentinel_url, parse_red
 
 log = logging.getLogger("kdc_trio.redis.sentinel")
 
-# Pause before asking the Sentinels again when the server they named is not a master (yet):
-# a failover's reconfiguration takes a few hundred ms, so asking in a tight loop only adds load.
+# Pause before asking the Sentinels again when the server they named cannot be reached or is
+# not a master (a failover in progress): short, so a connection follows the promotion within
+# ~0.1 s; not a tight loop, which would only load the Sentinels.
 REASK_PAUSE_S = 0.1
 
 
@@ -95,25 +99,42 @@ class SentinelConnector:
         raise RedisTimeoutError(f"no answer within {limit}s")
 
     async def open(self, *, timeout: float) -> Connection:
-        """A connection to the server that is master now (asked of the Sentinels, checked by ROLE)."""
+        """A connection to the server that is master now (named by a Sentinel, checked by ROLE).
+
+        While no Sentinel answers, or the master named cannot be reached (it died and the
+        failover is not over: the Sentinels name it until the promotion), or is not a master,
+        the Sentinels are asked again every REASK_PAUSE_S until `timeout`: a connection wanted
+        during a failover waits for the new master instead of failing at once."""
+        why = "nothing tried"
         with trio.move_on_after(timeout):
             while True:
-                host, port = await self.master_address()
-                conn = await Connection.open(self.url.master_url(host, port), timeout=timeout)
                 try:
-                    role = await conn.execute("ROLE")
-                except BaseException:
-                    await conn.aclose()
-                    raise
-                if role and role[0] == b"master":
-                    return conn
-                await conn.aclose()
-                self.not_master += 1
-                self._order.append(self._order.pop(0))  # it answered first: its view is stale
-                log.warning("%s:%d, named master %r, is a %s: asking the Sentinels again",
-                            host, port, self.url.master, role[0].decode() if role else "?")
+                    conn = await self._open_master(timeout)
+                    if conn is not None:
+                        return conn
+                    why = "the server named is not a master"
+                except RedisConnectionError as exc:
+                    why = str(exc)
                 await trio.sleep(REASK_PAUSE_S)
-        raise RedisTimeoutError(f"no master {self.url.master!r} reachable through Sentinel within {timeout}s")
+        raise RedisTimeoutError(f"no master {self.url.master!r} reachable through Sentinel within {timeout}s "
+                                f"(last: {why})")
+
+    async def _open_master(self, timeout: float) -> Connection | None:
+        host, port = await self.master_address()
+        conn = await Connection.open(self.url.master_url(host, port), timeout=timeout)
+        try:
+            role = await conn.execute("ROLE")
+        except BaseException:
+            await conn.aclose()
+            raise
+        if role and role[0] == b"master":
+            return conn
+        await conn.aclose()
+        self.not_master += 1
+        self._order.append(self._order.pop(0))  # it answered first: its view is stale
+        log.warning("%s:%d, named master %r, is a %s: asking the Sentinels again",
+                    host, port, self.url.master, role[0].decode() if role else "?")
+        return None
 
 
 def connector_for(url: str | RedisURL | SentinelURL) -> DirectConnector | SentinelConnector:
