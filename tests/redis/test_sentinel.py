@@ -16,6 +16,7 @@ from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisErr
 from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.redis.sentinel import SentinelConnector
 from kdc_trio.redis.url import parse_redis_url, parse_sentinel_url
+from tests.support.bundles import SlowBroadcastBundle
 from tests.support.delivery import count
 from tests.support.gateway import running_gateway, test_settings
 from tests.support.redis_sentinel import MASTER_NAME, Sentinel, redis_sentinel
@@ -133,27 +134,15 @@ async def test_no_master_found_in_time_is_a_connection_error_with_the_last_reaso
             await connector.open(timeout=1.0)
 
 
+# A turn of ~6 s: long enough to fail its Redis master over in the middle.
 DELTAS = 60
 DELTA_S = 0.1
 
 
-class LongTurnBundle:
-    """A turn of DELTAS deltas, one every DELTA_S, broadcast to the session: ~6 s, long enough to
-    fail its Redis master over in the middle."""
-
-    async def run(self, turn, comm):
-        await comm.start(message=turn.message.text, broadcast=True)
-        for i in range(DELTAS):
-            await comm.delta(f"d{i} ", index=i, marker="answer", broadcast=True)
-            await trio.sleep(DELTA_S)
-        await comm.complete(data={"deltas": DELTAS}, broadcast=True)
-
-
 async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_event_once():
     with redis_sentinel() as setup:
-        settings = test_settings(redis_url=setup.url, redis_retry_max_ms=500, pubsub_ping_interval_s=0.5,
-                                 pubsub_ping_timeout_s=0.5)
-        async with running_gateway(settings, bundle=LongTurnBundle()) as gw, \
+        settings = test_settings(redis_url=setup.url)  # the default retry, ping and connect deadlines
+        async with running_gateway(settings, bundle=SlowBroadcastBundle(DELTAS, DELTA_S)) as gw, \
                 httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
             st = await open_stream(nursery, client, "/sse/stream?stream_id=failover")
             sid = st.ready["session_id"]
