@@ -6,6 +6,7 @@ and a gateway's SSE stream go on on the new master. Each failover test prints wh
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -16,9 +17,10 @@ from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisErr
 from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.redis.sentinel import SentinelConnector
 from kdc_trio.redis.url import parse_redis_url, parse_sentinel_url
-from tests.support.bundles import SlowBroadcastBundle
+from tests.support.bundles import LONG_BROADCAST
 from tests.support.delivery import count
 from tests.support.gateway import running_gateway, test_settings
+from tests.support.processes import spawn
 from tests.support.redis_sentinel import MASTER_NAME, Sentinel, redis_sentinel
 from tests.support.redis_server import RedisServer
 from tests.support.sse_client import open_stream
@@ -134,15 +136,13 @@ async def test_no_master_found_in_time_is_a_connection_error_with_the_last_reaso
             await connector.open(timeout=1.0)
 
 
-# A turn of ~6 s: long enough to fail its Redis master over in the middle.
-DELTAS = 60
-DELTA_S = 0.1
+DELTAS = LONG_BROADCAST.deltas
 
 
 async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_event_once():
     with redis_sentinel() as setup:
         settings = test_settings(redis_url=setup.url)  # the default retry, ping and connect deadlines
-        async with running_gateway(settings, bundle=SlowBroadcastBundle(DELTAS, DELTA_S)) as gw, \
+        async with running_gateway(settings, bundle=LONG_BROADCAST) as gw, \
                 httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
             st = await open_stream(nursery, client, "/sse/stream?stream_id=failover")
             sid = st.ready["session_id"]
@@ -159,16 +159,52 @@ async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_e
             await st.wait_for(lambda s: any(e.event == "chat_complete" for e in s.events[n:]), timeout=40)
             nursery.cancel_scope.cancel()
         stats = gw.bus.statistics()
+    check_stream(st, recover_s, f"SSE through a Sentinel failover (master SIGKILL), "
+                               f"relay_gap={stats['relay_gap']}, filled_from_log={stats['recovered_after_gap']}")
+    assert stats["relay_gap"] >= 1
+
+
+def check_stream(st, recover_s: float, name: str) -> None:
+    """The stream stayed connected and got the turn (its last attempt whole) once each, in order."""
     assert st.dropped is None and len(st.of("ready")) == 1, "one connection, never dropped"
     events = [e for e in st.events if e.id]
-    seqs = [int(e.id) for e in events]
     first = next(int(e.id) for e in events if e.event == "chat_start")
     last = [int(e.id) for e in events if e.event == "chat_complete"][-1]
-    starts = [e for e in events if e.event == "chat_start"]
     texts = [e.data["delta"]["text"] for e in events if e.event == "chat_delta"]
-    c = count(seqs, first, last, recover_s)
-    print(c.line(f"SSE through a Sentinel failover (master SIGKILL), attempts={len(starts)}, "
-                 f"relay_gap={stats['relay_gap']}, filled_from_log={stats['recovered_after_gap']}"))
+    c = count([int(e.id) for e in events], first, last, recover_s)
+    print(c.line(f"{name}, attempts={sum(1 for e in events if e.event == 'chat_start')}"))
     assert (c.duplicates, c.gaps, c.reordered) == (0, 0, 0) and c.received == c.sent
     assert texts[-DELTAS:] == [f"d{i} " for i in range(DELTAS)], "the last attempt is whole"
-    assert stats["relay_gap"] >= 1
+
+
+async def test_gateway_and_worker_processes_follow_a_failover_clients_on_both_gateways_lose_nothing():
+    """`kdc-trio serve` ×2 and `kdc-trio worker` on REDIS_URL=redis+sentinel://…; one session with a
+    stream on each gateway; the master SIGKILLed mid-turn: both streams get the whole turn."""
+    with redis_sentinel() as setup, ExitStack() as stack:
+        env = {"REDIS_URL": setup.url, "KDC_BUNDLE": "tests.support.bundles:LONG_BROADCAST",
+               "KDC_RELAY_LINGER_MS": "0"}
+        a, b = spawn(stack, "serve", env, "--no-worker"), spawn(stack, "serve", env, "--no-worker")
+        spawn(stack, "worker", env)
+        recover: dict[str, float] = {}
+        async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
+            on_a = await open_stream(nursery, client, f"{a.base_url}/sse/stream?stream_id=on-a")
+            sid = on_a.ready["session_id"]
+            on_b = await open_stream(nursery, client, f"{b.base_url}/sse/stream?stream_id=on-b&user_session_id={sid}")
+            r = await client.post(f"{b.base_url}/sse/chat?stream_id=on-b&user_session_id={sid}", json={"message": "x"})
+            assert r.status_code == 202, r.text
+            await on_a.wait_event("chat_delta", count=10, timeout=20)
+            seen = {"A": len(on_a.events), "B": len(on_b.events)}
+            killed = time.monotonic()
+            await trio.to_thread.run_sync(setup.kill_master)
+
+            async def follow(name, st):
+                await st.wait_for(lambda s: len(s.events) > seen[name], timeout=RECOVER_DEADLINE_S)
+                recover[name] = time.monotonic() - killed
+                await st.wait_for(lambda s: any(e.event == "chat_complete" for e in s.events), timeout=40)
+
+            async with trio.open_nursery() as both:
+                both.start_soon(follow, "A", on_a)
+                both.start_soon(follow, "B", on_b)
+            nursery.cancel_scope.cancel()
+    for name, st in (("A", on_a), ("B", on_b)):
+        check_stream(st, recover[name], f"SSE on gateway process {name} through a Sentinel failover")

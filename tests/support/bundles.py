@@ -24,6 +24,11 @@ class SlowBroadcastBundle:
         await comm.complete(data={"deltas": self.deltas}, broadcast=True)
 
 
+# A broadcast turn of ~6 s for processes (KDC_BUNDLE=tests.support.bundles:LONG_BROADCAST):
+# long enough to fail its Redis master over in the middle.
+LONG_BROADCAST = SlowBroadcastBundle(deltas=60, delta_s=0.1)
+
+
 class FailingBundle:
     """Starts, streams a little of an answer, then raises: the turn ends in `chat_error`."""
 
