@@ -6,7 +6,8 @@ wait for one. A connection that broke (lost, or interrupted by cancellation or a
 is closed instead of returned; the next caller opens a fresh one, so a Redis restart costs
 the commands in flight and nothing else. Behind a `redis+sentinel://` URL each new connection
 goes to the master the Sentinels name at that moment (kdc_trio/redis/sentinel.py), so a
-failover costs the same.
+failover costs the same; a connection opened before the master switched is closed when it is
+next taken or given back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, AsyncIterator, Sequence
 import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError, RedisTimeoutError
-from kdc_trio.redis.sentinel import connector_for
+from kdc_trio.redis.sentinel import Connector, connector_for
 from kdc_trio.redis.url import RedisURL, SentinelURL
 
 
@@ -27,7 +28,7 @@ def _demoted(replies: list[Any]) -> bool:
 
 
 class RedisClient:
-    def __init__(self, url: str | RedisURL | SentinelURL, *, max_connections: int = 16,
+    def __init__(self, url: str | RedisURL | SentinelURL | Connector, *, max_connections: int = 16,
                  connect_timeout: float = 5.0, command_timeout: float = 10.0) -> None:
         self.connector = connector_for(url)  # where each new connection goes (Sentinel: resolved then)
         self.connect_timeout = connect_timeout
@@ -42,13 +43,16 @@ class RedisClient:
         """Borrow a connection (opened on demand); broken ones are closed, not returned."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
+            while conn is not None and self.connector.stale(conn):  # opened before a master switch
+                await conn.aclose()
+                conn = self._idle.pop() if self._idle else None
             if conn is None:
                 conn = await self.connector.open(timeout=self.connect_timeout)
                 self.opened += 1
             try:
                 yield conn
             finally:
-                if conn.broken:
+                if conn.broken or self.connector.stale(conn):
                     await conn.aclose()
                 else:
                     self._idle.append(conn)

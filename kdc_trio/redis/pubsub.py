@@ -10,8 +10,9 @@
 - A lost connection is survived: reconnect with capped exponential backoff and full jitter,
   re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
   `on_reconnect()` so the owner can recover what was published while it was away. Behind a
-  `redis+sentinel://` URL each reconnection goes to the master the Sentinels name then, so a
-  failover is one more gap.
+  `redis+sentinel://` URL each reconnection goes to the master the Sentinels name then, and a
+  master switch the connector learns of (kdc_trio/redis/sentinel_watch.py) drops the connection
+  to the old one: a failover is one more gap.
 - The connection proves it is alive: a PING every `ping_interval` (`KDC_PUBSUB_PING_INTERVAL_S`);
   no PONG within `ping_timeout` (`KDC_PUBSUB_PING_TIMEOUT_S`) counts as a lost connection (a
   half-open TCP connection, a stalled server), so a process is never silently deaf.
@@ -28,7 +29,7 @@ from typing import Any, Callable
 import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
-from kdc_trio.redis.sentinel import connector_for
+from kdc_trio.redis.sentinel import Connector, connector_for
 from kdc_trio.redis.url import RedisURL, SentinelURL
 
 log = logging.getLogger("kdc_trio.redis.pubsub")
@@ -39,7 +40,7 @@ CHUNK = 1000
 
 
 class PubSub:
-    def __init__(self, url: str | RedisURL | SentinelURL, *, on_batch: Callable[[Batch], None],
+    def __init__(self, url: str | RedisURL | SentinelURL | Connector, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
                  ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
@@ -113,6 +114,7 @@ class PubSub:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn)
+                    nursery.start_soon(self._follow_master, conn.epoch)
                     if self.ping_interval > 0:
                         nursery.start_soon(self._pinger)
                     if not first and self.on_reconnect is not None:
@@ -133,6 +135,11 @@ class PubSub:
                 await self._confirm.park()
         assert self.on_reconnect is not None
         self.on_reconnect()
+
+    async def _follow_master(self, epoch: int) -> None:
+        """Behind Sentinel: the master switched → this connection is on the old one (raises)."""
+        await self.connector.wait_switch(epoch)
+        raise RedisConnectionError("the Sentinels switched the master: reconnecting to the new one")
 
     async def _pinger(self) -> None:
         """PING every interval; no PONG in time → the connection is lost (raises, so it is re-made)."""

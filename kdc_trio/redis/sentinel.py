@@ -41,15 +41,32 @@ REASK_PAUSE_S = 0.1
 
 
 class Connector(Protocol):
+    """Opens connections; `epoch` counts the master switches it has seen, so a connection opened
+    before one (`conn.epoch` older) is `stale`: closed instead of reused."""
+
+    epoch: int
+
     async def open(self, *, timeout: float) -> Connection: ...
+
+    def stale(self, conn: Connection) -> bool: ...
+
+    async def wait_switch(self, epoch: int) -> None: ...
 
 
 class DirectConnector:
+    epoch = 0  # one server: its address never switches
+
     def __init__(self, url: RedisURL) -> None:
         self.url = url
 
     async def open(self, *, timeout: float) -> Connection:
         return await Connection.open(self.url, timeout=timeout)
+
+    def stale(self, conn: Connection) -> bool:
+        return False
+
+    async def wait_switch(self, epoch: int) -> None:
+        await trio.sleep_forever()
 
     def __repr__(self) -> str:
         return repr(self.url)
@@ -60,11 +77,33 @@ class SentinelConnector:
         self.url = url
         self._order = list(url.sentinels)  # the Sentinel that answered last is asked first
         self.master: tuple[str, int] | None = None  # the last address a Sentinel gave
+        self.epoch = 0  # master switches seen (a resolution naming another address, +switch-master)
+        self._switched = trio.Event()
         self.resolutions = 0
         self.not_master = 0  # servers named as master that answered ROLE otherwise
 
     def __repr__(self) -> str:
         return repr(self.url)
+
+    def switch_to(self, address: tuple[str, int]) -> None:
+        """The master is at `address` now: connections opened to another one are stale."""
+        if address == self.master:
+            return
+        log.warning("master %r is %s:%d now (was %s)", self.url.master, *address,
+                    "unknown" if self.master is None else "%s:%d" % self.master)
+        if self.master is not None:
+            self.epoch += 1
+            self._switched.set()
+            self._switched = trio.Event()
+        self.master = address
+
+    def stale(self, conn: Connection) -> bool:
+        return conn.epoch != self.epoch
+
+    async def wait_switch(self, epoch: int) -> None:
+        """Return once the master switched after `epoch` (at once if it already has)."""
+        while self.epoch == epoch:
+            await self._switched.wait()
 
     async def master_address(self) -> tuple[str, int]:
         """The master's address, from the first Sentinel that knows it (each within its deadline)."""
@@ -81,12 +120,21 @@ class SentinelConnector:
             self._order.remove(addr)
             self._order.insert(0, addr)
             self.resolutions += 1
-            host, port = reply[0].decode(), int(reply[1])
-            if self.master != (host, port):
-                log.info("Sentinel %s:%d names %s:%d as master %r", *addr, host, port, self.url.master)
-            self.master = (host, port)
+            self.switch_to((reply[0].decode(), int(reply[1])))
+            assert self.master is not None
             return self.master
         raise RedisConnectionError(f"no Sentinel named master {self.url.master!r}: {'; '.join(why)}")
+
+    async def open_sentinel(self, *, timeout: float) -> Connection:
+        """A connection to the first Sentinel (in the asking order) that accepts one."""
+        why: list[str] = []
+        for host, port in list(self._order):
+            try:
+                return await Connection.open(self.url.sentinel_url(host, port),
+                                             timeout=min(timeout, self.url.sentinel_timeout))
+            except RedisConnectionError as exc:
+                why.append(f"{host}:{port}: {exc}")
+        raise RedisConnectionError(f"no Sentinel reachable: {'; '.join(why)}")
 
     async def _ask(self, addr: tuple[str, int]) -> list[bytes] | None:
         limit = self.url.sentinel_timeout
@@ -121,7 +169,9 @@ class SentinelConnector:
 
     async def _open_master(self, timeout: float) -> Connection | None:
         host, port = await self.master_address()
+        epoch = self.epoch  # a switch while this connection opens makes it stale at once
         conn = await Connection.open(self.url.master_url(host, port), timeout=timeout)
+        conn.epoch = epoch
         try:
             role = await conn.execute("ROLE")
         except BaseException:
@@ -137,7 +187,11 @@ class SentinelConnector:
         return None
 
 
-def connector_for(url: str | RedisURL | SentinelURL) -> DirectConnector | SentinelConnector:
+def connector_for(url: str | RedisURL | SentinelURL | Connector) -> Connector:
+    """The connector of a URL; a connector given is used as it is (clients of one process share
+    theirs, so a switch one of them sees makes every one's old connections stale)."""
+    if isinstance(url, (DirectConnector, SentinelConnector)):
+        return url
     if isinstance(url, str):
         url = parse_sentinel_url(url) if is_sentinel_url(url) else parse_redis_url(url)
     if isinstance(url, SentinelURL):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -132,8 +132,11 @@ class RedisBus(Bus):
     def __init__(self, redis: Commands, service: ServiceCommunicator, *, channel_prefix: str,
                  key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
                  seq_ttl_s: int = 86400, log_session_bytes: int = 4 << 20,
-                 log_budget_bytes: int = 256 << 20) -> None:
+                 log_budget_bytes: int = 256 << 20, watch: Callable[..., Awaitable[None]] | None = None) -> None:
         self.redis = redis
+        # Run beside the pub/sub plumbing: behind Sentinel, the task that moves the process's
+        # connections to a new master as soon as the Sentinels announce it (redis/sentinel_watch.py).
+        self.watch = watch
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
         self.channel_prefix = channel_prefix
@@ -178,6 +181,8 @@ class RedisBus(Bus):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.watch is not None:
+                await nursery.start(self.watch)
             await nursery.start(self.service.run)  # a gateway listens; a worker only publishes
             await nursery.start(self._publisher.run)
             task_status.started()

@@ -16,6 +16,7 @@ from kdc_trio.redis.client import RedisClient
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
 from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.redis.sentinel import SentinelConnector
+from kdc_trio.redis.sentinel_watch import SentinelWatch
 from kdc_trio.redis.url import parse_redis_url, parse_sentinel_url
 from tests.support.bundles import LONG_BROADCAST
 from tests.support.delivery import count
@@ -79,6 +80,55 @@ async def test_commands_and_pubsub_follow_the_master_through_a_failover():
               f"pub/sub re-subscribed on it after {pubsub_s:.2f}s (gaps={pubsub.gaps}); "
               f"resolutions={client.connector.resolutions}")
         assert got[0] == b"one" and pubsub.gaps >= 1
+        await client.aclose()
+
+
+async def test_a_manual_failover_moves_every_connection_off_the_live_old_master_once_announced():
+    """`SENTINEL FAILOVER`: the old master stays up, taking writes, until the Sentinels demote it
+    (seconds); what it takes meanwhile is lost when it resyncs. The watch hears `+switch-master`:
+    every write started after that lands on the new master, and the pub/sub connection moves."""
+    with redis_sentinel() as setup:
+        connector = SentinelConnector(parse_sentinel_url(setup.url))
+        client = RedisClient(connector, connect_timeout=5.0, command_timeout=5.0)
+        got: list[bytes] = []
+        pubsub = PubSub(connector, on_batch=lambda b: got.extend(d for _, d in b), backoff_max=0.2)
+        watch = SentinelWatch(connector)
+        writes: list[tuple[int, int]] = []  # (index, the connector's epoch when the write started)
+        failed = 0
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pubsub.run)
+            await nursery.start(watch.run)
+            await pubsub.subscribe("news")
+            old = setup.master.port
+            setup.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+            started = time.monotonic()
+            switched_at = None
+            while time.monotonic() - started < 30:
+                i, epoch = len(writes) + failed, connector.epoch
+                try:
+                    await client.execute("RPUSH", "writes", i, timeout=1.0)
+                    writes.append((i, epoch))
+                except (RedisConnectionError, RedisError):
+                    failed += 1
+                if connector.epoch and switched_at is None:
+                    switched_at = time.monotonic() - started
+                if sum(1 for _, e in writes if e) > 50 and await client.publish("news", "x"):
+                    break
+                await trio.sleep(0.005)
+            new = await trio.to_thread.run_sync(setup.wait_failover, old)
+            with trio.fail_after(10):
+                while b"x" not in got:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        held = {int(v) for v in await client.execute("LRANGE", "writes", 0, -1)}
+        lost_before = [i for i, e in writes if not e and i not in held]
+        lost_after = [i for i, e in writes if e and i not in held]
+        print(f"[manual failover] switch heard {switched_at:.2f}s after SENTINEL FAILOVER; {len(writes)} writes "
+              f"acknowledged, {failed} failed; lost: {len(lost_before)} started before the switch was heard, "
+              f"{len(lost_after)} after; +switch-master={watch.switches}, pub/sub gaps={pubsub.gaps}")
+        assert new == setup.replica.port and connector.master == ("127.0.0.1", new)
+        assert watch.switches == 1 and pubsub.gaps >= 1
+        assert lost_after == [], "every write started after the switch was heard is on the new master"
         await client.aclose()
 
 

@@ -72,5 +72,7 @@ def test_the_compat_backend_refuses_a_sentinel_url_with_the_reason():
 
     with pytest.raises(ValueError, match="KDC_REDIS_BACKEND=native"):
         _clients(test_settings(redis_url="redis+sentinel://s/m", redis_backend="compat"))
-    client, read_client, _ = _clients(test_settings(redis_url="redis+sentinel://s1,s2:26380/m/1"))
-    assert isinstance(client.connector, SentinelConnector) and isinstance(read_client.connector, SentinelConnector)
+    client, read_client, pubsub, watch = _clients(test_settings(redis_url="redis+sentinel://s1,s2:26380/m/1"))
+    assert isinstance(client.connector, SentinelConnector) and watch is not None
+    assert read_client.connector is client.connector is pubsub(on_batch=print).connector, "one connector a process"
+    assert _clients(test_settings(redis_url="redis://h:6379/0"))[3] is None, "no watch without Sentinel"
