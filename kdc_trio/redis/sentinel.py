@@ -15,7 +15,10 @@ Resolution, as the Sentinel client guidelines describe it:
   asked again, until the connect deadline;
 - while the master named cannot be reached (killed, the failover not over yet) the Sentinels
   are asked again every REASK_PAUSE_S until the connect deadline, so a connection wanted during
-  a failover is opened to the new master ~0.1 s after its promotion instead of failing.
+  a failover is opened to the new master ~0.1 s after its promotion instead of failing;
+- while a Sentinel is promoting a replica (heard by kdc_trio/redis/sentinel_watch.py) new
+  connections wait for the switch instead of going to the old master, which would still take
+  writes the promotion loses.
 
 A connection already open to a master that is demoted later is dropped by the Sentinel itself
 (it sends `CLIENT KILL` with the `REPLICAOF`); should a command still reach it, the `-READONLY`
@@ -78,7 +81,9 @@ class SentinelConnector:
         self._order = list(url.sentinels)  # the Sentinel that answered last is asked first
         self.master: tuple[str, int] | None = None  # the last address a Sentinel gave
         self.epoch = 0  # master switches seen (a resolution naming another address, +switch-master)
-        self._switched = trio.Event()
+        self._switched = trio.Event()  # set (and replaced) when the epoch moves or a hold ends
+        self._hold_until = 0.0  # trio time: a failover is under way, new connections wait for it
+        self.holds = 0
         self.resolutions = 0
         self.not_master = 0  # servers named as master that answered ROLE otherwise
 
@@ -91,11 +96,30 @@ class SentinelConnector:
             return
         log.warning("master %r is %s:%d now (was %s)", self.url.master, *address,
                     "unknown" if self.master is None else "%s:%d" % self.master)
+        self._hold_until = 0.0
         if self.master is not None:
             self.epoch += 1
-            self._switched.set()
-            self._switched = trio.Event()
         self.master = address
+        self._wake()
+
+    def hold_for_failover(self) -> None:
+        """A Sentinel is about to promote a replica (`+failover-state-send-slaveof-noone`): the
+        master still answers and would take writes the promotion loses. Every connection open now
+        is stale, and new ones wait (up to the URL's `failover_hold`) for the switch to be told."""
+        log.warning("a Sentinel is promoting a replica of %r: connections wait for the switch", self.url.master)
+        self.holds += 1
+        self.epoch += 1
+        self._hold_until = trio.current_time() + self.url.failover_hold
+        self._wake()
+
+    def end_hold(self) -> None:
+        """The failover was given up (`-failover-abort-*`): the master stays where it was."""
+        self._hold_until = 0.0
+        self._wake()
+
+    def _wake(self) -> None:
+        self._switched.set()
+        self._switched = trio.Event()
 
     def stale(self, conn: Connection) -> bool:
         return conn.epoch != self.epoch
@@ -125,17 +149,6 @@ class SentinelConnector:
             return self.master
         raise RedisConnectionError(f"no Sentinel named master {self.url.master!r}: {'; '.join(why)}")
 
-    async def open_sentinel(self, *, timeout: float) -> Connection:
-        """A connection to the first Sentinel (in the asking order) that accepts one."""
-        why: list[str] = []
-        for host, port in list(self._order):
-            try:
-                return await Connection.open(self.url.sentinel_url(host, port),
-                                             timeout=min(timeout, self.url.sentinel_timeout))
-            except RedisConnectionError as exc:
-                why.append(f"{host}:{port}: {exc}")
-        raise RedisConnectionError(f"no Sentinel reachable: {'; '.join(why)}")
-
     async def _ask(self, addr: tuple[str, int]) -> list[bytes] | None:
         limit = self.url.sentinel_timeout
         with trio.move_on_after(limit):
@@ -156,6 +169,10 @@ class SentinelConnector:
         why = "nothing tried"
         with trio.move_on_after(timeout):
             while True:
+                while trio.current_time() < self._hold_until:  # a promotion under way
+                    why = "a failover under way"
+                    with trio.move_on_at(self._hold_until):
+                        await self._switched.wait()
                 try:
                     conn = await self._open_master(timeout)
                     if conn is not None:

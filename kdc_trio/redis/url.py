@@ -28,7 +28,11 @@ SENTINEL_PORT = 26379
 # How long one Sentinel may take to connect and name the master before the next one is asked:
 # a Sentinel is on the local network and answers from memory, so a slow one is as good as down.
 SENTINEL_TIMEOUT_S = 1.0
-SENTINEL_OPTIONS = {"db", "username", "password", "sentinel_username", "sentinel_password", "sentinel_timeout"}
+# How long new connections wait for a promotion a Sentinel announced to finish (the master's
+# switch) before they go where the Sentinels point: a promotion takes ~1-2 s.
+FAILOVER_HOLD_S = 5.0
+SENTINEL_OPTIONS = {"db", "username", "password", "sentinel_username", "sentinel_password", "sentinel_timeout",
+                    "failover_hold"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class SentinelURL:
     master `mastername`. `user:pass` (or `?username=&password=`) are the master's credentials;
     Sentinels that need their own say so with `?sentinel_username=&sentinel_password=`.
     `?sentinel_timeout=` (seconds, default SENTINEL_TIMEOUT_S) bounds each Sentinel's answer;
+    `?failover_hold=` (seconds, default FAILOVER_HOLD_S) how long new connections wait for a
+    promotion under way;
     `?db=` or the path's last part selects the database. `rediss+sentinel://` uses TLS for the
     Sentinels and the master alike."""
 
@@ -50,6 +56,7 @@ class SentinelURL:
     sentinel_username: str | None = None
     sentinel_password: str | None = None
     sentinel_timeout: float = SENTINEL_TIMEOUT_S
+    failover_hold: float = FAILOVER_HOLD_S
     ssl: bool = False
 
     def master_url(self, host: str, port: int) -> RedisURL:
@@ -86,6 +93,16 @@ def _sentinel_address(text: str) -> tuple[str, int]:
     return unquote(host), int(port)
 
 
+def _seconds(options: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(options.get(name, default))
+    except ValueError:
+        raise ValueError(f"bad {name} {options[name]!r}: seconds expected") from None
+    if not 0 < value < 3600:
+        raise ValueError(f"{name} must be above 0 seconds (and under an hour)")
+    return value
+
+
 def parse_sentinel_url(url: str) -> SentinelURL:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SENTINEL_SCHEMES:
@@ -113,18 +130,14 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     if at:
         user, colon, pw = userinfo.partition(":")
         username, password = unquote(user) or None, (unquote(pw) or None) if colon else None
-    try:
-        timeout = float(options.get("sentinel_timeout", SENTINEL_TIMEOUT_S))
-    except ValueError:
-        raise ValueError(f"bad sentinel_timeout {options['sentinel_timeout']!r}: seconds expected") from None
-    if not 0 < timeout < 3600:
-        raise ValueError("sentinel_timeout must be above 0 seconds")
+    timeout = _seconds(options, "sentinel_timeout", SENTINEL_TIMEOUT_S)
+    hold = _seconds(options, "failover_hold", FAILOVER_HOLD_S)
     return SentinelURL(sentinels=sentinels, master=parts[0], db=int(db_text),
                        username=username or options.get("username") or None,
                        password=password or options.get("password") or None,
                        sentinel_username=options.get("sentinel_username") or None,
                        sentinel_password=options.get("sentinel_password") or None,
-                       sentinel_timeout=timeout, ssl=scheme.lower() == "rediss+sentinel")
+                       sentinel_timeout=timeout, failover_hold=hold, ssl=scheme.lower() == "rediss+sentinel")
 
 
 def parse_redis_url(url: str) -> RedisURL:

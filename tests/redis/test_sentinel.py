@@ -18,6 +18,7 @@ from kdc_trio.redis.pubsub import PubSub
 from kdc_trio.redis.sentinel import SentinelConnector
 from kdc_trio.redis.sentinel_watch import SentinelWatch
 from kdc_trio.redis.url import parse_redis_url, parse_sentinel_url
+from kdc_trio.relay.keys import SessionKey
 from tests.support.bundles import LONG_BROADCAST
 from tests.support.delivery import count
 from tests.support.gateway import running_gateway, test_settings
@@ -85,8 +86,9 @@ async def test_commands_and_pubsub_follow_the_master_through_a_failover():
 
 async def test_a_manual_failover_moves_every_connection_off_the_live_old_master_once_announced():
     """`SENTINEL FAILOVER`: the old master stays up, taking writes, until the Sentinels demote it
-    (seconds); what it takes meanwhile is lost when it resyncs. The watch hears `+switch-master`:
-    every write started after that lands on the new master, and the pub/sub connection moves."""
+    (seconds); what it takes after the promotion is lost when it resyncs. The watch hears the
+    leader announce the promotion: writes wait for the switch and land on the new master (none
+    lost), and the pub/sub connection moves."""
     with redis_sentinel() as setup:
         connector = SentinelConnector(parse_sentinel_url(setup.url))
         client = RedisClient(connector, connect_timeout=5.0, command_timeout=5.0)
@@ -123,12 +125,13 @@ async def test_a_manual_failover_moves_every_connection_off_the_live_old_master_
         held = {int(v) for v in await client.execute("LRANGE", "writes", 0, -1)}
         lost_before = [i for i, e in writes if not e and i not in held]
         lost_after = [i for i, e in writes if e and i not in held]
-        print(f"[manual failover] switch heard {switched_at:.2f}s after SENTINEL FAILOVER; {len(writes)} writes "
-              f"acknowledged, {failed} failed; lost: {len(lost_before)} started before the switch was heard, "
+        print(f"[manual failover] promotion heard {switched_at:.2f}s after SENTINEL FAILOVER; {len(writes)} writes "
+              f"acknowledged, {failed} failed; lost: {len(lost_before)} started before the promotion was heard, "
               f"{len(lost_after)} after; +switch-master={watch.switches}, pub/sub gaps={pubsub.gaps}")
         assert new == setup.replica.port and connector.master == ("127.0.0.1", new)
-        assert watch.switches == 1 and pubsub.gaps >= 1
-        assert lost_after == [], "every write started after the switch was heard is on the new master"
+        assert watch.switches >= 1 and pubsub.gaps >= 1
+        assert lost_before + lost_after == [], "every acknowledged write is on the new master"
+        assert connector.holds == 1
         await client.aclose()
 
 
@@ -189,7 +192,15 @@ async def test_no_master_found_in_time_is_a_connection_error_with_the_last_reaso
 DELTAS = LONG_BROADCAST.deltas
 
 
-async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_event_once():
+def fail_over(setup, how: str) -> None:
+    if how == "sigkill":
+        setup.kill_master()
+    else:  # the old master stays up (and would take writes until demoted)
+        setup.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "manual"])
+async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_event_once(how):
     with redis_sentinel() as setup:
         settings = test_settings(redis_url=setup.url)  # the default retry, ping and connect deadlines
         async with running_gateway(settings, bundle=LONG_BROADCAST) as gw, \
@@ -200,18 +211,26 @@ async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_e
             assert r.status_code == 202, r.text
             await st.wait_event("chat_delta", count=10, timeout=20)
             n = len(st.events)
-            killed = time.monotonic()
+            started = time.monotonic()
             old = setup.master.port
-            await trio.to_thread.run_sync(setup.kill_master)
+            await trio.to_thread.run_sync(fail_over, setup, how)
             await st.wait_for(lambda s: len(s.events) > n, timeout=RECOVER_DEADLINE_S)
-            recover_s = time.monotonic() - killed
-            await trio.to_thread.run_sync(setup.wait_failover, old)
+            recover_s = time.monotonic() - started
+            new = await trio.to_thread.run_sync(setup.wait_failover, old)
             await st.wait_for(lambda s: any(e.event == "chat_complete" for e in s.events[n:]), timeout=40)
             nursery.cancel_scope.cancel()
         stats = gw.bus.statistics()
-    check_stream(st, recover_s, f"SSE through a Sentinel failover (master SIGKILL), "
-                               f"relay_gap={stats['relay_gap']}, filled_from_log={stats['recovered_after_gap']}")
+        on_new_master = RedisClient(f"redis://127.0.0.1:{new}/0")
+        key = SessionKey(st.ready["tenant"], st.ready["project"], sid)
+        logged = int(await on_new_master.execute("GET", gw.bus._seq_key(key)))
+        await on_new_master.aclose()
+    check_stream(st, recover_s, f"SSE through a Sentinel failover ({how}), relay_gap={stats['relay_gap']}, "
+                                f"filled_from_log={stats['recovered_after_gap']}, rewinds={stats['seq_rewinds']}, "
+                                f"new master's seq={logged}")
     assert stats["relay_gap"] >= 1
+    if how == "manual":  # the old master took no event after the promotion: the new one has them all
+        # (without the watch: the old master took events 16..63 after the promotion, the new one had 15)
+        assert logged >= int([e.id for e in st.events if e.id][-1]) and stats["seq_rewinds"] == 0
 
 
 def check_stream(st, recover_s: float, name: str) -> None:

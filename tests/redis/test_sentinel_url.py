@@ -5,23 +5,24 @@ from __future__ import annotations
 import pytest
 
 from kdc_trio.redis.sentinel import DirectConnector, SentinelConnector, connector_for
-from kdc_trio.redis.url import SENTINEL_PORT, SENTINEL_TIMEOUT_S, is_sentinel_url, parse_sentinel_url
+from kdc_trio.redis.url import FAILOVER_HOLD_S, SENTINEL_PORT, SENTINEL_TIMEOUT_S, is_sentinel_url, parse_sentinel_url
 
 
 def test_hosts_master_db_and_defaults():
     u = parse_sentinel_url("redis+sentinel://s1:26380,s2,[::1]:26381/mymaster/2")
     assert u.sentinels == (("s1", 26380), ("s2", SENTINEL_PORT), ("::1", 26381))
     assert (u.master, u.db, u.ssl, u.sentinel_timeout) == ("mymaster", 2, False, SENTINEL_TIMEOUT_S)
+    assert u.failover_hold == FAILOVER_HOLD_S
     assert u.username is u.password is u.sentinel_username is u.sentinel_password is None
     assert parse_sentinel_url("redis+sentinel://s/m/").db == 0, "a trailing slash is no database"
 
 
 def test_credentials_options_and_tls():
     u = parse_sentinel_url("rediss+sentinel://app:p%40ss@s1:1,s2:2/m?db=5&sentinel_password=s3cr3t"
-                           "&sentinel_username=su&sentinel_timeout=0.25")
+                           "&sentinel_username=su&sentinel_timeout=0.25&failover_hold=2")
     assert (u.username, u.password) == ("app", "p@ss"), "the userinfo is the master's"
     assert (u.sentinel_username, u.sentinel_password) == ("su", "s3cr3t")
-    assert (u.db, u.sentinel_timeout, u.ssl) == (5, 0.25, True)
+    assert (u.db, u.sentinel_timeout, u.failover_hold, u.ssl) == (5, 0.25, 2.0, True)
     master, sentinel = u.master_url("10.0.0.9", 6380), u.sentinel_url("s1", 1)
     assert (master.host, master.port, master.db, master.password, master.ssl) == ("10.0.0.9", 6380, 5, "p@ss", True)
     assert (sentinel.db, sentinel.username, sentinel.password, sentinel.ssl) == (0, "su", "s3cr3t", True)
@@ -51,6 +52,7 @@ def test_credentials_options_and_tls():
     ("redis+sentinel://s/m?sentinel_pasword=x", "unknown Sentinel URL option 'sentinel_pasword'"),
     ("redis+sentinel://s/m?sentinel_timeout=0", "above 0"),
     ("redis+sentinel://s/m?sentinel_timeout=soon", "seconds"),
+    ("redis+sentinel://s/m?failover_hold=-5", "above 0"),
 ])
 def test_malformed_urls_are_refused_with_the_reason(url, reason):
     with pytest.raises(ValueError, match=reason):
