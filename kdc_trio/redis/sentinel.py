@@ -20,9 +20,12 @@ Resolution, as the Sentinel client guidelines describe it:
   connections wait for the switch instead of going to the old master, which would still take
   writes the promotion loses.
 
-A connection already open to a master that is demoted later is dropped by the Sentinel itself
-(it sends `CLIENT KILL` with the `REPLICAOF`); should a command still reach it, the `-READONLY`
-reply makes `RedisClient` close it and try once more on a freshly resolved connection.
+A connector counts the master switches it learns of (`epoch`: a resolution naming another
+address, or kdc_trio/redis/sentinel_watch.py hearing the Sentinels); a connection opened before
+the last one is `stale`, and the pool closes it instead of reusing it. A connection to a master
+that is demoted is also dropped by the Sentinel itself (`CLIENT KILL` with the `REPLICAOF`);
+should a command still reach it, the `-READONLY` reply makes `RedisClient` close it and try once
+more on a freshly resolved connection.
 """
 
 from __future__ import annotations
