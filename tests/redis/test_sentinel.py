@@ -25,7 +25,7 @@ from tests.support.gateway import running_gateway, test_settings
 from tests.support.processes import spawn
 from tests.support.redis_sentinel import MASTER_NAME, Sentinel, redis_sentinel
 from tests.support.redis_server import RedisServer
-from tests.support.sse_client import open_stream
+from tests.support.sse_client import open_stream, open_stream_and_post
 
 # From the kill to a command answered by the new master: ~1 s until the master is down for the
 # Sentinels, an election and the promotion (~2-4 s), then our next connection re-resolves.
@@ -205,10 +205,7 @@ async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_e
         settings = test_settings(redis_url=setup.url)  # the default retry, ping and connect deadlines
         async with running_gateway(settings, bundle=LONG_BROADCAST) as gw, \
                 httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client, trio.open_nursery() as nursery:
-            st = await open_stream(nursery, client, "/sse/stream?stream_id=failover")
-            sid = st.ready["session_id"]
-            r = await client.post(f"/sse/chat?stream_id=failover&user_session_id={sid}", json={"message": "long"})
-            assert r.status_code == 202, r.text
+            st = await open_stream_and_post(nursery, client, "", "failover", "long")
             await st.wait_event("chat_delta", count=10, timeout=20)
             n = len(st.events)
             started = time.monotonic()
@@ -221,7 +218,7 @@ async def test_an_sse_client_stays_connected_through_a_failover_and_gets_every_e
             nursery.cancel_scope.cancel()
         stats = gw.bus.statistics()
         on_new_master = RedisClient(f"redis://127.0.0.1:{new}/0")
-        key = SessionKey(st.ready["tenant"], st.ready["project"], sid)
+        key = SessionKey(st.ready["tenant"], st.ready["project"], st.ready["session_id"])
         logged = int(await on_new_master.execute("GET", gw.bus._seq_key(key)))
         await on_new_master.aclose()
     check_stream(st, recover_s, f"SSE through a Sentinel failover ({how}), relay_gap={stats['relay_gap']}, "
@@ -257,10 +254,8 @@ async def test_gateway_and_worker_processes_follow_a_failover_clients_on_both_ga
         recover: dict[str, float] = {}
         async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
             on_a = await open_stream(nursery, client, f"{a.base_url}/sse/stream?stream_id=on-a")
-            sid = on_a.ready["session_id"]
-            on_b = await open_stream(nursery, client, f"{b.base_url}/sse/stream?stream_id=on-b&user_session_id={sid}")
-            r = await client.post(f"{b.base_url}/sse/chat?stream_id=on-b&user_session_id={sid}", json={"message": "x"})
-            assert r.status_code == 202, r.text
+            on_b = await open_stream_and_post(nursery, client, b.base_url, "on-b", "x",
+                                              session_id=on_a.ready["session_id"])
             await on_a.wait_event("chat_delta", count=10, timeout=20)
             seen = {"A": len(on_a.events), "B": len(on_b.events)}
             killed = time.monotonic()
