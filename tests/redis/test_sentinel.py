@@ -5,6 +5,7 @@ and a gateway's SSE stream go on on the new master. Each failover test prints wh
 
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import ExitStack
 
@@ -174,8 +175,9 @@ async def test_a_sentinel_naming_a_replica_is_asked_last_and_the_master_is_found
             assert connector.not_master == 1
             await conn.aclose()
         finally:
-            stale.kill()
+            stale.close()
             chained.kill()
+            shutil.rmtree(chained.dir, ignore_errors=True)
 
 
 async def test_no_master_found_in_time_is_a_connection_error_with_the_last_reason():

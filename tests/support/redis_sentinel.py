@@ -67,6 +67,10 @@ class Sentinel:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 class SentinelSetup:
     def __init__(self, sentinels: int = 3) -> None:
@@ -142,8 +146,7 @@ class SentinelSetup:
 
     def close(self) -> None:
         for s in self.sentinels:
-            s.kill()
-            shutil.rmtree(s.dir, ignore_errors=True)
+            s.close()
         for r in self.servers():
             r.kill()
             shutil.rmtree(r.dir, ignore_errors=True)
