@@ -137,6 +137,9 @@ class _GatewayCollector(Collector):
                            bs.get("recovered_after_gap", 0))
             yield _counter("kdc_redis_pings_missed", "Pub/sub PINGs unanswered in time (the connection was re-made)",
                            getattr(pubsub, "pings_missed", 0))
+            yield _counter("kdc_redis_seq_rewinds", "Reconnects that found Redis without session events this process "
+                           "had delivered (a failover lost them, or a restart); new events continue past them",
+                           bs.get("seq_rewinds", 0))
         yield from _failure_counters(gw)
         yield from _protection_metrics(gw)
 

@@ -10,10 +10,10 @@ import random
 
 from bench.fuzz.driver import Ctx
 from bench.fuzz.mutators import mutate_bytes
-from bench.fuzz.wsgen import BINARY, WSSession, frame, malformed, text
+from bench.fuzz.wsgen import BINARY, HEARTBEAT_ENV, WSSession, frame, malformed, text
 
 name = "eio-ws"
-env: dict[str, str] = {}
+env: dict[str, str] = dict(HEARTBEAT_ENV)
 
 PACKETS = [b"2", b"3", b"4hello", b"4", b"6", b"5", b"2probe", b"3probe", b"1", b"0", b"4" + b"x" * 1000,
            b'40{"token":"x"}', b"42[\"ping\"]", b"7", b"9", b"", b"b4AQID", b"4\x1e4"]

@@ -11,10 +11,10 @@ import random
 
 from bench.fuzz.driver import Ctx
 from bench.fuzz.mutators import dump, mutate_bytes, mutate_json
-from bench.fuzz.wsgen import BINARY, WSSession, frame, malformed, text
+from bench.fuzz.wsgen import BINARY, HEARTBEAT_ENV, WSSession, frame, malformed, text
 
 name = "sio"
-env: dict[str, str] = {}
+env: dict[str, str] = dict(HEARTBEAT_ENV)
 
 AUTHS = [{}, {"user_session_id": "nope"}, {"bearer_token": "a.b.c"}, {"tenant": "t", "project": "p"},
          {"last_event_id": "5"}]

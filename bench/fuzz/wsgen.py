@@ -20,6 +20,12 @@ from bench.fuzz.mutators import mutate_bytes
 
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 SENTINEL = b"fuzz-sentinel"
+# The WebSocket targets' server heartbeat: a frame whose header declares more bytes than were sent
+# (a mutated length) legitimately keeps the server waiting for them, until Engine.IO's heartbeat
+# ends the connection at pingInterval + pingTimeout (45 s by default, past the driver's 20 s
+# deadline: one such "timeout" in 1,000,000 inputs). At 6 + 6 s a silent connection still ends
+# well within the deadline, so a timeout is a real hang.
+HEARTBEAT_ENV = {"KDC_SIO_PING_INTERVAL_MS": "6000", "KDC_SIO_PING_TIMEOUT_MS": "6000"}
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0,

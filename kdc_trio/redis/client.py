@@ -4,7 +4,10 @@ Each call borrows one connection for one exchange (a command or a pipeline), so 
 tasks never interleave on a connection; at most `max_connections` are open, further callers
 wait for one. A connection that broke (lost, or interrupted by cancellation or a deadline)
 is closed instead of returned; the next caller opens a fresh one, so a Redis restart costs
-the commands in flight and nothing else.
+the commands in flight and nothing else. Behind a `redis+sentinel://` URL each new connection
+goes to the master the Sentinels name at that moment (kdc_trio/redis/sentinel.py), so a
+failover costs the same; a connection opened before the master switched is closed when it is
+next taken or given back.
 """
 
 from __future__ import annotations
@@ -15,31 +18,41 @@ from typing import Any, AsyncIterator, Sequence
 import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError, RedisTimeoutError
-from kdc_trio.redis.url import RedisURL, parse_redis_url
+from kdc_trio.redis.sentinel import Connector, connector_for
+from kdc_trio.redis.url import RedisURL, SentinelURL
+
+
+def _demoted(replies: list[Any]) -> bool:
+    """A `-READONLY` reply: the server is a replica now (a master demoted after a failover)."""
+    return any(isinstance(r, RedisError) and str(r).startswith("READONLY") for r in replies)
 
 
 class RedisClient:
-    def __init__(self, url: str | RedisURL, *, max_connections: int = 16, connect_timeout: float = 5.0,
-                 command_timeout: float = 10.0) -> None:
-        self.url = parse_redis_url(url) if isinstance(url, str) else url
+    def __init__(self, url: str | RedisURL | SentinelURL | Connector, *, max_connections: int = 16,
+                 connect_timeout: float = 5.0, command_timeout: float = 10.0) -> None:
+        self.connector = connector_for(url)  # where each new connection goes (Sentinel: resolved then)
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self._slots = trio.Semaphore(max_connections)
         self._idle: list[Connection] = []
         self.opened = 0
+        self.demoted = 0  # exchanges answered -READONLY (tried again on a fresh connection)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """Borrow a connection (opened on demand); broken ones are closed, not returned."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
+            while conn is not None and self.connector.stale(conn):  # opened before a master switch
+                await conn.aclose()
+                conn = self._idle.pop() if self._idle else None
             if conn is None:
-                conn = await Connection.open(self.url, timeout=self.connect_timeout)
+                conn = await self.connector.open(timeout=self.connect_timeout)
                 self.opened += 1
             try:
                 yield conn
             finally:
-                if conn.broken:
+                if conn.broken or self.connector.stale(conn):
                     await conn.aclose()
                 else:
                     self._idle.append(conn)
@@ -56,7 +69,10 @@ class RedisClient:
 
         A pooled connection found dead (the server restarted or dropped it while idle) is
         replaced and the exchange tried once more on a fresh one: the server closed it before
-        it could have read our commands. A connection lost mid-exchange is not retried."""
+        it could have read our commands. A connection lost mid-exchange is not retried.
+        A `-READONLY` reply means the connection's server was demoted to a replica (a Sentinel
+        failover): it ran no write of the exchange, so the connection and the idle ones are
+        closed and the exchange is tried once more on a fresh connection (to the new master)."""
         if not commands:
             return []
         limit = self.command_timeout if timeout is None else timeout
@@ -66,10 +82,15 @@ class RedisClient:
                     reused = conn.exchanges > 0
                     conn.exchanges += 1
                     try:
-                        return await conn.pipeline(commands)
+                        replies = await conn.pipeline(commands)
                     except RedisConnectionError:
                         if not reused or attempt == 2 or conn.reader.has_data():
                             raise
+                    else:
+                        if attempt == 2 or not _demoted(replies):
+                            return replies
+                        conn.broken = True
+                        self.demoted += 1
                 await self._drop_idle()
         if deadline.cancelled_caught:
             raise RedisTimeoutError(f"no reply from Redis within {limit}s ({commands[0][0]!s})")

@@ -1,6 +1,6 @@
 """The compatibility backend: redis-py's `redis.asyncio` under trio-asyncio, same interface.
 
-For deployments that need what only redis-py speaks (Sentinel, Cluster). `CompatClient`
+For deployments that need redis-py itself (Sentinel is native too: redis/sentinel.py). `CompatClient`
 offers `execute`/`pipeline` with raw RESP2 replies and our error types, exactly like
 `RedisClient`; `CompatPubSub` offers `subscribe`/`unsubscribe`/`run` and hands messages on in
 batches (everything redis-py has buffered, one trio await per batch) like `PubSub`. redis-py

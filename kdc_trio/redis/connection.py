@@ -56,6 +56,7 @@ class Connection:
         self.reader = hiredis.Reader(replyError=RedisError)
         self.broken = False
         self.exchanges = 0  # completed or attempted exchanges (the pool retries only reused ones)
+        self.epoch = 0  # its connector's master epoch when it was opened (Sentinel: a switch makes it stale)
 
     @classmethod
     async def open(cls, url: RedisURL, *, timeout: float = 5.0) -> "Connection":

@@ -9,7 +9,10 @@
   must not block (the relay only moves messages into bounded buffers).
 - A lost connection is survived: reconnect with capped exponential backoff and full jitter,
   re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
-  `on_reconnect()` so the owner can recover what was published while it was away.
+  `on_reconnect()` so the owner can recover what was published while it was away. Behind a
+  `redis+sentinel://` URL each reconnection goes to the master the Sentinels name then, and a
+  master switch the connector learns of (kdc_trio/redis/sentinel_watch.py) drops the connection
+  to the old one: a failover is one more gap.
 - The connection proves it is alive: a PING every `ping_interval` (`KDC_PUBSUB_PING_INTERVAL_S`);
   no PONG within `ping_timeout` (`KDC_PUBSUB_PING_TIMEOUT_S`) counts as a lost connection (a
   half-open TCP connection, a stalled server), so a process is never silently deaf.
@@ -31,7 +34,8 @@ import trio
 
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
 from kdc_trio.redis.retry import Backoff
-from kdc_trio.redis.url import RedisURL, parse_redis_url
+from kdc_trio.redis.sentinel import Connector, connector_for
+from kdc_trio.redis.url import RedisURL, SentinelURL
 
 log = logging.getLogger("kdc_trio.redis.pubsub")
 
@@ -97,11 +101,11 @@ class WantedChannels:
 class PubSub(WantedChannels):
     verbs = CLASSIC
 
-    def __init__(self, url: str | RedisURL, *, on_batch: Callable[[Batch], None],
+    def __init__(self, url: str | RedisURL | SentinelURL | Connector, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
                  ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
-        self.url = parse_redis_url(url) if isinstance(url, str) else url
+        self.connector = connector_for(url)  # where each (re)connection goes
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
         self.connect_timeout = connect_timeout
@@ -150,12 +154,13 @@ class PubSub(WantedChannels):
         first = True
         while True:
             try:
-                conn = await Connection.open(self.url, timeout=self.connect_timeout)
+                conn = await self.connector.open(timeout=self.connect_timeout)
             except (RedisConnectionError, RedisError, OSError) as exc:
                 if first and not retry_first:
                     raise
                 delay = backoff.next_delay()
-                log.warning("Redis pub/sub (re)connect to %r failed (%s); next try in %.2fs", self.url, exc, delay)
+                log.warning("Redis pub/sub (re)connect to %r failed (%s); next try in %.2fs", self.connector, exc,
+                            delay)
                 await trio.sleep(delay)
                 continue
             backoff.reset()
@@ -167,10 +172,11 @@ class PubSub(WantedChannels):
                 task_status.started()
             else:
                 log.warning("Redis pub/sub reconnected to %r after gap #%d; re-subscribing %d channels",
-                            self.url, self.gaps, len(self.wanted))
+                            self.connector, self.gaps, len(self.wanted))
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn)
+                    nursery.start_soon(self._follow_master, conn.epoch)
                     if self.ping_interval > 0:
                         nursery.start_soon(self._pinger)
                     if not first:
@@ -179,8 +185,8 @@ class PubSub(WantedChannels):
                     await self._reader(conn)  # returns only by raising
             except* RedisConnectionError as group:
                 self.gaps += 1
-                log.warning("Redis pub/sub connection to %r lost (%s): gap #%d", self.url, group.exceptions[0],
-                            self.gaps)
+                log.warning("Redis pub/sub connection to %r lost (%s): gap #%d", self.connector,
+                            group.exceptions[0], self.gaps)
                 self._lost()
             finally:
                 self.connected = False
@@ -199,6 +205,11 @@ class PubSub(WantedChannels):
 
     def _lost(self) -> None:
         """*hook*: the connection was lost (a reconnect follows)."""
+
+    async def _follow_master(self, epoch: int) -> None:
+        """Behind Sentinel: the master switched → this connection is on the old one (raises)."""
+        await self.connector.wait_switch(epoch)
+        raise RedisConnectionError("the Sentinels switched the master: reconnecting to the new one")
 
     async def _pinger(self) -> None:
         """PING every interval; no PONG in time → the connection is lost (raises, so it is re-made)."""

@@ -22,6 +22,125 @@ class RedisURL:
         return f"RedisURL({'rediss' if self.ssl else 'redis'}://{where}/{self.db})"
 
 
+# ---- redis+sentinel:// (a master found through Redis Sentinel; see kdc_trio/redis/sentinel.py) ----
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
+# How long one Sentinel may take to connect and name the master before the next one is asked:
+# a Sentinel is on the local network and answers from memory, so a slow one is as good as down.
+SENTINEL_TIMEOUT_S = 1.0
+# How long new connections wait for a promotion a Sentinel announced to finish (the master's
+# switch) before they go where the Sentinels point: a promotion takes ~1-2 s.
+FAILOVER_HOLD_S = 5.0
+SENTINEL_OPTIONS = {"db", "username", "password", "sentinel_username", "sentinel_password", "sentinel_timeout",
+                    "failover_hold"}
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """`redis+sentinel://[user:pass@]host:port[,host:port…]/mastername[/db][?options]`.
+
+    The hosts are Sentinels (port 26379 when omitted), asked in turn for the address of the
+    master `mastername`. `user:pass` (or `?username=&password=`) are the master's credentials;
+    Sentinels that need their own say so with `?sentinel_username=&sentinel_password=`.
+    `?sentinel_timeout=` (seconds, default SENTINEL_TIMEOUT_S) bounds each Sentinel's answer;
+    `?failover_hold=` (seconds, default FAILOVER_HOLD_S) how long new connections wait for a
+    promotion under way;
+    `?db=` or the path's last part selects the database. `rediss+sentinel://` uses TLS for the
+    Sentinels and the master alike."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    sentinel_timeout: float = SENTINEL_TIMEOUT_S
+    failover_hold: float = FAILOVER_HOLD_S
+    ssl: bool = False
+
+    def master_url(self, host: str, port: int) -> RedisURL:
+        return RedisURL(host=host, port=port, db=self.db, username=self.username, password=self.password,
+                        ssl=self.ssl)
+
+    def sentinel_url(self, host: str, port: int) -> RedisURL:
+        return RedisURL(host=host, port=port, username=self.sentinel_username, password=self.sentinel_password,
+                        ssl=self.ssl)
+
+    def __repr__(self) -> str:  # never print a password
+        hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        return f"SentinelURL({'rediss' if self.ssl else 'redis'}+sentinel://{hosts}/{self.master}/{self.db})"
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in SENTINEL_SCHEMES
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    """`host`, `host:port` or `[ipv6]:port` of one Sentinel."""
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad Sentinel address {text!r}: [ipv6]:port expected")
+    elif text.count(":") > 1:
+        raise ValueError(f"bad Sentinel address {text!r}: write an IPv6 host as [addr]:port")
+    else:
+        host, colon, port_text = text.partition(":")
+        rest = colon + port_text
+    port = rest[1:] if rest else str(SENTINEL_PORT)
+    if not host or not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad Sentinel address {text!r}: host:port expected")
+    return unquote(host), int(port)
+
+
+def _seconds(options: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(options.get(name, default))
+    except ValueError:
+        raise ValueError(f"bad {name} {options[name]!r}: seconds expected") from None
+    if not 0 < value < 3600:
+        raise ValueError(f"{name} must be above 0 seconds (and under an hour)")
+    return value
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+        raise ValueError("a Sentinel URL must use redis+sentinel:// or rediss+sentinel://")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    options: dict[str, str] = {}
+    for k, v in parse_qs(query, keep_blank_values=True).items():
+        if k not in SENTINEL_OPTIONS:
+            raise ValueError(f"unknown Sentinel URL option {k!r} (known: {', '.join(sorted(SENTINEL_OPTIONS))})")
+        options[k] = v[-1]
+    if not hosts:
+        raise ValueError("a Sentinel URL needs at least one Sentinel host[:port]")
+    sentinels = tuple(_sentinel_address(h.strip()) for h in hosts.split(","))
+    parts = [unquote(p) for p in path.split("/")] if path else []
+    if parts and parts[-1] == "":
+        parts.pop()  # a trailing slash
+    if not parts or not parts[0] or len(parts) > 2:
+        raise ValueError("a Sentinel URL's path is /mastername or /mastername/db")
+    db_text = options.get("db", parts[1] if len(parts) == 2 else "0")
+    if not db_text.isdigit():
+        raise ValueError(f"bad database number {db_text!r} in a Sentinel URL")
+    username = password = None
+    if at:
+        user, colon, pw = userinfo.partition(":")
+        username, password = unquote(user) or None, (unquote(pw) or None) if colon else None
+    timeout = _seconds(options, "sentinel_timeout", SENTINEL_TIMEOUT_S)
+    hold = _seconds(options, "failover_hold", FAILOVER_HOLD_S)
+    return SentinelURL(sentinels=sentinels, master=parts[0], db=int(db_text),
+                       username=username or options.get("username") or None,
+                       password=password or options.get("password") or None,
+                       sentinel_username=options.get("sentinel_username") or None,
+                       sentinel_password=options.get("sentinel_password") or None,
+                       sentinel_timeout=timeout, failover_hold=hold, ssl=scheme.lower() == "rediss+sentinel")
+
+
 def parse_redis_url(url: str) -> RedisURL:
     u = urlparse(url)
     if u.scheme not in ("redis", "rediss", "unix"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Collection
+from typing import AsyncIterator, Awaitable, Callable, Collection
 
 import trio
 
@@ -115,9 +115,16 @@ redis.call(ARGV[9], ARGV[1], msg)
 return seq
 """)
 
-# KEYS: seq key, log key. Returns {the session's seq, the log's entries}: one consistent read.
+# KEYS: seq key, log key. ARGV (optional): a floor for the seq and the seq key's TTL s. Returns
+# {the session's seq, the log's entries}: one consistent read. With a floor, a seq below it is
+# raised to it in the same step (the seq returned is the one found), so nothing published after
+# the read can take a seq at or below the floor.
 READ_LOG = Script("""
-return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+local seq = redis.call('GET', KEYS[1]) or '0'
+if ARGV[1] and tonumber(seq) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+end
+return {seq, redis.call('LRANGE', KEYS[2], 0, -1)}
 """)
 
 
@@ -132,8 +139,11 @@ class RedisBus(Bus):
                  key_prefix: str = "kdc", log_size: int = 1000, log_ttl_s: int = 3600,
                  seq_ttl_s: int = 86400, log_session_bytes: int = 4 << 20,
                  log_budget_bytes: int = 256 << 20, cluster: bool = False,
-                 publish_command: str = "PUBLISH") -> None:
+                 publish_command: str = "PUBLISH", watch: Callable[..., Awaitable[None]] | None = None) -> None:
         self.redis = redis
+        # Run beside the pub/sub plumbing: behind Sentinel, the task that moves the process's
+        # connections to a new master as soon as the Sentinels announce it (redis/sentinel_watch.py).
+        self.watch = watch
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
         self.channel_prefix = channel_prefix
@@ -161,6 +171,7 @@ class RedisBus(Bus):
         self._subs: dict[str, set[Subscription]] = {}
         self._keys: dict[str, SessionKey] = {}
         self._last_seq: dict[str, int] = {}
+        self._last_stamp: dict[str, float] = {}  # the publish time of the event at _last_seq
         # The session's seq when the channel's subscription began: where a log read after a
         # pub/sub gap starts for a channel that has delivered nothing yet (not at 0: that would
         # hand its connections the session's whole history as live events).
@@ -173,6 +184,7 @@ class RedisBus(Bus):
         self.undecodable = 0  # JSON that is not a relay message
         self.recovered = 0
         self.gaps = 0  # pub/sub outages that outlasted a session's log (told as stream.gap)
+        self.rewinds = 0  # resyncs that found Redis without events this process had delivered
 
     def _channel(self, key: SessionKey) -> str:
         return key.channel(self.channel_prefix)
@@ -195,6 +207,8 @@ class RedisBus(Bus):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.watch is not None:
+                await nursery.start(self.watch)
             await nursery.start(self.service.run)  # a gateway listens; a worker only publishes
             await nursery.start(self._publisher.run)
             task_status.started()
@@ -239,6 +253,7 @@ class RedisBus(Bus):
                     del self._subs[channel]
                     self._keys.pop(channel, None)
                     self._last_seq.pop(channel, None)
+                    self._last_stamp.pop(channel, None)
                     self._start_seq.pop(channel, None)
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
                         await self.service.unlisten(channel)
@@ -254,8 +269,10 @@ class RedisBus(Bus):
         if channel in self._subs:
             self._start_seq[channel] = seq
 
-    async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
-        seq, raw = await READ_LOG.run(self.redis, keys=[self._seq_key(key), self._log_key(key)])
+    async def history(self, key: SessionKey, after_seq: int, *, seq_floor: int = 0) -> LogSlice:
+        """The log after `after_seq`; with `seq_floor`, a session seq below it is raised to it."""
+        args = [seq_floor, self.seq_ttl_s] if seq_floor else []
+        seq, raw = await READ_LOG.run(self.redis, keys=[self._seq_key(key), self._log_key(key)], args=args)
         last = int(seq or 0)
         held = [m for m in map(self._decode, raw or ()) if m is not None]
         first = held[0].seq if held else last + 1
@@ -285,7 +302,7 @@ class RedisBus(Bus):
         return {"published": self.published, "publish_batches": self._publisher.batches,
                 "received": self.received, "undecodable": self.undecodable,
                 "relay_gap": getattr(self.service.pubsub, "gaps", 0), "recovered_after_gap": self.recovered,
-                "log_gaps": self.gaps,
+                "log_gaps": self.gaps, "seq_rewinds": self.rewinds,
                 "subscribed_channels": len(self._subs)}
 
     # ---- from the pub/sub connection -------------------------------------------------------
@@ -319,16 +336,30 @@ class RedisBus(Bus):
 
     async def _resync(self, channel: str) -> None:
         key = self._keys.get(channel)
-        after = self._last_seq.get(channel) or self._start_seq.get(channel, 0)
+        delivered = self._last_seq.get(channel, 0)
+        after = delivered or self._start_seq.get(channel, 0)
         missed: list[RelayMessage] = []
         failed: Exception | None = None
         try:
             if key is not None:
-                logged = await self.history(key, after)
-                missed = logged.messages
-                if after and logged.gap(after):  # the outage outlasted the log: say so
+                # Read from the last delivered event on (to see that it is still the one we
+                # delivered), raising the session's seq to it at once: a Redis that lost events
+                # we delivered (a failover to a replica that had not got them, a restart without
+                # them) must not give their seqs to new events, which connections would drop.
+                logged = await self.history(key, max(after - 1, 0), seq_floor=delivered)
+                missed = [m for m in logged.messages if m.seq > after]
+                reason = None
+                if after and logged.gap(after):  # the outage outlasted the log, or it lost our tail
+                    reason = "relay_gap"
+                elif delivered and self._diverged(channel, logged.messages, delivered):
+                    reason = "diverged"  # events published meanwhile took seqs we had delivered
+                if delivered and (logged.last_seq < delivered or reason == "diverged"):
+                    self.rewinds += 1
+                    log.warning("Redis lost events of %s this process had delivered (its seq %d, ours %d): "
+                                "new events continue after ours", channel, logged.last_seq, delivered)
+                if reason is not None:
                     self.gaps += 1
-                    missed = [gap_notice(key, after, logged, reason="relay_gap"), *missed]
+                    missed = [gap_notice(key, after, logged, reason=reason), *missed]
         except Exception as exc:
             log.warning("could not read the log of %s after a Redis gap: %s", channel, exc)
             failed = exc
@@ -347,16 +378,24 @@ class RedisBus(Bus):
                             len(missed), channel)
             self._deliver(channel, subs, missed + held)
 
+    def _diverged(self, channel: str, logged: list[RelayMessage], delivered: int) -> bool:
+        """The log's event at our last delivered seq is another event than the one we delivered."""
+        mine = next((m for m in logged if m.seq == delivered), None)
+        return mine is not None and mine.timestamp != self._last_stamp.get(channel, mine.timestamp)
+
     def _deliver(self, channel: str, subs: set[Subscription], msgs: list[RelayMessage]) -> None:
         last = self._last_seq.get(channel, 0)
         fresh = []
+        stamp = None
         for m in msgs:
             if m.seq and m.seq <= last:
                 continue  # already delivered (a replayed log entry, or a duplicate)
             if m.seq:
-                last = m.seq
+                last, stamp = m.seq, m.timestamp
             fresh.append(m)
         self._last_seq[channel] = last
+        if stamp is not None:
+            self._last_stamp[channel] = stamp
         if fresh:
             for sub in subs:
                 sub.push_many(fresh)

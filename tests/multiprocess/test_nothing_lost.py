@@ -17,7 +17,7 @@ import trio
 
 from tests.support.bundles import TARGETED_DELTAS
 from tests.support.delivery import count, start_node_recovery
-from tests.support.processes import KdcProcess
+from tests.support.processes import KdcProcess, spawn
 from tests.support.redis_server import redis_server
 from tests.support.sio_client import run_sio
 from tests.support.sse_client import open_stream
@@ -25,12 +25,6 @@ from tests.support.tcp_proxy import TCPProxy
 
 BUNDLE = "tests.support.bundles:SlowTargetedBundle"
 TEXTS = [f"t{i} " for i in range(TARGETED_DELTAS)]
-
-
-def spawn(stack: ExitStack, role: str, env: dict, *args: str) -> KdcProcess:
-    p = KdcProcess(role, env, *args)
-    stack.callback(p.stop)
-    return p.wait_ready()
 
 
 def cluster(stack: ExitStack, url: str, gateways: int = 2) -> list[KdcProcess]:

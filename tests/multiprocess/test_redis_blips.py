@@ -12,17 +12,11 @@ import httpx
 import trio
 
 from kdc_trio.redis.client import RedisClient
-from tests.support.processes import KdcProcess
+from tests.support.processes import spawn
 from tests.support.redis_server import redis_server
 from tests.support.sse_client import SSEStream, open_stream
 
 BUNDLE = "tests.support.bundles:SlowBroadcastBundle"
-
-
-def spawn(stack: ExitStack, role: str, env: dict, *args: str) -> KdcProcess:
-    p = KdcProcess(role, env, *args)
-    stack.callback(p.stop)
-    return p.wait_ready()
 
 
 def turn_ended(st: SSEStream, turn_id: str) -> bool:

@@ -13,19 +13,13 @@ import httpx
 import trio
 
 from tests.support.bundles import SLOW_DELTAS
-from tests.support.processes import KdcProcess
+from tests.support.processes import spawn
 from tests.support.redis_server import redis_server
 from tests.support.sio_client import run_sio
 from tests.support.sse_client import open_stream
 
 BUNDLE = "tests.support.bundles:SlowBroadcastBundle"
 TURN = ["chat_start"] + ["chat_delta"] * SLOW_DELTAS + ["chat_complete"]
-
-
-def spawn(stack: ExitStack, role: str, env: dict, *args: str) -> KdcProcess:
-    p = KdcProcess(role, env, *args)
-    stack.callback(p.stop)
-    return p.wait_ready()
 
 
 async def test_sse_on_a_and_socketio_on_b_both_get_a_turn_run_by_a_worker():

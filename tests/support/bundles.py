@@ -9,15 +9,24 @@ SLOW_DELTA_S = 0.1
 
 
 class SlowBroadcastBundle:
-    """A turn of SLOW_DELTAS deltas, one every SLOW_DELTA_S, to every connection of the session:
-    long enough to kill its worker in the middle."""
+    """A turn of `deltas` deltas (`d0 `, `d1 `, …), one every `delta_s`, to every connection of the
+    session: long enough to kill its worker (or fail its Redis over) in the middle."""
+
+    def __init__(self, deltas: int = SLOW_DELTAS, delta_s: float = SLOW_DELTA_S) -> None:
+        self.deltas = deltas
+        self.delta_s = delta_s
 
     async def run(self, turn, comm):
         await comm.start(message=turn.message.text, broadcast=True)
-        for i in range(SLOW_DELTAS):
+        for i in range(self.deltas):
             await comm.delta(f"d{i} ", index=i, marker="answer", broadcast=True)
-            await trio.sleep(SLOW_DELTA_S)
-        await comm.complete(data={"deltas": SLOW_DELTAS}, broadcast=True)
+            await trio.sleep(self.delta_s)
+        await comm.complete(data={"deltas": self.deltas}, broadcast=True)
+
+
+# A broadcast turn of ~6 s for processes (KDC_BUNDLE=tests.support.bundles:LONG_BROADCAST):
+# long enough to fail its Redis master over in the middle.
+LONG_BROADCAST = SlowBroadcastBundle(deltas=60, delta_s=0.1)
 
 
 class FailingBundle:

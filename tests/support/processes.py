@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from tests.support.gateway import TEST_SECRET
@@ -66,3 +67,10 @@ class KdcProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def spawn(stack: ExitStack, role: str, env: dict[str, str], *args: str) -> KdcProcess:
+    """A `kdc-trio <role>` process, ready; stopped when `stack` closes."""
+    p = KdcProcess(role, env, *args)
+    stack.callback(p.stop)
+    return p.wait_ready()

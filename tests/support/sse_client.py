@@ -89,3 +89,14 @@ async def open_stream(nursery: trio.Nursery, client: httpx.AsyncClient, url: str
     with trio.fail_after(timeout):
         await st._opened.wait()
     return st
+
+
+async def open_stream_and_post(nursery: trio.Nursery, client: httpx.AsyncClient, base_url: str, stream_id: str,
+                               message: str, *, session_id: str | None = None) -> SSEStream:
+    """A stream (of `session_id`, else a new session) and a turn posted to it (202 checked)."""
+    session = f"&user_session_id={session_id}" if session_id else ""
+    st = await open_stream(nursery, client, f"{base_url}/sse/stream?stream_id={stream_id}{session}")
+    sid = st.ready["session_id"]
+    r = await client.post(f"{base_url}/sse/chat?stream_id={stream_id}&user_session_id={sid}", json={"message": message})
+    assert r.status_code == 202, r.text
+    return st
