@@ -22,19 +22,13 @@ from kdc_trio.redis.slots import key_slot
 from kdc_trio.relay.keys import SessionKey
 from tests.support.bundles import SLOW_DELTAS, TARGETED_DELTAS
 from tests.support.delivery import count
-from tests.support.processes import KdcProcess
+from tests.support.processes import KdcProcess, spawn
 from tests.support.redis_cluster import RedisCluster, redis_cluster
 from tests.support.sse_client import SSEStream, open_stream
 
 TURN = ["chat_start"] + ["chat_delta"] * SLOW_DELTAS + ["chat_complete"]
 SESSIONS = 12
 PREFIX = "kdc"  # KDC_REDIS_PREFIX's default: the turn queue is `kdc:{turns}`
-
-
-def spawn(stack: ExitStack, role: str, env: dict, *args: str) -> KdcProcess:
-    p = KdcProcess(role, env, *args)
-    stack.callback(p.stop)
-    return p.wait_ready()
 
 
 def channel_of(st: SSEStream) -> str:

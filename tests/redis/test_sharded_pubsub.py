@@ -82,6 +82,7 @@ async def test_channels_spread_over_every_shard_arrive_in_batches_and_unsubscrib
             assert await trio.to_thread.run_sync(spublish, cluster, channels[0], "late") == 0
             assert not sink.recovered, "no topology change, no gap"
             nursery.cancel_scope.cancel()
+        await ps.cluster.aclose()
 
 
 async def test_a_migrated_slot_is_followed_to_its_new_owner_and_reported_for_gap_filling():
@@ -108,6 +109,7 @@ async def test_a_migrated_slot_is_followed_to_its_new_owner_and_reported_for_gap
             assert target.cmd("SPUBLISH", channel, "after") == 1
             await wait_until(lambda: sink.of(channel) == [b"after"])
             nursery.cancel_scope.cancel()
+        await ps.cluster.aclose()
 
 
 async def test_a_killed_master_is_replaced_by_its_replica_and_only_its_channels_are_recovered():
@@ -134,3 +136,4 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_only_its_channels_
             await wait_until(lambda: len(sink.messages) == len(channels))
             assert sorted(c for c, _ in sink.messages) == sorted(channels)
             nursery.cancel_scope.cancel()
+        await ps.cluster.aclose()
