@@ -10,11 +10,13 @@ log). The failover test prints events sent/received, events filled from the log 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from contextlib import ExitStack
 
 import httpx
+import pytest
 import trio
 
 from kdc_trio.config import Settings
@@ -24,6 +26,7 @@ from tests.support.bundles import SLOW_DELTAS, TARGETED_DELTAS
 from tests.support.delivery import count
 from tests.support.processes import KdcProcess, spawn
 from tests.support.redis_cluster import RedisCluster, redis_cluster
+from tests.support.sio_client import run_sio
 from tests.support.sse_client import SSEStream, open_stream
 
 TURN = ["chat_start"] + ["chat_delta"] * SLOW_DELTAS + ["chat_complete"]
@@ -90,7 +93,55 @@ def pick_session_off_the_queue_shard(cluster: RedisCluster, channel: str) -> boo
     return cluster.owner_port(key_slot(channel)) != cluster.owner_port(key_slot(f"{PREFIX}:{{turns}}"))
 
 
-async def test_a_shard_master_sigkilled_mid_turn_the_connected_client_loses_nothing():
+async def sse_through_failover(cluster: RedisCluster, gw: KdcProcess, client: httpx.AsyncClient,
+                               nursery: trio.Nursery, st: SSEStream, stream_id: str) -> tuple[list, dict]:
+    """The SSE stream `st` posts a turn and streams it while its session's master fails over."""
+    sid = st.ready["session_id"]
+    r = await client.post(f"{gw.base_url}/sse/chat?stream_id={stream_id}&user_session_id={sid}",
+                          json={"message": "hold 0.3"})
+    assert r.status_code == 202, r.text
+    await st.wait_event("chat_delta", count=3, timeout=20)
+    n = len(st.events)
+    marks = await trio.to_thread.run_sync(kill_session_master, cluster, channel_of(st))
+    await st.wait_for(lambda s: len(s.events) > n, timeout=30)
+    marks["recover_s"] = time.monotonic() - marks["killed"]
+    await st.wait_event("chat_complete", timeout=40)
+    assert st.dropped is None, "the client stayed connected"
+    return [(int(e.id), e.event, e.data) for e in st.events if e.id], marks
+
+
+async def python_sio_through_failover(cluster: RedisCluster, gw: KdcProcess, client: httpx.AsyncClient,
+                                      nursery: trio.Nursery, st: SSEStream, stream_id: str) -> tuple[list, dict]:
+    """python-socketio joins the SSE stream's session, posts the turn (targeted to it) and streams it."""
+    marks: dict = {}
+
+    async def scenario(sio, res):
+        await res.wait_for(lambda r: r.of("session_info"))
+        await sio.call("chat_message", {"message": "hold 0.3"}, timeout=10)
+        await res.wait_for(lambda r: len(r.of("chat_delta")) >= 3, timeout=20)
+        n = len(res.events)
+        marks.update(await asyncio.to_thread(kill_session_master, cluster, channel_of(st)))
+        await res.wait_for(lambda r: len(r.events) > n, timeout=30)
+        marks["recover_s"] = time.monotonic() - marks["killed"]
+        await res.wait_for(lambda r: r.of("chat_complete"), timeout=40)
+        marks["dropped"] = res.disconnected  # (reconnection is off: a drop would have ended the turn here)
+
+    res = await run_sio(gw.base_url, scenario, auth={"user_session_id": st.ready["session_id"]},
+                        transports=["websocket"], timeout=90)
+    assert marks.get("dropped") is False, "the client stayed connected through the turn"
+    return [(d["seq"], e, d) for e, d in res.events if isinstance(d, dict) and d.get("seq")], marks
+
+
+def kill_session_master(cluster: RedisCluster, channel: str) -> dict:
+    victim = cluster.owner_port(key_slot(channel))
+    killed = time.monotonic()
+    promoted = cluster.kill_master(victim)
+    return {"victim": victim, "promoted": promoted.port, "killed": killed,
+            "promoted_s": time.monotonic() - killed}
+
+
+@pytest.mark.parametrize("through", [sse_through_failover, python_sio_through_failover], ids=["sse", "python-socketio"])
+async def test_a_shard_master_sigkilled_mid_turn_the_connected_client_loses_nothing(through):
     with redis_cluster(3, 1) as cluster, ExitStack() as stack:
         env = {"REDIS_URL": cluster.seed_url, "KDC_BUNDLE": "tests.support.bundles:SlowTargetedBundle",
                "KDC_RELAY_LINGER_MS": "0"}
@@ -98,33 +149,21 @@ async def test_a_shard_master_sigkilled_mid_turn_the_connected_client_loses_noth
         spawn(stack, "serve", env, "--no-worker")  # a second gateway, on the same cluster, undisturbed
         spawn(stack, "worker", env)
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
-            for i in range(20):
+            for i in range(20):  # a session whose shard does not hold the turn queue
                 st = await open_stream(nursery, client, f"{gw.base_url}/sse/stream?stream_id=f{i}")
                 if await trio.to_thread.run_sync(pick_session_off_the_queue_shard, cluster, channel_of(st)):
                     break
-            sid, stream_id = st.ready["session_id"], f"f{i}"
-            victim = cluster.owner_port(key_slot(channel_of(st)))
-            r = await client.post(f"{gw.base_url}/sse/chat?stream_id={stream_id}&user_session_id={sid}",
-                                  json={"message": "hold 0.3"})
-            assert r.status_code == 202, r.text
-            await st.wait_event("chat_delta", count=3, timeout=20)
-            n = len(st.events)
-            killed = time.monotonic()
-            promoted = await trio.to_thread.run_sync(cluster.kill_master, victim)
-            promoted_s = time.monotonic() - killed
-            await st.wait_for(lambda s: len(s.events) > n, timeout=30)
-            recover_s = time.monotonic() - killed
-            await st.wait_event("chat_complete", timeout=40)
+            got, marks = await through(cluster, gw, client, nursery, st, f"f{i}")
             filled = await metric(client, gw, "kdc_redis_gap_events_recovered")
             reconnects = await metric(client, gw, "kdc_redis_reconnects")
             nursery.cancel_scope.cancel()
-    assert st.dropped is None, "the client stayed connected"
-    seqs = [int(e.id) for e in st.events if e.id]
-    first = next(int(e.id) for e in st.events if e.event == "chat_start")
-    last = next(int(e.id) for e in st.events if e.event == "chat_complete")
-    c = count(seqs, first, last, recover_s)
-    print(c.line(f"SSE, shard master :{victim} SIGKILLed mid-turn, replica :{promoted.port} promoted "
-                 f"in {promoted_s:.2f}s; filled from the log: {filled:.0f} events; pub/sub gaps: {reconnects:.0f}"))
+    seqs = [seq for seq, _, _ in got]
+    first = next(seq for seq, ev, _ in got if ev == "chat_start")
+    last = next(seq for seq, ev, _ in got if ev == "chat_complete")
+    c = count(seqs, first, last, marks["recover_s"])
+    print(c.line(f"{through.__name__}: shard master :{marks['victim']} SIGKILLed mid-turn, replica "
+                 f":{marks['promoted']} promoted in {marks['promoted_s']:.2f}s; filled from the log: {filled:.0f} "
+                 f"events; pub/sub gaps: {reconnects:.0f}"))
     assert (c.duplicates, c.gaps, c.reordered) == (0, 0, 0) and c.received == c.sent
-    assert [e.data["delta"]["text"] for e in st.of("chat_delta")] == [f"t{i} " for i in range(TARGETED_DELTAS)]
-    assert len(st.of("chat_start")) == 1, "the turn was not run again"
+    assert [d["delta"]["text"] for _, ev, d in got if ev == "chat_delta"] == [f"t{i} " for i in range(TARGETED_DELTAS)]
+    assert sum(1 for _, ev, _ in got if ev == "chat_start") == 1, "the turn was not run again"
