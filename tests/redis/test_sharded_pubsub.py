@@ -137,3 +137,26 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_only_its_channels_
             assert sorted(c for c, _ in sink.messages) == sorted(channels)
             nursery.cancel_scope.cancel()
         await ps.cluster.aclose()
+
+
+async def test_a_subscribe_on_a_stale_map_follows_the_moved_reply():
+    with redis_cluster(3) as cluster:
+        sink = Sink()
+        ps = pubsub(cluster, sink)
+        channel = "kdc.t:p:chat.events.late"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ps.run)
+            slot = key_slot(channel)
+            source = cluster.owner_port(slot)
+            target = next(n for n in cluster.masters() if n.port != source)
+            for node in cluster.masters():  # the slot moves before anyone here asks for the channel
+                node.cmd("CLUSTER", "SETSLOT", slot, "NODE", target.cmd("CLUSTER", "MYID"))
+            assert ps.map.owner(slot)[1] == source, "the process's map is stale"
+            await ps.subscribe(channel)  # SSUBSCRIBE on the old owner → MOVED → asked on the new one
+            assert b"errorstat_MOVED:count=1" in command(source, "INFO", "errorstats"), "refused with MOVED"
+            assert ps._home[channel] == target.address
+            assert ps.map.owner(slot) == target.address, "the MOVED re-pointed the process's map"
+            assert target.cmd("SPUBLISH", channel, "hi") == 1
+            await wait_until(lambda: sink.of(channel) == [b"hi"])
+            nursery.cancel_scope.cancel()
+        await ps.cluster.aclose()
