@@ -11,9 +11,11 @@ from __future__ import annotations
 import httpx
 import trio
 
-from kdc_trio.redis.slots import key_slot
+from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.sharded_pubsub import ShardedPubSub
+from kdc_trio.redis.slots import key_slot
 from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.service import ServiceCommunicator
 from tests.gateway.test_project_events import AnnouncingBundle
 from tests.support.gateway import running_gateway, test_settings
 from tests.support.redis_cluster import RedisCluster, redis_cluster
@@ -64,3 +66,28 @@ async def test_sessions_spread_over_every_shard_turns_and_project_events_arrive(
     said = sorted(e.data["data"]["said"] for e in listener.of("chat_step") if e.data["type"] == "project.notice")
     assert said == sorted(f"hello {i}" for i in range(SESSIONS)), "every session's project event, once"
     assert pubsub.gaps == 0
+
+
+async def test_service_communicator_publishes_with_spublish_to_each_channels_shard():
+    with redis_cluster(3) as cluster:
+        client = ClusterClient(cluster.seed_url)
+        listener = ServiceCommunicator(client, host_id="listener", sharded=True)
+        listener.pubsub = ShardedPubSub(client, on_batch=listener.on_batch, on_reconnect=listener.on_reconnect)
+        speaker = ServiceCommunicator(client, host_id="speaker", sharded=True)
+        channels = [f"svc.{i}" for i in range(30)]
+        got: dict[str, list[dict]] = {c: [] for c in channels}
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            for c in channels:
+                await listener.listen(c, got[c].extend)
+            per_shard = [len(shard.wanted) for shard in listener.pubsub.shards.values()]
+            for i, c in enumerate(channels):
+                assert await speaker.publish(c, {"n": i}) == 1, "SPUBLISH reached the one subscriber"
+            with trio.fail_after(10):
+                while sum(map(len, got.values())) < len(channels):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        await client.aclose()
+    assert [got[c][0]["n"] for c in channels] == list(range(30))
+    assert {m["host_id"] for ms in got.values() for m in ms} == {"speaker"}
+    assert len(per_shard) == 3 and min(per_shard) > 0, per_shard
