@@ -13,6 +13,7 @@ from kdc_trio.config import Settings
 from kdc_trio.gateway_redis import _clients
 from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.sharded_pubsub import ShardedPubSub
 from kdc_trio.redis.slots import key_slot, tagged
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.redis_bus import RedisBus
@@ -161,8 +162,10 @@ async def test_the_map_comes_from_any_seed_that_answers(cluster3: RedisCluster):
 
 async def test_gateway_wiring_picks_the_cluster_client(cluster3: RedisCluster):
     s = Settings.from_env({}, redis_url=cluster3.seed_url)
-    client, read_client, pubsub = _clients(s)
+    client, read_client, pubsub, watch = _clients(s)
     assert isinstance(client, ClusterClient) and isinstance(read_client, ClusterClient)
+    assert watch is None  # no Sentinel watch: the cluster's own failover
+    assert isinstance(pubsub(on_batch=lambda batch: None), ShardedPubSub)  # the sharded relay
     await client.aclose()
     await read_client.aclose()
     with pytest.raises(ValueError, match="KDC_REDIS_BACKEND=native"):
