@@ -39,14 +39,6 @@ def channel_of(st: SSEStream) -> str:
     return key.channel(Settings.from_env({}).relay_prefix)  # the processes' default relay prefix
 
 
-def subscribers_per_master(cluster: RedisCluster, channels: list[str]) -> dict[int, int]:
-    """Per master: the subscriptions (connections × channels) it holds for `channels`."""
-    out = {}
-    for node in cluster.masters():
-        mine = [c for c in channels if cluster.owner_port(key_slot(c)) == node.port]
-        reply = node.cmd("PUBSUB", "SHARDNUMSUB", *mine) if mine else []
-        out[node.port] = sum(reply[i] for i in range(1, len(reply), 2))
-    return out
 
 
 async def metric(client: httpx.AsyncClient, gw: KdcProcess, name: str) -> float:
@@ -69,7 +61,7 @@ async def test_two_gateways_and_a_worker_run_turns_over_every_shard_of_a_3_maste
             on_b = [await open_stream(nursery, client, f"{b.base_url}/sse/stream?stream_id=b{i}"
                                       f"&user_session_id={st.ready['session_id']}") for i, st in enumerate(on_a)]
             channels = [channel_of(st) for st in on_a]
-            per_master = await trio.to_thread.run_sync(subscribers_per_master, cluster, channels)
+            per_master = await trio.to_thread.run_sync(cluster.shard_subscriptions, channels)
             print(f"{SESSIONS} sessions x 2 gateways: SSUBSCRIBEd channels per master {per_master}")
             assert len(per_master) == 3 and all(n > 0 for n in per_master.values()), per_master
             assert sum(per_master.values()) == 2 * SESSIONS, "one subscription per session per gateway"

@@ -13,25 +13,16 @@ import trio
 
 from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.sharded_pubsub import ShardedPubSub
-from kdc_trio.redis.slots import key_slot
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.service import ServiceCommunicator
 from tests.gateway.test_project_events import AnnouncingBundle
 from tests.support.gateway import running_gateway, test_settings
-from tests.support.redis_cluster import RedisCluster, redis_cluster
+from tests.support.redis_cluster import redis_cluster
 from tests.support.sse_client import open_stream
 
 SESSIONS = 24
 
 
-def subscribers_per_master(cluster: RedisCluster, channels: list[str]) -> dict[int, int]:
-    """Per master: how many of `channels` have a subscriber there (PUBSUB SHARDNUMSUB)."""
-    out = {}
-    for node in cluster.masters():
-        mine = [c for c in channels if cluster.owner_port(key_slot(c)) == node.port]
-        reply = node.cmd("PUBSUB", "SHARDNUMSUB", *mine) if mine else []
-        out[node.port] = sum(1 for i in range(1, len(reply), 2) if reply[i] > 0)
-    return out
 
 
 async def test_sessions_spread_over_every_shard_turns_and_project_events_arrive():
@@ -45,7 +36,7 @@ async def test_sessions_spread_over_every_shard_turns_and_project_events_arrive(
             streams = [await open_stream(nursery, client, f"/sse/stream?stream_id=s{i}") for i in range(SESSIONS)]
             channels = [SessionKey(s.ready["tenant"], s.ready["project"], s.ready["session_id"])
                         .channel(settings.relay_prefix) for s in streams]
-            per_master = await trio.to_thread.run_sync(subscribers_per_master, cluster, channels)
+            per_master = await trio.to_thread.run_sync(cluster.shard_subscriptions, channels)
             print(f"{SESSIONS} sessions, subscribed channels per master: {per_master}")
             assert len(per_master) == 3 and all(n > 0 for n in per_master.values()), per_master
             assert sum(per_master.values()) == SESSIONS

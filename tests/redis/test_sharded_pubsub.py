@@ -42,14 +42,6 @@ def spublish(cluster: RedisCluster, channel: str, data: str) -> int:
     return int(command(cluster.owner_port(key_slot(channel)), "SPUBLISH", channel, data))
 
 
-def shard_subscriptions(cluster: RedisCluster, channels: list[str]) -> dict[int, int]:
-    """Per live master: how many of `channels` it has a subscriber for (PUBSUB SHARDNUMSUB)."""
-    out = {}
-    for node in cluster.masters():
-        mine = [c for c in channels if cluster.owner_port(key_slot(c)) == node.port]
-        reply = node.cmd("PUBSUB", "SHARDNUMSUB", *mine) if mine else []
-        out[node.port] = sum(1 for i in range(1, len(reply), 2) if reply[i] > 0)
-    return out
 
 
 async def wait_until(cond, timeout: float = 10.0, what: str = "condition") -> None:
@@ -67,7 +59,7 @@ async def test_channels_spread_over_every_shard_arrive_in_batches_and_unsubscrib
             await nursery.start(ps.run)
             assert len(ps.shards) == 3, "one connection per master"
             await ps.subscribe(*channels)
-            per_master = await trio.to_thread.run_sync(shard_subscriptions, cluster, channels)
+            per_master = await trio.to_thread.run_sync(cluster.shard_subscriptions, channels)
             print("subscriptions per master:", per_master)
             assert len(per_master) == 3 and all(n > 0 for n in per_master.values())
             assert sum(per_master.values()) == len(channels)
@@ -78,7 +70,7 @@ async def test_channels_spread_over_every_shard_arrive_in_batches_and_unsubscrib
             await ps.unsubscribe(*channels[:150])
             await wait_until(lambda: sum(len(s._asked) for s in ps.shards.values()) == 150)
             await trio.sleep(0.2)
-            assert sum((await trio.to_thread.run_sync(shard_subscriptions, cluster, channels)).values()) == 150
+            assert sum((await trio.to_thread.run_sync(cluster.shard_subscriptions, channels)).values()) == 150
             assert await trio.to_thread.run_sync(spublish, cluster, channels[0], "late") == 0
             assert not sink.recovered, "no topology change, no gap"
             nursery.cancel_scope.cancel()
