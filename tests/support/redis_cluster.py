@@ -151,14 +151,15 @@ class RedisCluster:
         raise LookupError(f"slot {slot} has no owner")
 
     def shard_subscriptions(self, channels: list[str]) -> dict[int, int]:
-        """Per live master (by port): how many of `channels` have a subscriber there (PUBSUB SHARDNUMSUB)."""
+        """Per live master (by port): the subscriptions (connections × channels) it holds for `channels`
+        (PUBSUB SHARDNUMSUB)."""
         from kdc_trio.redis.slots import key_slot
 
         out = {}
         for node in self.masters():
             mine = [c for c in channels if self.owner_port(key_slot(c)) == node.port]
             reply = node.cmd("PUBSUB", "SHARDNUMSUB", *mine) if mine else []
-            out[node.port] = sum(1 for i in range(1, len(reply), 2) if reply[i] > 0)
+            out[node.port] = sum(reply[i] for i in range(1, len(reply), 2))
         return out
 
     def _owns_slots(self, node: Node) -> bool:
