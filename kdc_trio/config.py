@@ -42,6 +42,13 @@ def _recovery_mode(v: str) -> str:
     return v
 
 
+def _key_prefix(v: str) -> str:
+    """A Redis key prefix: no `{` `}` (they would become the hash tag of every key under Cluster)."""
+    if not v or "{" in v or "}" in v:
+        raise ValueError(f"must be non-empty, without {{ or }}: {v!r}")
+    return v
+
+
 def _opt_str(v: str) -> str | None:
     return v or None
 
@@ -285,7 +292,8 @@ class Settings:
     pubsub_ping_timeout_s: float = setting(
         "KDC_PUBSUB_PING_TIMEOUT_S", 3.0, float,
         "No PONG within this: the pub/sub connection is dropped, re-made, and the gap filled from the session log")
-    redis_prefix: str = setting("KDC_REDIS_PREFIX", "kdc", doc="Prefix of kdc-trio's own Redis keys (sessions, turns, logs)")
+    redis_prefix: str = setting("KDC_REDIS_PREFIX", "kdc", _key_prefix,
+                                "Prefix of kdc-trio's own Redis keys (sessions, turns, logs); no `{` `}`")
 
     # --- Socket.IO ------------------------------------------------------------------------
     sio_ping_interval_ms: int = setting("KDC_SIO_PING_INTERVAL_MS", 25000, int, "Engine.IO pingInterval")

@@ -33,3 +33,12 @@ def test_refused(bad: str) -> None:
 def test_is_cluster_url() -> None:
     assert is_cluster_url("redis+cluster://h:1") and is_cluster_url("REDISS+CLUSTER://h:1")
     assert not is_cluster_url("redis://h:1") and not is_cluster_url("unix:///tmp/r.sock")
+
+
+@pytest.mark.parametrize("prefix", ["", "kdc{x}", "{kdc}", "a}b"])
+def test_a_key_prefix_with_a_hash_tag_is_refused_at_start(prefix):
+    """Braces in KDC_REDIS_PREFIX would make the prefix every key's hash tag under Cluster (one slot)."""
+    from kdc_trio.config import Settings
+
+    with pytest.raises(ValueError, match="KDC_REDIS_PREFIX"):
+        Settings.from_env({"KDC_REDIS_PREFIX": prefix})
