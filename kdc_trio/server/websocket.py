@@ -83,8 +83,9 @@ class WebSocket:
 
     async def _write_close(self, data: bytes) -> None:
         """Write a close frame even while the connection's tasks are being cancelled (a writer
-        that found the socket closed ends them all): shielded, bounded by the write deadline."""
-        with trio.CancelScope(shield=True):
+        that found the socket closed ends them all): shielded, and bounded as a whole — the wait
+        for the write lock included — by one write deadline."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._conn.settings.write_timeout_s):
             try:
                 await self._write(data)
             except ClientGone:

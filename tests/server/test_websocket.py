@@ -10,6 +10,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from kdc_trio.server import Router
 from kdc_trio.server.websocket import WebSocketClosed
 from tests.server.raw import exchange, serving
+from tests.support.gateway import test_settings
 from tests.support.raw_ws import Closed, RawWS
 
 LIMIT = 1000
@@ -87,10 +88,12 @@ async def test_bad_websocket_handshakes_get_400(headers):
 
 
 class _SlowWriteConn:
-    """An HTTPConnection's two WebSocket needs (its stream's reads, send_raw) with writes held
-    until released: the reader is caught mid-way through answering the peer's close."""
+    """What a WebSocket needs of an HTTPConnection (its stream's reads, send_raw, the write
+    deadline in its settings) with writes held until released: the reader is caught mid-way
+    through answering the peer's close."""
 
     def __init__(self, incoming: bytes) -> None:
+        self.settings = test_settings()
         self.stream = self
         self.release = trio.Event()
         self._incoming = incoming
@@ -129,3 +132,23 @@ async def test_a_send_racing_the_peers_close_is_client_gone_not_a_protocol_error
             await ws.send_many(["late event"])
         conn.release.set()
     assert closes == [1000]
+
+
+async def test_a_close_frame_waits_at_most_one_write_deadline_even_cancelled_and_behind_the_lock():
+    """The close frame's write is shielded (a cancelled connection still says why it closes), and
+    bounded as a whole by one write deadline: here the write lock is held by a send that never
+    finishes and the task is cancelled, and the close still returns."""
+    from kdc_trio.server.websocket import WebSocket
+
+    conn = _SlowWriteConn(b"")
+    conn.settings = test_settings(write_timeout_s=0.2)
+    ws = WebSocket(conn, max_message_bytes=LIMIT)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send, "stuck")  # holds the write lock forever
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ws.close(1001, "going away")
+        assert 0.15 <= trio.current_time() - start < 1.0
+        nursery.cancel_scope.cancel()
