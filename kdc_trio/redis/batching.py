@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import trio
 
 from kdc_trio.redis.commands import Commands, Script
+from kdc_trio.redis.connection import PartialPipelineError
 
 # Calls sent in one pipeline at most: bounds one write and one reply read.
 MAX_BATCH = 512
@@ -101,14 +102,14 @@ class ScriptBatcher:
             slot.done.set()
 
     async def _round_trip(self, sha: str, batch: list[tuple[Sequence[Any], Sequence[Any], _Slot]]) -> list[Any]:
-        replies = await self.redis.pipeline([("EVALSHA", sha, len(k), *k, *a) for k, a, _ in batch])
+        replies = await _pipeline(self.redis, [("EVALSHA", sha, len(k), *k, *a) for k, a, _ in batch])
         redo = [i for i, r in enumerate(replies) if isinstance(r, Exception) and "NOSCRIPT" in str(r)]
         if redo:  # the server lost the script (restart, SCRIPT FLUSH): redo those calls with EVAL,
             # which also loads it — on each node that needs it (a Redis Cluster routes each call
             # to its slot's node; a SCRIPT LOAD would reach one node only)
             source = self.script.source
-            again = await self.redis.pipeline([("EVAL", source, len(batch[i][0]), *batch[i][0], *batch[i][1])
-                                               for i in redo])
+            again = await _pipeline(self.redis, [("EVAL", source, len(batch[i][0]), *batch[i][0], *batch[i][1])
+                                                 for i in redo])
             for i, r in zip(redo, again):
                 replies[i] = r
         return replies
@@ -117,3 +118,12 @@ class ScriptBatcher:
 def raise_if_not_exception(exc: BaseException) -> None:
     if not isinstance(exc, Exception):
         raise exc
+
+
+async def _pipeline(redis: Commands, commands: list[tuple]) -> list[Any]:
+    """The replies, in place; a Redis Cluster node lost mid-exchange fails only its own calls
+    (the other nodes' calls ran: their callers get their values, not an error)."""
+    try:
+        return await redis.pipeline(commands)
+    except PartialPipelineError as exc:
+        return exc.replies

@@ -17,7 +17,9 @@
 - A node that cannot be reached (nothing was sent) → refresh the map from any reachable node,
   back off, try again — all within the call's deadline (`command_timeout`). A connection lost
   mid-exchange is not retried (the command may have run), as with `RedisClient`; the map is
-  refreshed for the next call.
+  refreshed for the next call. The call raises `PartialPipelineError` (a RedisConnectionError)
+  whose `replies` keep what the other nodes answered: their commands ran, and a caller that
+  tracks calls one by one (`ScriptBatcher`: one publish per call) fails only the lost ones.
 
 For the sharded pub/sub layer: `slot_of`, `master_for_slot`, `node_url`, `refresh`,
 `map_version` / `wait_map_changed`, `add_map_listener` (see each).
@@ -34,7 +36,8 @@ from typing import Any, Callable, Sequence
 import trio
 
 from kdc_trio.redis.client import RedisClient
-from kdc_trio.redis.connection import RedisConnectFailed, RedisConnectionError, RedisError, RedisTimeoutError
+from kdc_trio.redis.connection import PartialPipelineError, RedisConnectFailed, RedisConnectionError, RedisError, \
+    RedisTimeoutError
 from kdc_trio.redis.keyspec import BROADCAST, UnknownCommand, command_keys, command_name
 from kdc_trio.redis.retry import Backoff
 from kdc_trio.redis.slots import SLOTS, Address, Redirect, SlotMap, claimed_slots, key_slot, merge_views, \
@@ -296,6 +299,9 @@ class ClusterClient:
                 self.retries += 1
                 await backoff.sleep()
             pending = retry
+        lost = [r for r in replies if isinstance(r, RedisConnectionError)]
+        if lost:  # some node was lost mid-exchange: the others' replies are kept
+            raise PartialPipelineError(str(lost[0]), replies)
         return replies
 
     async def _send_round(self, units: list[_Unit]) -> list[_Unit]:
@@ -314,7 +320,6 @@ class ClusterClient:
                 unreachable = True
                 continue
             groups.setdefault(target, []).append(unit)
-        lost: list[RedisConnectionError] = []
 
         async def send(address: Address, group: list[_Unit]) -> None:
             nonlocal unreachable
@@ -331,7 +336,9 @@ class ClusterClient:
                 return
             except RedisConnectionError as exc:  # lost mid-exchange: may have run, not sent again
                 unreachable = True
-                lost.append(exc)
+                for unit in group:  # its reply, in place: the other nodes' replies stand
+                    unit.ask = None
+                    unit.replies = [exc] * len(unit.commands)
                 return
             i = 0
             for unit in group:
@@ -344,9 +351,6 @@ class ClusterClient:
         async with trio.open_nursery() as nursery:
             for address, group in groups.items():
                 nursery.start_soon(send, address, group)
-        if lost:
-            await self._refresh_quietly(force=True)
-            raise lost[0]
         redirected = False
         waiting = {id(u) for u in retry}
         for unit in units:

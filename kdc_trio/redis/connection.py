@@ -30,6 +30,16 @@ class RedisConnectFailed(RedisConnectionError):
     """The connection could not be opened: nothing was sent on it (safe to retry elsewhere)."""
 
 
+class PartialPipelineError(RedisConnectionError):
+    """A pipeline spread over several servers (Redis Cluster) lost the connection to some of
+    them mid-exchange: their commands may have run. `replies` holds, in call order, what the
+    other servers answered and this error's kind in the place of each command that was lost."""
+
+    def __init__(self, message: str, replies: list) -> None:
+        super().__init__(message)
+        self.replies = replies
+
+
 class RedisTimeoutError(RedisConnectionError, trio.TooSlowError):
     """A command (or pipeline) got no reply within its deadline: Redis is stalled or the road to
     it is cut. Still a `trio.TooSlowError` for callers that wait on deadlines."""
