@@ -334,9 +334,10 @@ class ClusterClient:
                 unreachable = True
                 retry.extend(group)
                 return
-            except RedisConnectionError as exc:  # lost mid-exchange: may have run, not sent again
-                unreachable = True
-                for unit in group:  # its reply, in place: the other nodes' replies stand
+            except (RedisConnectionError, RedisError) as exc:  # lost mid-exchange (may have run, not sent
+                # again), or the connection's AUTH refused: its reply, in place; the other nodes' stand
+                unreachable = unreachable or isinstance(exc, RedisConnectionError)
+                for unit in group:
                     unit.ask = None
                     unit.replies = [exc] * len(unit.commands)
                 return
@@ -389,12 +390,18 @@ class ClusterClient:
         results: dict[Address, Any] = {}
 
         async def one(address: Address) -> None:
-            (results[address],) = await self.node(address).pipeline([command], timeout=math.inf)
+            try:
+                (results[address],) = await self.node(address).pipeline([command], timeout=math.inf)
+            except RedisConnectionError as exc:  # raised below, as itself (not in a nursery's group)
+                results[address] = exc
 
         async with trio.open_nursery() as nursery:
             for address in cluster_map.masters:
                 nursery.start_soon(one, address)
         replies = [results[a] for a in cluster_map.masters]
+        for r in replies:
+            if isinstance(r, RedisConnectionError):
+                raise r
         errors = [r for r in replies if isinstance(r, RedisError)]
         if errors:
             return errors[0]

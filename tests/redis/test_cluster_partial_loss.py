@@ -72,3 +72,17 @@ async def test_a_master_lost_mid_exchange_costs_only_its_commands(via: str):
             assert cluster.node_at(cluster.owner_port(key_slot(b))).cmd("GET", b) == b"1"
         finally:
             await client.aclose()
+
+
+async def test_a_command_for_every_master_with_one_down_raises_a_connection_error():
+    """DBSIZE/KEYS/FLUSHALL/SCRIPT go to every master: one master down is a RedisConnectionError
+    (what callers catch, REDIS_FAILURES), not an ExceptionGroup out of the fan-out's nursery."""
+    with redis_cluster(3) as cluster:
+        client = ClusterClient(cluster.seed_url, command_timeout=5)
+        try:
+            assert await client.execute("DBSIZE") == 0
+            cluster.masters()[0].server.kill()
+            with pytest.raises(RedisConnectionError):
+                await client.execute("DBSIZE")
+        finally:
+            await client.aclose()
