@@ -234,7 +234,7 @@ class ClusterClient:
         client = self.node(address)
         try:
             reply = await client.execute("CLUSTER", "SHARDS", timeout=MAP_QUERY_TIMEOUT_S)
-            return parse_cluster_shards(reply, default_host=address[0])
+            return parse_cluster_shards(reply, default_host=address[0], tls=self.url.ssl)
         except RedisError as exc:
             if "unknown subcommand" not in str(exc).lower():
                 raise

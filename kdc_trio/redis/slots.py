@@ -199,7 +199,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def parse_cluster_shards(reply: Any, default_host: str = "127.0.0.1") -> SlotMap:
+def parse_cluster_shards(reply: Any, default_host: str = "127.0.0.1", *, tls: bool = False) -> SlotMap:
     """`CLUSTER SHARDS` (RESP2): a list of `[slots, [a, b, …], nodes, [node-map, …]]`.
 
     Failed nodes (`health` other than `online`) are ignored, so a promoted replica, not its dead
@@ -218,7 +218,9 @@ def parse_cluster_shards(reply: Any, default_host: str = "127.0.0.1") -> SlotMap
             info = _pairs(node)
             if _text(info.get("health", "online")) != "online":
                 continue
-            port = int(info.get("port") or info.get("tls-port") or 0)
+            # a TLS client wants the node's `tls-port` (a `tls-cluster` node reports both)
+            ports = ("tls-port", "port") if tls else ("port", "tls-port")
+            port = int(info.get(ports[0]) or info.get(ports[1]) or 0)
             host = _host(info.get("endpoint") or info.get("ip"), default_host)
             if not port:
                 continue

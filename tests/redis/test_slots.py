@@ -63,6 +63,16 @@ def test_parse_cluster_shards() -> None:
     assert m.masters == (("127.0.0.1", 7000), ("10.0.0.9", 7004), ("127.0.0.1", 7002))
 
 
+def test_a_tls_client_takes_the_tls_port_of_a_node_that_reports_both() -> None:
+    node = [b"id", b"x" * 40, b"port", 7000, b"tls-port", 17000, b"ip", b"10.0.0.1", b"role", b"master",
+            b"health", b"online"]
+    reply = [[b"slots", [0, 16383], b"nodes", [node]]]
+    assert parse_cluster_shards(reply).owner(0) == ("10.0.0.1", 7000)
+    assert parse_cluster_shards(reply, tls=True).owner(0) == ("10.0.0.1", 17000)
+    tls_only = [[b"slots", [0, 16383], b"nodes", [[*node[:2], b"port", 0, *node[4:]]]]]
+    assert parse_cluster_shards(tls_only).owner(0) == ("10.0.0.1", 17000)
+
+
 def test_parse_cluster_slots() -> None:
     reply = [[5461, 10922, [b"127.0.0.1", 7001, b"id1"], [b"127.0.0.1", 7004, b"id4"]],
              [0, 5460, [b"", 7000, b"id0", [b"hostname", b"a"]]],
