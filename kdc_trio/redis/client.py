@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import trio
 
-from kdc_trio.redis.connection import Connection, RedisConnectFailed, RedisConnectionError, RedisError, RedisTimeoutError
+from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError, RedisTimeoutError
 from kdc_trio.redis.sentinel import Connector, connector_for
 from kdc_trio.redis.url import RedisURL, SentinelURL
 
@@ -78,24 +78,19 @@ class RedisClient:
         limit = self.command_timeout if timeout is None else timeout
         with trio.move_on_after(limit) as deadline:
             for attempt in (1, 2):
-                try:
-                    async with self.connection() as conn:
-                        reused = conn.exchanges > 0
-                        conn.exchanges += 1
-                        try:
-                            replies = await conn.pipeline(commands)
-                        except RedisConnectionError:
-                            if not reused or attempt == 2 or conn.reader.has_data():
-                                raise
-                        else:
-                            if attempt == 2 or not _demoted(replies):
-                                return replies
-                            conn.broken = True
-                            self.demoted += 1
-                except RedisConnectFailed as exc:
-                    if attempt == 2:  # the first attempt's commands may have run before its connection died:
-                        raise RedisConnectionError(str(exc)) from exc  # not "nothing was sent"
-                    raise
+                async with self.connection() as conn:
+                    reused = conn.exchanges > 0
+                    conn.exchanges += 1
+                    try:
+                        replies = await conn.pipeline(commands)
+                    except RedisConnectionError:
+                        if not reused or attempt == 2 or conn.reader.has_data():
+                            raise
+                    else:
+                        if attempt == 2 or not _demoted(replies):
+                            return replies
+                        conn.broken = True
+                        self.demoted += 1
                 await self._drop_idle()
         if deadline.cancelled_caught:
             raise RedisTimeoutError(f"no reply from Redis within {limit}s ({commands[0][0]!s})")

@@ -171,22 +171,3 @@ async def test_the_native_pool_opens_no_more_than_it_may():
                 nursery.start_soon(client.execute, "PING")
         assert client.opened == 3
         await client.aclose()
-
-
-async def test_a_retry_that_cannot_connect_does_not_say_nothing_was_sent():
-    """A pooled connection found dead is retried once on a fresh one; when that cannot connect,
-    the error is a plain connection error, not RedisConnectFailed ("never opened: safe to send
-    elsewhere", which the cluster client acts on): the first attempt's commands may have run
-    before its connection died, and sending them again could publish an event twice."""
-    from kdc_trio.redis.connection import RedisConnectFailed
-
-    with redis_server() as srv:
-        client = RedisClient(srv.url, connect_timeout=1.0, command_timeout=5.0)
-        assert await client.execute("PING") == b"PONG"  # one pooled connection, now reused
-        srv.kill()
-        with pytest.raises(RedisConnectionError) as exc:
-            await client.execute("INCR", "n")
-        assert not isinstance(exc.value, RedisConnectFailed), exc.value
-        with pytest.raises(RedisConnectFailed):  # nothing pooled: nothing was sent
-            await client.execute("INCR", "n")
-        await client.aclose()
