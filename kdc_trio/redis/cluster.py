@@ -55,6 +55,9 @@ MAX_REDIRECTS = 16
 REFRESH_MIN_INTERVAL_S = 0.25
 # Pause between tries while the cluster cannot serve a slot (failover, TRYAGAIN); it doubles.
 RETRY_BACKOFF_MAX_S = 0.5
+# A node's exchange within a pipeline ends at this share of the pipeline's deadline, so one node
+# that does not answer cannot take the other nodes' replies down with it.
+NODE_DEADLINE_SHARE = 0.9
 # How long the nodes asked together may take to answer CLUSTER SHARDS (one that has not
 # answered by then is left out of this reload).
 MAP_QUERY_TIMEOUT_S = 2.0
@@ -268,11 +271,15 @@ class ClusterClient:
         if not commands:
             return []
         limit = self.command_timeout if timeout is None else timeout
+        # Each node's exchange ends a little before the whole pipeline's deadline: a node that does
+        # not answer (stalled, partitioned) then costs only its own commands, their replies a
+        # RedisTimeoutError in place, and the other nodes' replies are kept (PartialPipelineError).
+        node_deadline = trio.current_time() + limit * NODE_DEADLINE_SHARE
         with trio.move_on_after(limit):
-            return await self._pipeline(commands)
+            return await self._pipeline(commands, node_deadline)
         raise RedisTimeoutError(f"no reply from the Redis Cluster within {limit}s ({command_name(commands[0])})")
 
-    async def _pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _pipeline(self, commands: Sequence[Sequence[Any]], node_deadline: float = math.inf) -> list[Any]:
         await self._ensure_map()
         replies: list[Any] = [None] * len(commands)
         pending: list[_Unit] = []
@@ -290,7 +297,7 @@ class ClusterClient:
             pending.append(unit)
         backoff = Backoff(RETRY_BACKOFF_MAX_S)
         while pending:
-            retry = await self._send_round(pending)
+            retry = await self._send_round(pending, node_deadline)
             again = {id(u) for u in retry}
             for unit in pending:
                 if id(unit) not in again:
@@ -300,11 +307,13 @@ class ClusterClient:
                 await backoff.sleep()
             pending = retry
         lost = [r for r in replies if isinstance(r, RedisConnectionError)]
-        if lost:  # some node was lost mid-exchange: the others' replies are kept
+        if len(lost) == len(replies):  # nothing came back: the error itself (a timeout stays one)
+            raise lost[0]
+        if lost:  # some node was lost mid-exchange or did not answer: the others' replies are kept
             raise PartialPipelineError(str(lost[0]), replies)
         return replies
 
-    async def _send_round(self, units: list[_Unit]) -> list[_Unit]:
+    async def _send_round(self, units: list[_Unit], node_deadline: float = math.inf) -> list[_Unit]:
         """Send every unit to its node; returns the units to send again (redirected, or the node
         could not be reached / the cluster could not serve them yet)."""
         groups: dict[Address, list[_Unit]] = {}
@@ -329,7 +338,7 @@ class ClusterClient:
                     flat.append(("ASKING",))
                 flat.extend(unit.commands)
             try:
-                got = await self.node(address).pipeline(flat, timeout=math.inf)
+                got = await self.node(address).pipeline(flat, timeout=max(0.0, node_deadline - trio.current_time()))
             except RedisConnectFailed:  # nothing was sent: try again once the map is fresh
                 unreachable = True
                 retry.extend(group)
@@ -373,7 +382,9 @@ class ClusterClient:
             elif busy:
                 retry.append(unit)
                 unreachable = True
-        if unreachable or redirected:
+        if retry and (unreachable or redirected):  # a map for the units sent again; with none to
+            # send again (a node lost or silent mid-exchange: its replies are errors in place), the
+            # next call that cannot reach it reloads the map, not this one past its deadline
             await self._refresh_quietly(force=unreachable)
         return retry
 

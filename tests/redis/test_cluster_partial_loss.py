@@ -11,7 +11,7 @@ import trio
 from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.commands import Script
-from kdc_trio.redis.connection import PartialPipelineError, RedisConnectionError
+from kdc_trio.redis.connection import PartialPipelineError, RedisConnectionError, RedisTimeoutError
 from kdc_trio.redis.slots import key_slot
 from tests.support.redis_cluster import RedisCluster, redis_cluster
 
@@ -84,5 +84,28 @@ async def test_a_command_for_every_master_with_one_down_raises_a_connection_erro
             cluster.masters()[0].server.kill()
             with pytest.raises(RedisConnectionError):
                 await client.execute("DBSIZE")
+        finally:
+            await client.aclose()
+
+
+async def test_a_master_that_does_not_answer_costs_only_its_commands():
+    """A stalled (or partitioned) master: its exchange ends at its share of the deadline with a
+    timeout in place, and the other masters' replies are kept (before: the whole pipeline waited
+    its deadline and failed, and the publishes that had run on healthy shards were reported
+    failed)."""
+    with redis_cluster(3) as cluster:
+        a, b, victim = two_keys(cluster)
+        client = ClusterClient(cluster.seed_url, command_timeout=2)
+        try:
+            await client.execute("SET", a, "0")
+            await client.execute("SET", b, "0")
+            cluster.node_at(victim).cmd("CLIENT", "PAUSE", "4000", "ALL")
+            start = trio.current_time()
+            with pytest.raises(PartialPipelineError) as caught:
+                await client.pipeline([("INCR", a), ("INCR", b)])
+            assert trio.current_time() - start < 2.0, "within the pipeline's own deadline"
+            lost, kept = caught.value.replies
+            assert isinstance(lost, RedisTimeoutError)
+            assert kept == 1
         finally:
             await client.aclose()
