@@ -14,7 +14,7 @@ from bench.workloads import HEADLINE, LOWER_IS_BETTER  # noqa: E402
 COLUMNS = {
     "stream": [("deliveries_per_s", "deliv/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
                ("max_ms", "max ms", "{:.1f}"), ("server_cpu_s_per_100k", "CPU s/100k", "{:.2f}"),
-               ("server_rss_mb", "RSS MB", "{:.0f}")],
+               ("server_rss_mb", "RSS MB", "{:.0f}"), ("bytes_per_event", "B/event", "{:.0f}")],
     "idle": [("kib_per_connection", "KiB/conn", "{:.1f}"), ("rss_after_mb", "RSS MB", "{:.0f}"),
              ("open_s", "open s", "{:.1f}")],
     "churn": [("cycles_per_s", "conn/s", "{:,.0f}"), ("errors", "errors", "{}"),
@@ -23,7 +23,7 @@ COLUMNS = {
 COLUMNS["fan-out"] = COLUMNS["stream"]
 COLUMNS["many"] = COLUMNS["stream"][:3] + [("server_cpu_pct", "CPU %", "{:.0f}"),
                                             ("sustained_events_per_s", "C×R ok/s", "{:,.0f}"),
-                                            ("sessions", "C", "{}")]
+                                            ("sessions", "C", "{}"), ("bytes_per_event", "B/event", "{:.0f}")]
 
 
 def _fmt(fmt: str, v) -> str:

@@ -71,7 +71,10 @@ def _summary(results: list[dict], cpu: float, running: Running, expected: int) -
     wall = max(r["wall_s"] for r in results)
     lat = sorted(v for r in results for v in r["latency_ms"])
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    nbytes = sum(r.get("delta_bytes", 0) for r in results)
     return {"deliveries": deliveries, "expected": expected, "complete": deliveries >= expected,
+            "bytes_per_event": nbytes / deliveries if deliveries else None,
+            "sample": next((r["sample"] for r in results if r.get("sample")), None),
             "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
             "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": lat[-1] if lat else None,
             "server_cpu_s_per_100k": cpu / deliveries * 1e5 if deliveries else None,
@@ -87,7 +90,8 @@ def stream(running: Running, *, n: int, size: int, **_) -> dict:
 
 def fanout(running: Running, *, n: int, size: int, k: int, **_) -> dict:
     sizes = _split(k)
-    session = None if running.target.flavor == "kdc" else f"bench-{secrets.token_hex(4)}"
+    # kdc-trio makes the session; a peer's is named here, 24 characters as kdc-trio's (equal bytes)
+    session = None if running.target.flavor == "kdc" else secrets.token_urlsafe(18)
     first = Gen(running, connections=sizes[0], session=session, share_session=True,
                 trigger={"n": n, "size": size, "rate": 0, "broadcast": True}, expect=n)
     session = first.line()["session"]

@@ -10,7 +10,10 @@ Spec: {"proto": "sse"|"sio", "flavor": "kdc"|"peer", "base": "http://127.0.0.1:P
 Protocol on stdio: prints `{"ready": true, "session": …}` once every connection is open, waits for
 `go` on stdin, sends the trigger(s), counts `chat_delta` deliveries until each connection has
 `expect` of them (or the timeout), and prints one JSON result: deliveries, wall seconds from the
-first trigger to the last delivery, latency samples (ms, producer timestamp → read), and this
+first trigger to the last delivery, latency samples (ms, producer timestamp → read), the bytes
+read for the `chat_delta`s (`delta_bytes`: each SSE event's block with its separator and any HTTP
+chunk framing before it; each WebSocket message's frame header and payload), the first
+`chat_delta` envelope decoded (`sample`: the bench compares the targets' key sets), and this
 process's CPU seconds (`cpu_bound` when it used more than 80% of a core: the numbers are then
 the client's, not the server's).
 """
@@ -38,10 +41,13 @@ class Stats:
         self.last = 0.0
         self.done = trio.Event()
         self.pending = 0
+        self.delta_bytes = 0
+        self.sample: dict | None = None
 
-    def record(self, ts_ns: int | None) -> None:
+    def record(self, ts_ns: int | None, nbytes: int) -> None:
         now = time.time_ns()
         self.deliveries += 1
+        self.delta_bytes += nbytes
         self.last = time.perf_counter()
         if ts_ns:
             self.latencies.append((now - ts_ns) / 1e6)
@@ -57,6 +63,12 @@ def timestamp_in(block: bytes | str) -> int | None:
         return int(block[i + len(key):j])
     except ValueError:
         return None
+
+
+def ws_frame_bytes(text: str) -> int:
+    """What a server's (unmasked, uncompressed) WebSocket text frame of `text` takes on the wire."""
+    n = len(text) if text.isascii() else len(text.encode())
+    return n + (2 if n < 126 else 4 if n < 65536 else 10)
 
 
 def host_port(base: str) -> tuple[str, int]:
@@ -97,7 +109,9 @@ class SSEConn:
                 for block in blocks:
                     if DELTA_SSE in block:
                         self.got += 1
-                        self.stats.record(timestamp_in(block))
+                        self.stats.record(timestamp_in(block), len(block) + 2)
+                        if self.stats.sample is None:
+                            self.stats.sample = json.loads(block.split(b"data: ", 1)[1].split(b"\n", 1)[0])
                         if self.got == expect:
                             self.stats.pending -= 1
                             if self.stats.pending == 0:
@@ -158,7 +172,9 @@ class SIOConn:
                         text, parts = "".join(parts), []
                         if text.startswith(DELTA_SIO):
                             self.got += 1
-                            self.stats.record(timestamp_in(text))
+                            self.stats.record(timestamp_in(text), ws_frame_bytes(text))
+                            if self.stats.sample is None:
+                                self.stats.sample = json.loads(text[2:])[1]
                             if self.got == expect:
                                 self.stats.pending -= 1
                                 if self.stats.pending == 0:
@@ -222,6 +238,7 @@ async def main(spec: dict) -> None:
         lat = sorted(stats.latencies)
         print(json.dumps({"deliveries": stats.deliveries, "wall_s": wall, "cpu_s": cpu,
                           "cpu_bound": cpu > 0.8 * wall, "complete": stats.pending == 0,
+                          "delta_bytes": stats.delta_bytes, "sample": stats.sample,
                           "latency_ms": sample(lat, 2000)}), flush=True)
         nursery.cancel_scope.cancel()
 
