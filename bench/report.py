@@ -14,16 +14,18 @@ from bench.workloads import HEADLINE, LOWER_IS_BETTER  # noqa: E402
 COLUMNS = {
     "stream": [("deliveries_per_s", "deliv/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
                ("max_ms", "max ms", "{:.1f}"), ("server_cpu_s_per_100k", "CPU s/100k", "{:.2f}"),
-               ("server_rss_mb", "RSS MB", "{:.0f}")],
-    "idle": [("kib_per_connection", "KiB/conn", "{:.1f}"), ("rss_after_mb", "RSS MB", "{:.0f}"),
-             ("open_s", "open s", "{:.1f}")],
+               ("gateway_cpu_us_per_event", "gw µs/event", "{:.1f}"),
+               ("server_rss_mb", "RSS MB", "{:.0f}"), ("bytes_per_event", "B/event", "{:.0f}")],
+    "idle": [("kib_per_connection", "KiB/conn", "{:.1f}"), ("kernel_kib_per_connection", "kern KiB/conn", "{:.1f}"),
+             ("rss_after_mb", "RSS MB", "{:.0f}"), ("established", "open conns", "{:,}"), ("open_s", "open s", "{:.1f}")],
     "churn": [("cycles_per_s", "conn/s", "{:,.0f}"), ("errors", "errors", "{}"),
               ("server_cpu_s_per_1k_cycles", "CPU s/1k", "{:.2f}"), ("server_rss_mb", "RSS MB", "{:.0f}")],
 }
 COLUMNS["fan-out"] = COLUMNS["stream"]
 COLUMNS["many"] = COLUMNS["stream"][:3] + [("server_cpu_pct", "CPU %", "{:.0f}"),
+                                            ("gateway_cpu_us_per_event", "gw µs/event", "{:.1f}"),
                                             ("sustained_events_per_s", "C×R ok/s", "{:,.0f}"),
-                                            ("sessions", "C", "{}")]
+                                            ("sessions", "C", "{}"), ("bytes_per_event", "B/event", "{:.0f}")]
 
 
 def _fmt(fmt: str, v) -> str:
@@ -35,7 +37,7 @@ def print_table(report: dict) -> None:
     cols = COLUMNS[w]
     print(f"\n{w}{' (redis)' if report['redis'] else ''}: median of {report['runs']} run(s), "
           f"params {{{', '.join(f'{k}={v}' for k, v in report['params'].items() if k != 'quick')}}}")
-    print(f"{'target':<15}" + "".join(f"{h:>13}" for _, h, _ in cols) + "  notes")
+    print(f"{'target':<15}" + "".join(f"{h:>14}" for _, h, _ in cols) + "  notes")
     for name, res in report["targets"].items():
         m = res["median"]
         notes = []
@@ -43,7 +45,7 @@ def print_table(report: dict) -> None:
             notes.append("client-bound")
         if m.get("complete") is False:
             notes.append(f"incomplete {m['deliveries']}/{m['expected']}")
-        print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>13}" for k, _, f in cols) + "  " + ", ".join(notes))
+        print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>14}" for k, _, f in cols) + "  " + ", ".join(notes))
     for name, why in report.get("failed", {}).items():
         print(f"{name:<15} FAILED: {why}")
     for line in ratios(report):

@@ -16,6 +16,17 @@ redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asy
 `--redis-cluster N` starts an N-master Redis Cluster instead (tests/support/redis_cluster.py, the
 tests' harness) and joins kdc-trio to it with a `redis+cluster://` URL: the sharded relay
 (SSUBSCRIBE/SPUBLISH on each session's shard). kdc-trio targets only (the peers have no cluster mode).
+
+Equal work: every peer emits kdc-trio's `chat_delta` envelope, built per event from
+bench/peers/chat_delta.json (`python3 -m bench.peers.template` writes it from protocol/envelope.py);
+delivery tables show the bytes the load generator read per event (B/event). `idle` holds `--c`
+connections (10,000 works: the runner raises its file limit soft to hard, and the servers and load
+generators it starts inherit it) and reports KiB of RSS per connection and what the kernel holds
+beside it (bench/kernel.py: the server side's socket buffers plus each socket's slab objects).
+Through Redis (`--redis`, `--redis-cluster`, `--workers`) kdc-trio runs as `serve --no-worker` plus
+one `kdc-trio worker` that runs the bench bundle, so `gw µs/event` (the gateway's CPU per delivered
+event) is the gateway's own cost; `CPU s/100k` and `CPU %` add the worker's. A peer's one process
+is both. `--in-gateway-worker` keeps the producers in the gateway process, as before.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.live import raise_file_limit  # noqa: E402
 from bench.report import print_table, write_png  # noqa: E402
 from bench.targets import TARGETS, RedisServer, Running  # noqa: E402
 from bench.workloads import HEADLINE, WORKLOADS, median_run  # noqa: E402
@@ -42,7 +54,8 @@ LADDER = [100, 200, 400, 800, 1600]
 
 def fresh_run(name: str, redis_url: str | None, workload: str, params: dict) -> dict:
     """One run on a freshly started server: no state, memory or leaked streams carried over."""
-    running = Running(TARGETS[name], redis_url, workers=params.get("server_workers", 1))
+    running = Running(TARGETS[name], redis_url, workers=params.get("server_workers", 1),
+                      separate_worker=params.get("separate_worker", False))
     try:
         return WORKLOADS[workload](running, **params)
     finally:
@@ -113,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="kdc-trio server processes (serve --workers N; implies --redis)")
     p.add_argument("--redis-cluster", type=int, default=0, metavar="N",
                    help="an N-master Redis Cluster for the run (kdc-trio targets only)")
+    p.add_argument("--in-gateway-worker", action="store_true",
+                   help="through Redis, run kdc-trio's producers inside the gateway (`serve`) as before, "
+                        "not in a separate `kdc-trio worker`")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
     if a.redis_cluster and a.redis:
@@ -123,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     params.update({k: getattr(a, k) for k in DEFAULTS if getattr(a, k) is not None})
     params["quick"] = a.quick
     params["server_workers"] = a.workers
+    # through Redis, kdc-trio's producers run in their own `kdc-trio worker`: the gateway's CPU is its own
+    params["separate_worker"] = bool(a.redis or a.redis_cluster) and not a.in_gateway_worker
     runs = a.runs or (1 if a.quick else 3)
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     unknown = set(targets) - set(TARGETS)
@@ -133,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     redis = RedisServer() if a.redis else None
     cluster = start_cluster(a.redis_cluster) if a.redis_cluster else None
     redis_url = redis.url if redis else cluster.seed_url if cluster else None
-    report = {"workload": a.workload, "params": params, "runs": runs, "redis": a.redis,
+    nofile = raise_file_limit()  # soft to hard: servers and load generators started below inherit it
+    report = {"workload": a.workload, "params": params, "runs": runs, "redis": a.redis, "nofile": nofile,
               "redis_cluster": a.redis_cluster, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
               "targets": {}}
     try:

@@ -4,17 +4,19 @@ started as its own process on a free port, optionally joined to a Redis the runn
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from bench.live import terminate
+from bench.live import raise_file_limit, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
@@ -26,18 +28,22 @@ class Target:
     proto: str   # "sse" or "sio": what the load generator speaks
     flavor: str  # "kdc" or "peer"
 
-    def command(self, port: int, redis_url: str | None, workers: int = 1) -> tuple[list[str], dict[str, str]]:
+    def command(self, port: int, redis_url: str | None, workers: int = 1,
+                no_worker: bool = False) -> tuple[list[str], dict[str, str]]:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if self.flavor == "kdc":
             env.update({"KDC_PORT": str(port), "KDC_BUNDLE": "kdc_trio.bundles.bench:BenchBundle",
                         "KDC_LOG_LEVEL": "WARNING", "SSE_CLIENT_QUEUE": "200000",
                         "KDC_MAX_SSE_CONNECTIONS": "100000", "KDC_MAX_CONNECTIONS": "100000",
+                        "KDC_EIO_MAX_SESSIONS": "100000", "KDC_EIO_MAX_SESSIONS_PER_ADDRESS": "100000",
+                        "KDC_MAX_CONNECTIONS_PER_ADDRESS": "100000",  # every load generator is 127.0.0.1
                         "KDC_WORKER_CONCURRENCY": "2000", "KDC_TURN_QUEUE_SIZE": "100000",
                         # a load test floods turns from few addresses: the protections are not measured here
                         "KDC_RATE_LIMITS": "0", "KDC_ADMISSION": "0"})
             if redis_url:
                 env["REDIS_URL"] = redis_url
-            return [sys.executable, "-m", "kdc_trio", "serve", *(["--workers", str(workers)] if workers > 1 else [])], env
+            return [sys.executable, "-m", "kdc_trio", "serve", *(["--workers", str(workers)] if workers > 1 else []),
+                    *(["--no-worker"] if no_worker else [])], env
         extra = [redis_url] if redis_url else []
         if self.name == "node-sio":
             return ["node", str(PEERS / "node_sio" / "server.js"), str(port), *extra], env
@@ -79,17 +85,54 @@ def ensure_node_peer() -> None:
                        check=True, timeout=300)
 
 
-class Running:
-    """A started server: its base URL and its process (for CPU and RSS)."""
+def wait_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
+    """Read `proc`'s stdout until a line holds `text`; fail at `timeout` or when it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if text.encode() in line:
+                return
+            if not line and proc.poll() is not None:
+                break
+    raise RuntimeError(f"process {proc.args[:4]} did not say {text!r} within {timeout} s (exit {proc.poll()})")
 
-    def __init__(self, target: Target, redis_url: str | None, workers: int = 1) -> None:
+
+class Running:
+    """A started server: its base URL and its process (for CPU and RSS). A kdc-trio target with
+    `separate_worker` (and a Redis) runs `serve --no-worker` and one `kdc-trio worker` that runs
+    the bench bundle: the gateway's own CPU (`cpu_s`) is then apart from the producers'
+    (`worker_cpu_s`)."""
+
+    def __init__(self, target: Target, redis_url: str | None, workers: int = 1,
+                 separate_worker: bool = False) -> None:
         if target.name == "node-sio":
             ensure_node_peer()
+        raise_file_limit()  # soft to hard, inherited by the server (and the load generators) started after
         self.target = target
         self.port = free_port()
-        cmd, env = target.command(self.port, redis_url, workers)
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port, self.proc)
+        self.worker: subprocess.Popen | None = None
+        self.worker_ps: psutil.Process | None = None
+        separate = separate_worker and bool(redis_url) and target.flavor == "kdc"
+        cmd, env = target.command(self.port, redis_url, workers, no_worker=separate)
+        if separate:  # the producers first: a turn queued before it listens would wait, not fail
+            self.worker = subprocess.Popen([sys.executable, "-m", "kdc_trio", "worker"], env=env, cwd=ROOT,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            try:
+                wait_line(self.worker, "ready")
+            except BaseException:
+                terminate(self.worker)
+                raise
+            self.worker_ps = psutil.Process(self.worker.pid)
+        # stderr to a file: a pipe nobody reads would block a server that logs much (10,000 connections)
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
+        try:
+            wait_port(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
         if workers > 1 and target.flavor == "kdc":
             time.sleep(1.0)  # the port answers once the first worker listens: give the others their start
         self.ps = psutil.Process(self.proc.pid)
@@ -102,7 +145,17 @@ class Running:
         except psutil.NoSuchProcess:
             return [self.ps]
 
+    def worker_cpu_s(self) -> float:
+        """CPU of the separate `kdc-trio worker` (0 without one)."""
+        try:
+            t = self.worker_ps.cpu_times() if self.worker_ps else None
+        except psutil.NoSuchProcess:
+            return 0.0
+        return t.user + t.system if t else 0.0
+
     def cpu_s(self) -> float:
+        """CPU of the server: the gateway (its supervisor and processes under `--workers N`);
+        with a separate worker, without the producers."""
         total = 0.0
         for p in self._tree():
             try:
@@ -121,8 +174,17 @@ class Running:
                 continue
         return total / 2**20
 
+    def log_tail(self, n: int = 2000) -> str:
+        self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, self.log.tell() - n))
+        return self.log.read().decode(errors="replace")
+
     def stop(self) -> None:
         terminate(self.proc)
+        self.log.close()
+        if self.worker is not None:
+            terminate(self.worker)
+            self.worker.stdout.close()
 
 
 class RedisServer:

@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench.kernel import socket_buffers, socket_struct_bytes, tcp_mem_pages
 from bench.targets import Running
 
 CLIENT = Path(__file__).resolve().parent / "loadgen" / "client.py"
 PER_PROCESS = 250  # connections one load-generator process holds
+IDLE_PER_PROCESS = 2000  # idle connections cost the generator nothing after the handshake
 
 
 class Gen:
@@ -48,33 +50,54 @@ class Gen:
             self.proc.kill()
 
 
-def _split(total: int) -> list[int]:
-    procs = max(1, -(-total // PER_PROCESS))
+def _split(total: int, per: int = PER_PROCESS) -> list[int]:
+    procs = max(1, -(-total // per))
     return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
 
 
-def _measure(running: Running, gens: list[Gen]) -> tuple[list[dict], float, float]:
-    cpu0 = running.cpu_s()
+class Cpu:
+    """CPU seconds of the gateway and of a separate producer worker over a measurement."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.gw0, self.worker0 = running.cpu_s(), running.worker_cpu_s()
+
+    def stop(self) -> "Cpu":
+        self.gateway = self.running.cpu_s() - self.gw0
+        self.worker = self.running.worker_cpu_s() - self.worker0
+        self.total = self.gateway + self.worker
+        return self
+
+
+def _measure(running: Running, gens: list[Gen]) -> tuple[list[dict], float, Cpu]:
+    cpu = Cpu(running)
     t0 = time.perf_counter()
     for g in gens:
         g.send("go")
     results = [g.line() for g in gens]
     wall = time.perf_counter() - t0
-    cpu = running.cpu_s() - cpu0
+    cpu.stop()
     for g in gens:
         g.close()
     return results, wall, cpu
 
 
-def _summary(results: list[dict], cpu: float, running: Running, expected: int) -> dict:
+def _summary(results: list[dict], cpu: Cpu, running: Running, expected: int) -> dict:
+    """`server_cpu_s_per_100k`: every server process (gateway and a separate worker);
+    `gateway_cpu_us_per_event`: the gateway's alone (a peer's server is both)."""
     deliveries = sum(r["deliveries"] for r in results)
     wall = max(r["wall_s"] for r in results)
     lat = sorted(v for r in results for v in r["latency_ms"])
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    nbytes = sum(r.get("delta_bytes", 0) for r in results)
     return {"deliveries": deliveries, "expected": expected, "complete": deliveries >= expected,
+            "bytes_per_event": nbytes / deliveries if deliveries else None,
+            "sample": next((r["sample"] for r in results if r.get("sample")), None),
             "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
             "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": lat[-1] if lat else None,
-            "server_cpu_s_per_100k": cpu / deliveries * 1e5 if deliveries else None,
+            "server_cpu_s_per_100k": cpu.total / deliveries * 1e5 if deliveries else None,
+            "gateway_cpu_us_per_event": cpu.gateway / deliveries * 1e6 if deliveries else None,
+            "worker_cpu_s": cpu.worker, "separate_worker": running.worker is not None,
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": any(r["cpu_bound"] for r in results)}
 
 
@@ -87,7 +110,8 @@ def stream(running: Running, *, n: int, size: int, **_) -> dict:
 
 def fanout(running: Running, *, n: int, size: int, k: int, **_) -> dict:
     sizes = _split(k)
-    session = None if running.target.flavor == "kdc" else f"bench-{secrets.token_hex(4)}"
+    # kdc-trio makes the session; a peer's is named here, 24 characters as kdc-trio's (equal bytes)
+    session = None if running.target.flavor == "kdc" else secrets.token_urlsafe(18)
     first = Gen(running, connections=sizes[0], session=session, share_session=True,
                 trigger={"n": n, "size": size, "rate": 0, "broadcast": True}, expect=n)
     session = first.line()["session"]
@@ -106,34 +130,42 @@ def many(running: Running, *, c: int, rate: float, duration: float, size: int, *
         g.line()
     results, wall, cpu = _measure(running, gens)
     out = _summary(results, cpu, running, per * c)
-    out.update({"sessions": c, "rate_per_session": rate, "server_cpu_pct": cpu / wall * 100})
+    out.update({"sessions": c, "rate_per_session": rate, "server_cpu_pct": cpu.total / wall * 100,
+                "gateway_cpu_pct": cpu.gateway / wall * 100})
     return out
 
 
 def idle(running: Running, *, c: int, **_) -> dict:
+    """RSS per open connection, and what the kernel holds beside it: the server side's socket
+    buffers (bench/kernel.py) plus the slab objects of each socket."""
     time.sleep(0.5)
-    before = running.rss_mb()
-    gens = [Gen(running, connections=m, mode="idle", trigger=None, expect=0) for m in _split(c)]
+    before, (_, buf_before), pages_before = running.rss_mb(), socket_buffers(running.port), tcp_mem_pages()
+    gens = [Gen(running, connections=m, mode="idle", trigger=None, expect=0) for m in _split(c, IDLE_PER_PROCESS)]
     opened = [g.line() for g in gens]
     time.sleep(1.0)
-    after = running.rss_mb()
+    after, (held, buf_after), pages_after = running.rss_mb(), socket_buffers(running.port), tcp_mem_pages()
     for g in gens:
         g.send("stop")
         g.close()
-    return {"connections": c, "rss_before_mb": before, "rss_after_mb": after,
-            "kib_per_connection": (after - before) * 1024 / c, "open_s": max(o["open_s"] for o in opened)}
+    struct = socket_struct_bytes()
+    buf_kib = (buf_after - buf_before) / 1024 / c
+    return {"connections": c, "established": held, "rss_before_mb": before, "rss_after_mb": after,
+            "kib_per_connection": (after - before) * 1024 / c, "open_s": max(o["open_s"] for o in opened),
+            "kernel_buffer_kib_per_connection": buf_kib,
+            "kernel_kib_per_connection": buf_kib + struct / 1024 if struct is not None else None,
+            "tcp_mem_pages_delta": pages_after - pages_before}
 
 
 def churn(running: Running, *, clients: int, duration: float, **_) -> dict:
     g = Gen(running, mode="churn", connections=clients, duration=duration, trigger=None, expect=0)
     g.line()
-    cpu0 = running.cpu_s()
+    cpu = Cpu(running)
     g.send("go")
     r = g.line()
-    cpu = running.cpu_s() - cpu0
+    cpu.stop()
     g.close()
     return {"cycles": r["cycles"], "errors": r["errors"], "cycles_per_s": r["cycles"] / r["wall_s"],
-            "server_cpu_s_per_1k_cycles": cpu / max(1, r["cycles"]) * 1000,
+            "server_cpu_s_per_1k_cycles": cpu.total / max(1, r["cycles"]) * 1000,
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": r["cpu_bound"]}
 
 

@@ -15,6 +15,37 @@ from tests.support.node import services_required
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = "kdc-sse,kdc-sio,node-sio,py-sio,sse-starlette"
+PROTO = {"kdc-sse": "sse", "sse-starlette": "sse", "kdc-sio": "sio", "node-sio": "sio", "py-sio": "sio"}
+
+
+def key_paths(obj, prefix: str = "") -> set[str]:
+    """Every key of a decoded envelope, nested ones as `a.b`."""
+    out = set()
+    for k, v in obj.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= key_paths(v, f"{prefix}{k}.")
+    return out
+
+
+def test_template_is_what_the_generator_writes():
+    """bench/peers/chat_delta.json is generated from protocol/envelope.py: a change to the
+    envelope must be followed by `python3 -m bench.peers.template` (and a commit)."""
+    from bench.peers import template
+
+    assert template.PATH.read_text() == template.render()
+    envelope = template.build()["envelope"]
+    assert envelope["type"] == "chat.delta" and list(envelope)[-1] == "seq"
+
+
+def assert_equal_work(report: dict) -> None:
+    """Every peer delivers kdc-trio's envelope (same keys) at kdc-trio's bytes per event, per transport."""
+    res = {name: r["median"] for name, r in report["targets"].items()}
+    for name, m in res.items():
+        mine = res["kdc-" + PROTO[name]]
+        assert m["sample"] is not None and key_paths(m["sample"]) == key_paths(mine["sample"]), name
+        assert abs(m["bytes_per_event"] - mine["bytes_per_event"]) <= 12, (name, m["bytes_per_event"],
+                                                                           mine["bytes_per_event"])
 
 
 def run_bench(tmp_path: Path, workload: str, *extra: str) -> dict:
@@ -40,6 +71,7 @@ def test_delivery_workloads(tmp_path, workload):
         m = res["median"]
         assert m["complete"] and m["deliveries"] == m["expected"] > 0, (name, m)
         assert m["deliveries_per_s"] > 0 and m["p99_ms"] is not None
+    assert_equal_work(report)
 
 
 def test_idle_and_churn(tmp_path):
@@ -58,6 +90,7 @@ def test_through_redis(tmp_path):
     assert report["redis_limit"]["redis_benchmark_publish_per_s"] > 0
     for name, res in report["targets"].items():
         assert res["median"]["complete"], (name, res["median"])
+    assert_equal_work(report)
 
 
 def test_kdc_with_server_workers(tmp_path):

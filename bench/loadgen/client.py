@@ -5,12 +5,15 @@
 Spec: {"proto": "sse"|"sio", "flavor": "kdc"|"peer", "base": "http://127.0.0.1:P",
        "connections": C, "session": id or null, "trigger": {n,size,rate,broadcast} or null,
        "trigger_all": bool, "expect": events per connection, "timeout": s, "mode": "count"|"idle"|"churn",
-       "duration": s (churn)}
+       "duration": s (churn), "open_concurrency": handshakes in flight (64)}
 
 Protocol on stdio: prints `{"ready": true, "session": …}` once every connection is open, waits for
 `go` on stdin, sends the trigger(s), counts `chat_delta` deliveries until each connection has
 `expect` of them (or the timeout), and prints one JSON result: deliveries, wall seconds from the
-first trigger to the last delivery, latency samples (ms, producer timestamp → read), and this
+first trigger to the last delivery, latency samples (ms, producer timestamp → read), the bytes
+read for the `chat_delta`s (`delta_bytes`: each SSE event's block with its separator and any HTTP
+chunk framing before it; each WebSocket message's frame header and payload), the first
+`chat_delta` envelope decoded (`sample`: the bench compares the targets' key sets), and this
 process's CPU seconds (`cpu_bound` when it used more than 80% of a core: the numbers are then
 the client's, not the server's).
 """
@@ -29,6 +32,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Message, Request, 
 TEXT_KEY = b'"text":"'
 DELTA_SSE = b"event: chat_delta"
 DELTA_SIO = '42["chat_delta"'
+OPEN_CONCURRENCY = 64  # handshakes in flight per process: fast opening, well under a listen backlog
 
 
 class Stats:
@@ -38,10 +42,13 @@ class Stats:
         self.last = 0.0
         self.done = trio.Event()
         self.pending = 0
+        self.delta_bytes = 0
+        self.sample: dict | None = None
 
-    def record(self, ts_ns: int | None) -> None:
+    def record(self, ts_ns: int | None, nbytes: int) -> None:
         now = time.time_ns()
         self.deliveries += 1
+        self.delta_bytes += nbytes
         self.last = time.perf_counter()
         if ts_ns:
             self.latencies.append((now - ts_ns) / 1e6)
@@ -57,6 +64,12 @@ def timestamp_in(block: bytes | str) -> int | None:
         return int(block[i + len(key):j])
     except ValueError:
         return None
+
+
+def ws_frame_bytes(text: str) -> int:
+    """What a server's (unmasked, uncompressed) WebSocket text frame of `text` takes on the wire."""
+    n = len(text) if text.isascii() else len(text.encode())
+    return n + (2 if n < 126 else 4 if n < 65536 else 10)
 
 
 def host_port(base: str) -> tuple[str, int]:
@@ -97,7 +110,9 @@ class SSEConn:
                 for block in blocks:
                     if DELTA_SSE in block:
                         self.got += 1
-                        self.stats.record(timestamp_in(block))
+                        self.stats.record(timestamp_in(block), len(block) + 2)
+                        if self.stats.sample is None:
+                            self.stats.sample = json.loads(block.split(b"data: ", 1)[1].split(b"\n", 1)[0])
                         if self.got == expect:
                             self.stats.pending -= 1
                             if self.stats.pending == 0:
@@ -158,7 +173,9 @@ class SIOConn:
                         text, parts = "".join(parts), []
                         if text.startswith(DELTA_SIO):
                             self.got += 1
-                            self.stats.record(timestamp_in(text))
+                            self.stats.record(timestamp_in(text), ws_frame_bytes(text))
+                            if self.stats.sample is None:
+                                self.stats.sample = json.loads(text[2:])[1]
                             if self.got == expect:
                                 self.stats.pending -= 1
                                 if self.stats.pending == 0:
@@ -198,14 +215,23 @@ async def main(spec: dict) -> None:
         if spec.get("mode") == "churn":
             await churn(spec, cls, stats, nursery)
             return
-        for i in range(spec["connections"]):
+        limiter = trio.CapacityLimiter(spec.get("open_concurrency", OPEN_CONCURRENCY))
+
+        async def open_one(i: int) -> None:
             c = cls(spec, stats, session, i)
-            with trio.fail_after(spec.get("timeout", 60)):
-                await nursery.start(c.run)
+            async with limiter:
+                with trio.fail_after(spec.get("timeout", 60)):
+                    await nursery.start(c.run)
             conns.append(c)
-            if spec.get("share_session") and session is None:
-                session = c.session  # the first connection made the session; the others join it
-        print(json.dumps({"ready": True, "session": session, "open_s": time.perf_counter() - t_open}), flush=True)
+
+        if spec["connections"] and spec.get("share_session") and session is None:
+            await open_one(0)  # the first connection makes the session; the others join it
+            session = conns[0].session
+        async with trio.open_nursery() as openers:  # handshakes overlap, at most `limiter` at once
+            for i in range(len(conns), spec["connections"]):
+                openers.start_soon(open_one, i)
+        print(json.dumps({"ready": True, "session": session, "open_s": time.perf_counter() - t_open,
+                          "open_cpu_s": time.process_time() - cpu0}), flush=True)
         line = await trio.to_thread.run_sync(sys.stdin.readline)
         if spec.get("mode") == "idle" or line.strip() != "go":
             nursery.cancel_scope.cancel()
@@ -222,6 +248,7 @@ async def main(spec: dict) -> None:
         lat = sorted(stats.latencies)
         print(json.dumps({"deliveries": stats.deliveries, "wall_s": wall, "cpu_s": cpu,
                           "cpu_bound": cpu > 0.8 * wall, "complete": stats.pending == 0,
+                          "delta_bytes": stats.delta_bytes, "sample": stats.sample,
                           "latency_ms": sample(lat, 2000)}), flush=True)
         nursery.cancel_scope.cancel()
 

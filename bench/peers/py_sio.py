@@ -2,10 +2,11 @@
 
     python3 bench/peers/py_sio.py <port> [redis-url]
 
-A client joins the room of its session (auth.session, else its sid) and gets `session_info`;
-`chat_message` {message: {text: JSON {n, size, rate, broadcast}}} makes the server emit n
-`chat_delta` events (text "<time_ns>|" + filler) to the socket or the session's room. With a
-Redis URL the rooms go through `AsyncRedisManager`.
+A client joins the room of its session (auth.session, else a new 24-character id, as kdc-trio
+makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast}}}
+makes the server emit n `chat_delta` events to the socket or the session's room: kdc-trio's
+envelope, built per event from chat_delta.json (bench/peers/fill.py; text "<time_ns>|" + filler).
+With a Redis URL the rooms go through `AsyncRedisManager`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 import socketio
 import uvicorn
 
+from bench.peers.fill import Turn, chat_delta, filler, new_session_id
+
 port = int(sys.argv[1])
 redis_url = sys.argv[2] if len(sys.argv) > 2 else None
 manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
@@ -29,7 +32,7 @@ sessions: dict[str, str] = {}
 
 @sio.event
 async def connect(sid, environ, auth):
-    session = (auth or {}).get("session") or sid
+    session = (auth or {}).get("session") or new_session_id()
     sessions[sid] = session
     await sio.enter_room(sid, session)
     await sio.emit("session_info", {"session_id": session, "stream_id": sid}, to=sid)
@@ -49,13 +52,10 @@ async def chat_message(sid, payload):
     n, size, rate = int(spec.get("n", 100)), int(spec.get("size", 100)), float(spec.get("rate", 0))
     to = sessions.get(sid, sid) if spec.get("broadcast") else sid
     interval = 1 / rate if rate > 0 else 0
+    turn = Turn(sessions.get(sid, sid))
     start = time.monotonic()
     for i in range(n):
-        head = f"{time.time_ns()}|"
-        text = head + "x" * max(0, size - len(head))
-        await sio.emit("chat_delta", {"type": "chat.delta", "seq": i + 1,
-                                      "delta": {"text": text, "index": i, "marker": "answer", "completed": False}},
-                       to=to)
+        await sio.emit("chat_delta", chat_delta(turn, filler(size), i), to=to)
         if interval:
             await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
     await sio.emit("chat_complete", {"type": "chat.complete", "data": {"n": n}}, to=to)

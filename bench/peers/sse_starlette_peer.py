@@ -4,8 +4,9 @@
 
 GET /sse/stream?stream_id=…[&session=…] opens a stream (first event `ready` {session_id});
 POST /sse/chat?stream_id=…&session=… with {"message": {"text": JSON {n, size, rate, broadcast}}}
-makes the server emit n `chat_delta` events (text "<time_ns>|" + filler) to that stream or to
-every stream of the session. With a Redis URL events go through one redis.asyncio pub/sub
+makes the server emit n `chat_delta` events (kdc-trio's envelope, built per event from
+chat_delta.json by bench/peers/fill.py; text "<time_ns>|" + filler; the SSE `id:` its seq, as
+kdc-trio's) to that stream or to every stream of the session. With a Redis URL events go through one redis.asyncio pub/sub
 channel per session (each stream subscribes), as a typical deployment of it does.
 """
 
@@ -23,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench.peers.fill import Turn, chat_delta, filler, new_session_id
+
 port = int(sys.argv[1])
 redis_url = sys.argv[2] if len(sys.argv) > 2 else None
 redis = None
@@ -36,7 +39,7 @@ streams: dict[str, dict[str, asyncio.Queue]] = {}  # session → stream id → q
 
 async def stream(request: Request):
     stream_id = request.query_params.get("stream_id") or str(time.monotonic_ns())
-    session = request.query_params.get("session") or stream_id
+    session = request.query_params.get("session") or new_session_id()
     queue: asyncio.Queue = asyncio.Queue(QUEUE)
     streams.setdefault(session, {})[stream_id] = queue
 
@@ -53,7 +56,7 @@ async def stream(request: Request):
                     if msg["type"] == "message":
                         item = json.loads(msg["data"])
                         if item.get("target") in (None, stream_id):
-                            yield {"event": item["event"], "data": item["data"]}
+                            yield {"event": item["event"], "data": item["data"], "id": item.get("id")}
         finally:
             streams.get(session, {}).pop(stream_id, None)
 
@@ -64,23 +67,22 @@ async def produce(session: str, stream_id: str, spec: dict) -> None:
     n, size, rate = int(spec.get("n", 100)), int(spec.get("size", 100)), float(spec.get("rate", 0))
     broadcast = bool(spec.get("broadcast"))
     interval = 1 / rate if rate > 0 else 0
+    turn = Turn(session)
     start = time.monotonic()
     for i in range(n + 1):
         if i < n:
-            head = f"{time.time_ns()}|"
-            text = head + "x" * max(0, size - len(head))
-            event, data = "chat_delta", json.dumps({"type": "chat.delta", "seq": i + 1, "delta": {
-                "text": text, "index": i, "marker": "answer", "completed": False}}, separators=(",", ":"))
+            envelope = chat_delta(turn, filler(size), i)
+            event, data, seq = "chat_delta", json.dumps(envelope, separators=(",", ":")), str(envelope["seq"])
         else:
-            event, data = "chat_complete", json.dumps({"type": "chat.complete", "data": {"n": n}})
+            event, data, seq = "chat_complete", json.dumps({"type": "chat.complete", "data": {"n": n}}), None
         if redis is not None:
             await redis.publish(f"bench:{session}", json.dumps(
-                {"event": event, "data": data, "target": None if broadcast else stream_id}))
+                {"event": event, "data": data, "id": seq, "target": None if broadcast else stream_id}))
         else:
             targets = streams.get(session, {})
             for sid, q in list(targets.items()):
                 if broadcast or sid == stream_id:
-                    q.put_nowait({"event": event, "data": data})
+                    q.put_nowait({"event": event, "data": data, "id": seq})
             await asyncio.sleep(0)
         if interval:
             await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
