@@ -169,3 +169,39 @@ async def test_sse_events_are_written_through_and_a_stalled_reader_is_dropped_at
         assert outbox.written_through > 0, "events went out by write-through before the socket filled"
         assert outbox.closed_reason.reason is CloseReason.WRITE_DEADLINE, outbox.closed_reason
         await stream.aclose()
+
+
+# ---- WebSocket data frames: ours, with wsproto as the oracle ------------------------------------
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_our_data_frames_are_wsprotos(size):
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import Message
+
+    from kdc_trio.server.websocket import data_frame
+
+    ws = Connection(ConnectionType.SERVER)
+    text = ("é" * size)[:size]
+    assert data_frame(text) == ws.send(Message(data=text))
+    assert data_frame(b"\x00" * size) == ws.send(Message(data=b"\x00" * size))
+
+
+async def test_socketio_events_are_written_through_and_a_stalled_reader_is_dropped_at_its_deadline():
+    from tests.support.raw_ws import RawWS
+
+    settings = test_settings(write_timeout_s=0.5, client_queue=100_000)
+    async with running_gateway(settings, bundle=Flood()) as gw:
+        ws = await RawWS.connect(gw.base_url, "/socket.io/?EIO=4&transport=websocket", rcvbuf=4096)
+        assert (await ws.recv()).startswith("0{")
+        await ws.send("40")
+        while not (m := await ws.recv()).startswith('42["session_info"'):
+            pass
+        outbox = gw.relay.outboxes()[0]
+        (sock,) = gw.engineio.sockets.values()
+        await ws.send('42["chat_message",{"message":{"text":"go"}}]')
+        # no more reads: the socket fills, the writer sends the rest under the deadline and fails
+        with trio.fail_after(10):
+            while sock.close_reason is None:
+                await trio.sleep(0.05)
+        assert outbox.written_through > 0, "events went out by write-through before the socket filled"
+        assert "write deadline" in sock.close_reason, sock.close_reason
+        await ws.aclose()
