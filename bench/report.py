@@ -21,7 +21,9 @@ COLUMNS = {
               ("server_cpu_s_per_1k_cycles", "CPU s/1k", "{:.2f}"), ("server_rss_mb", "RSS MB", "{:.0f}")],
 }
 COLUMNS["fan-out"] = COLUMNS["stream"]
-COLUMNS["many"] = COLUMNS["stream"][:3] + [("server_cpu_pct", "CPU %", "{:.0f}"),
+COLUMNS["many"] = COLUMNS["stream"][:3] + [("lag_p99_ms", "lag p99 ms", "{:.1f}"),
+                                            ("server_cpu_s_per_100k", "CPU s/100k", "{:.2f}"),
+                                            ("server_cpu_pct", "CPU %", "{:.0f}"),
                                             ("sustained_events_per_s", "C×R ok/s", "{:,.0f}"),
                                             ("sessions", "C", "{}")]
 

@@ -71,9 +71,12 @@ def _summary(results: list[dict], cpu: float, running: Running, expected: int) -
     wall = max(r["wall_s"] for r in results)
     lat = sorted(v for r in results for v in r["latency_ms"])
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    lags = sorted(v for r in results for v in r.get("lag_ms", ()))
     return {"deliveries": deliveries, "expected": expected, "complete": deliveries >= expected,
             "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
             "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": lat[-1] if lat else None,
+            # paced streams: how far behind its schedule (first + i / rate) the i-th event arrived
+            "lag_p99_ms": lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None,
             "server_cpu_s_per_100k": cpu / deliveries * 1e5 if deliveries else None,
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": any(r["cpu_bound"] for r in results)}
 
