@@ -213,6 +213,10 @@ class Settings:
     turn_queue_size: int = setting(
         "KDC_TURN_QUEUE_SIZE", 1000, int, "Turns waiting for a worker; past it a post gets 503")
     worker_concurrency: int = setting("KDC_WORKER_CONCURRENCY", 8, int, "Turns one process runs at once")
+    publish_window: int = setting(
+        "KDC_PUBLISH_WINDOW", 1024, int,
+        "Through Redis: events a running turn may have sent and not yet seen confirmed (pipelined "
+        "publishing; past it an emit waits). 1: each emit waits for Redis")
     turn_timeout_s: float = setting("KDC_TURN_TIMEOUT_S", 600.0, float, "A bundle's turn is cancelled after this")
     turn_max_attempts: int = setting(
         "KDC_TURN_MAX_ATTEMPTS", 3, int, "Runs of one turn whose worker died before it is failed with chat_error")

@@ -60,7 +60,7 @@ class Gateway:
         if self.bundle is not None:
             self.processor = Processor.from_settings(s, queue=self.queue, bundle=self.bundle,
                                                      publish=self.relay.publish, conv_store=self.conv_store,
-                                                     on_turn_end=self.metrics.turn_finished)
+                                                     on_turn_end=self.metrics.turn_finished, bus=self.bus)
         from kdc_trio.transports.socketio import PATH as SIO_PATH
 
         cors = CORS.from_settings(s, guarded_prefixes=(SIO_PATH,))

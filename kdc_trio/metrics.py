@@ -12,14 +12,16 @@ registry would mix them); the default process/platform collectors are added to i
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterable
 
 import trio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from kdc_trio.relay.message import RelayMessage
@@ -43,9 +45,10 @@ class GatewayMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(_GatewayCollector(source))
-        self.delivery = Histogram(
+        self.delivery = DeliveryHistogram(
             "kdc_delivery_latency_seconds", "Producer publish → handed to the connections' outboxes",
-            buckets=DELIVERY_BUCKETS, registry=self.registry)
+            DELIVERY_BUCKETS)
+        self.registry.register(self.delivery)
         self.turn_duration = Histogram(
             "kdc_turn_duration_seconds", "A turn's run time in a worker, by outcome", ["outcome"],
             buckets=TURN_BUCKETS, registry=self.registry)
@@ -54,11 +57,7 @@ class GatewayMetrics:
 
     def observe_batch(self, batch: "list[RelayMessage]") -> None:
         """Delivery latency of one relay batch (producer timestamps are wall-clock seconds)."""
-        now = time.time()
-        observe = self.delivery.observe
-        for msg in batch:
-            if msg.timestamp:
-                observe(max(0.0, now - msg.timestamp))
+        self.delivery.observe_since(time.time(), batch)
 
     def turn_finished(self, outcome: str, duration_s: float) -> None:
         if outcome not in self._turn_children:
@@ -68,6 +67,36 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class DeliveryHistogram(Collector):
+    """A histogram for the relay's hot path: a bucket bisect and two additions per event, no
+    lock (everything runs on the one trio thread; a scrape reads it from the same thread).
+    prometheus-client's Histogram.observe costs ~10x that (its locks and bucket loop)."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc = name, doc
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(buckets) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe_since(self, now: float, batch: "Iterable[RelayMessage]") -> None:
+        bounds, counts, total = self.bounds, self.counts, 0.0
+        for msg in batch:
+            if msg.timestamp:
+                v = now - msg.timestamp
+                if v < 0.0:
+                    v = 0.0
+                counts[bisect_left(bounds, v)] += 1
+                total += v
+        self.sum += total
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        cumulative, acc = [], 0
+        for bound, n in zip([*map(floatToGoString, self.bounds), "+Inf"], self.counts):
+            acc += n
+            cumulative.append((bound, acc))
+        yield HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.sum)
 
 
 def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> CounterMetricFamily:

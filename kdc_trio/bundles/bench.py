@@ -4,7 +4,9 @@ The message text is JSON `{"n": N, "size": S, "rate": R, "broadcast": B}`: N `ch
 whose text is `<time_ns>|` then filler up to S bytes, R per second (0 = as fast as the relay
 takes them), to the sending connection or, with B, to every connection of the session. The
 timestamp is the producer's clock at emit time: bench clients on the same machine measure
-producer→client latency from it.
+producer→client latency from it. Pacing uses the shared heap timer (kdc_trio/util/timers.py), the
+counterpart of the peers' setTimeout / asyncio.sleep: a trio.sleep_until per event would cost the
+producer more CPU than the event itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 
 from kdc_trio.processor.turn import Turn
 from kdc_trio.sdk import ChatCommunicator
+from kdc_trio.util.timers import Timers
 
 
 def spec_of(text: str) -> tuple[int, int, float, bool]:
@@ -32,11 +35,12 @@ class BenchBundle:
         n, size, rate, broadcast = spec_of(turn.message.text)
         await comm.start(message="bench", broadcast=broadcast)
         interval = 1.0 / rate if rate > 0 else 0.0
+        timers = Timers.shared() if interval else None
         next_at = trio.current_time()
         for i in range(n):
             head = f"{time.time_ns()}|"
             await comm.delta(head + "x" * max(0, size - len(head)), index=i, marker="answer", broadcast=broadcast)
             if interval:
                 next_at += interval
-                await trio.sleep_until(next_at)
+                await timers.sleep_until(next_at)
         await comm.complete(data={"n": n}, broadcast=broadcast)

@@ -31,7 +31,9 @@ from kdc_trio.processor.continuations import ContinuationInbox, tell_turn_end
 from kdc_trio.processor.conv_status import ConvStatus, ConvStatusStore
 from kdc_trio.processor.queue import TurnQueue
 from kdc_trio.processor.turn import Turn
+from kdc_trio.redis.connection import RedisTimeoutError
 from kdc_trio.redis.retry import REDIS_FAILURES, Backoff
+from kdc_trio.relay.bus import Bus, Poster
 from kdc_trio.sdk.communicator import ChatCommunicator, EventFilter, Publish, load_event_filter
 from protocol import envelope as env
 
@@ -42,6 +44,9 @@ log = logging.getLogger("kdc_trio.processor")
 
 # Time the end-of-turn bookkeeping (status, conv_status) may take while being cancelled.
 FINALIZE_TIMEOUT_S = 5.0
+# Longest the runner waits for a finished run's pipelined events (a sent batch is bounded by the
+# Redis client's deadline; this bounds a backlog of them).
+FLUSH_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -76,12 +81,37 @@ def communicator_for(turn: Turn, publish: Publish, *, event_filter: EventFilter 
                             event_filter=event_filter, filter_fail_open=filter_fail_open, attempt=turn.attempt)
 
 
+async def _flush_after_run(comm: ChatCommunicator, *, quiet: bool = False) -> None:
+    """Wait for a bundle run's pipelined events and end the pipelining (what the runner then
+    publishes is waited for event by event). `quiet`: the run raised, and its exception is the
+    outcome; a publish error is then only logged."""
+    poster = comm.poster
+    if poster is None:
+        return
+    try:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FLUSH_TIMEOUT_S) as scope:
+                await poster.flush()
+            if scope.cancelled_caught:
+                raise RedisTimeoutError(f"the run's events were not confirmed within {FLUSH_TIMEOUT_S}s")
+    except Exception as exc:
+        if not quiet:
+            raise
+        log.warning("events of a failed run were not all published: %s", exc)
+    finally:
+        comm.end_pipelining()  # what Redis confirmed counts as emitted (a rerun is then a retry)
+
+
 class Processor:
     def __init__(self, *, queue: TurnQueue, bundle: Bundle, publish: Publish, conv_store: ConvStatusStore,
                  concurrency: int, turn_timeout_s: float, event_filter: EventFilter | None = None,
                  filter_fail_open: bool = False, max_attempts: int = 3, retry_s: float = 60.0,
-                 backoff_max_s: float = 5.0, on_turn_end: Callable[[str, float], None] | None = None) -> None:
+                 backoff_max_s: float = 5.0, on_turn_end: Callable[[str, float], None] | None = None,
+                 poster: Callable[[], Poster] | None = None) -> None:
         self.on_turn_end = on_turn_end  # (outcome, seconds): metrics
+        # A bundle's events while it runs go through one of these (relay/bus.py Poster: through
+        # Redis, pipelined); None: each event is published and waited for.
+        self.poster = poster
         self.queue = queue
         self.bundle = bundle
         self.publish = publish
@@ -102,8 +132,11 @@ class Processor:
     @classmethod
     def from_settings(cls, s: "Settings", *, queue: TurnQueue, bundle: Bundle, publish: Publish,
                       conv_store: ConvStatusStore,
-                      on_turn_end: Callable[[str, float], None] | None = None) -> "Processor":
+                      on_turn_end: Callable[[str, float], None] | None = None,
+                      bus: Bus | None = None) -> "Processor":
+        window = s.publish_window
         return cls(queue=queue, bundle=bundle, publish=publish, conv_store=conv_store,
+                   poster=(lambda: bus.poster(window)) if bus is not None and window > 1 else None,
                    concurrency=s.worker_concurrency, turn_timeout_s=s.turn_timeout_s,
                    event_filter=load_event_filter(s.event_filter), filter_fail_open=s.filter_fail_open,
                    max_attempts=s.turn_max_attempts, retry_s=s.turn_retry_s,
@@ -196,9 +229,15 @@ class Processor:
         if refusal is not None:
             log.error("turn %s cannot run: %s", turn.turn_id, refusal)
             return Outcome.failed(refusal)
+        comm.poster = self.poster() if self.poster is not None else None
         try:
-            with trio.move_on_after(self.turn_timeout_s) as deadline:
-                await self.bundle.run(turn, comm)
+            try:
+                with trio.move_on_after(self.turn_timeout_s) as deadline:
+                    await self.bundle.run(turn, comm)
+            except BaseException:
+                await _flush_after_run(comm, quiet=True)
+                raise
+            await _flush_after_run(comm)  # every event of the run is out, or its error is the outcome
         except Exception as exc:
             if unavailable(exc):
                 log.warning("turn %s: Redis unreachable while the bundle ran: %s", turn.turn_id, exc)

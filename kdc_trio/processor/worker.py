@@ -29,7 +29,8 @@ async def run_worker(settings: Settings, *, bundle: Bundle | None = None,
     async with AsyncExitStack() as stack:
         parts = await open_redis_parts(settings, stack, listen=False)
         processor = Processor.from_settings(settings, queue=parts.queue, bundle=bundle or load_bundle(settings.bundle),
-                                            publish=parts.bus.publish, conv_store=parts.conv_store)
+                                            publish=parts.bus.publish, conv_store=parts.conv_store,
+                                            bus=parts.bus)
         async with trio.open_nursery() as nursery:
             await nursery.start(parts.bus.run)
             await nursery.start(parts.queue.run)

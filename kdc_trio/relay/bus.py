@@ -32,6 +32,49 @@ class SubscriptionOverflow(Exception):
     pass
 
 
+class YieldBudget:
+    """A producer in a tight loop yields to the scheduler at most every YIELD_BUDGET_S, not after
+    every event: the writers then take many events per wake-up and per send_all (one syscall for
+    a batch instead of one per event), at a bounded cost in latency."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    async def spend(self) -> None:
+        now = time.perf_counter()
+        if now - self._last >= YIELD_BUDGET_S:
+            self._last = now
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+
+class Poster:
+    """One producer's events (a running turn's), in the order it posts them.
+
+    This one publishes each event and waits for it (`post` returns its seq); RedisBus's keeps
+    many in flight (relay/pipelined_poster.py: `post` returns None, `flush` waits). Either way a
+    failure is never silent: `post` raises it, or the next `post`, or `flush` at the latest.
+    """
+
+    __slots__ = ("bus", "confirmed")
+
+    def __init__(self, bus: "Bus") -> None:
+        self.bus = bus
+        self.confirmed = 0  # events the bus confirmed published
+
+    async def post(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int | None:
+        seq = await self.bus.publish(key, event=event, data=data, target_sid=target_sid)
+        self.confirmed += 1
+        return seq
+
+    async def flush(self) -> None:
+        """Wait until every posted event is published; raise the error of one that was not."""
+        await trio.lowlevel.checkpoint()
+
+
 class Subscription:
     """Between a bus's receiving side and one relay session task.
 
@@ -109,6 +152,11 @@ class Bus(ABC):
     async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         """The session log after `after_seq`: its messages, oldest first, and what it still holds."""
 
+    def poster(self, window: int) -> Poster:
+        """An ordered stream of publishes for one producer, with at most `window` events
+        unconfirmed at once (see Poster)."""
+        return Poster(self)
+
     async def last_seq(self, key: SessionKey) -> int:
         """The session's latest sequence (0: none yet)."""
         return (await self.history(key, 2**62)).last_seq
@@ -135,7 +183,7 @@ class MemoryBus(Bus):
         self.logs = SessionLogs(size=log_size, ttl_s=log_ttl_s, max_sessions=max_logs,
                                 budget_bytes=log_budget_bytes, session_bytes=log_session_bytes)
         self._subs: dict[SessionKey, set[Subscription]] = {}
-        self._last_yield = 0.0
+        self._yield = YieldBudget()
         self.published = 0
 
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
@@ -143,15 +191,7 @@ class MemoryBus(Bus):
         self.published += 1
         for sub in self._subs.get(key, ()):
             sub.push(msg)
-        # A producer in a tight loop yields to the scheduler at most every YIELD_BUDGET_S, not
-        # after every event: the writers then take many events per wake-up and per send_all
-        # (one syscall for a batch instead of one per event), at a bounded cost in latency.
-        now = time.perf_counter()
-        if now - self._last_yield >= YIELD_BUDGET_S:
-            self._last_yield = now
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await self._yield.spend()
         return msg.seq
 
     @asynccontextmanager

@@ -5,31 +5,27 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from kdc_trio.relay.keys import PROJECT_SESSION
 from protocol.socketio import encode_event_text
 from protocol.sse import encode_event
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a dependency; the stdlib encoder is the fallback
-    orjson = None  # type: ignore[assignment]
-
-# orjson handles what json.dumps handles; what it would take and json.dumps would refuse
-# (dataclasses, datetimes) and subclasses of builtins go to json.dumps, so what encodes and how
-# stays json.dumps's (but NaN/Infinity: json.dumps writes them, invalid JSON; orjson writes null).
-_ORJSON_OPTS = (orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-                | orjson.OPT_PASSTHROUGH_SUBCLASS) if orjson is not None else 0
-
 
 def dumps(obj: Any) -> str:
-    """Compact JSON text, non-ASCII kept as is. orjson when it takes the value (an envelope: ~1 µs,
-    against ~20 µs for json.dumps on the bench box), json.dumps for anything it refuses."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj, option=_ORJSON_OPTS).decode()
-        except TypeError:  # orjson.JSONEncodeError: a non-str key, an int over 64 bits, a passthrough type
-            pass
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text (orjson: a relayed event's encode is on every publish). What orjson
+    refuses (integers past 64 bits, non-string keys) goes through the standard encoder."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # e.g. an integer past 64 bits: the standard decoder takes it
+        return json.loads(text)
 
 
 # Marks a wire message whose "data" is its last key (our publisher's layout), so a receiver can
@@ -106,14 +102,14 @@ class RelayMessage:
         i = text.find(_DATA_KEY)
         if i > 0 and text.endswith("}"):
             try:
-                head = json.loads(text[:i] + "}")  # only scalars precede "data" in our layout
+                head = loads(text[:i] + "}")  # only scalars precede "data" in our layout
             except ValueError:
                 head = None
             if isinstance(head, dict) and head.get("fmt") == DATA_LAST:
                 return cls(session_id=str(head["session_id"]), event=str(head["event"]), data=None,
                            seq=int(head.get("seq") or 0), timestamp=float(head.get("timestamp") or 0.0),
                            target_sid=head.get("target_sid") or None, data_json=text[i + len(_DATA_KEY):-1])
-        return cls.from_wire(json.loads(text))
+        return cls.from_wire(loads(text))
 
     @classmethod
     def from_wire(cls, obj: dict) -> "RelayMessage":

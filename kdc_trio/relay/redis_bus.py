@@ -26,53 +26,68 @@ import trio
 from kdc_trio.redis.batching import ScriptBatcher
 from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.redis.slots import SLOTS, key_slot, slot_tag, tagged
-from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Subscription, SubscriptionOverflow
+from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Poster, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
+from kdc_trio.relay.pipelined_poster import PipelinedPoster
 from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.relay.session_log import LogSlice, gap_notice
 
 log = logging.getLogger("kdc_trio.redis_bus")
 
 # KEYS: seq key, log key, log sizes (zset: log key -> bytes), log write times (zset: log key ->
-# Redis TIME s), total bytes of all logs. ARGV: channel, the message's head JSON (scalars only),
-# its data JSON (an object), log size (events), log TTL s, seq TTL s, the session's share (bytes),
-# the budget of all logs (bytes), the publish command (PUBLISH, or SPUBLISH for the sharded relay).
-# Returns the seq. The published/logged text is
-# `{"seq":N,<head>,"data":{"seq":N,<data>}}`, built by concatenation: no JSON is decoded in Redis,
-# and receivers take the data's text as it is (RelayMessage.from_raw).
+# Redis TIME s), total bytes of all logs. ARGV: channel, log size (events), log TTL s, seq TTL s,
+# the session's share (bytes), the budget of all logs (bytes), the publish command (PUBLISH, or
+# SPUBLISH for the sharded relay), then one or more events of that session, each as two
+# arguments, the pieces of its text around its seq (`RedisBus.encode_event`). Returns the last
+# event's seq; the K events of one call took the K seqs up to it, in argument order. Each event's
+# published/logged text is `{"seq":N,<head>,"data":{"seq":N,<data>}}` (head: scalars only; data:
+# the envelope), made in one concatenation `'{"seq":' N piece1 N piece2`: no JSON is decoded in
+# Redis, and receivers take the data's text as it is (RelayMessage.from_raw).
+# Each event is PUBLISHed on its own (a subscriber, ours or KDCube's, reads one event per message).
 #
 # Bounds, as in memory (relay/session_log.py): the session's log keeps at most `size` events and
 # `share` bytes (oldest out first, the newest always kept); all logs together keep at most
 # `budget` bytes, and past it the largest logs lose their oldest events first, down to 90 % of the
-# budget. Logs whose TTL passed are forgotten from the accounting (up to 16, every 16th call and
-# whenever over the budget). Cost: ~23 us of Redis CPU per call (14 us with only the count cap).
-# The largest log's key is found in the sizes zset, not passed in KEYS, so every key the script
-# touches must be in one slot under Redis Cluster: the session's seq and log keys carry the
-# channel's hash tag (`tagged(channel)`: the channel's own slot, so SPUBLISH in the script is
-# local), and the accounting keys are per slot (`slot_tag(slot)`) with the per-slot budget
-# (see `RedisBus.__init__`). On a single Redis the accounting keys are global, as always.
+# budget. Logs whose TTL passed are forgotten from the accounting (up to 16, on every call that
+# crosses a multiple of 16 in seq and whenever over the budget). Cost: ~23 us of Redis CPU for a
+# call with one event; a call with many events shares the seq, accounting and trimming steps
+# (see `MAX_EVENTS_PER_CALL`). The largest log's key is found in the sizes zset, not passed in
+# KEYS, so every key the script touches must be in one slot under Redis Cluster: the session's seq
+# and log keys carry the channel's hash tag (`tagged(channel)`: the channel's own slot, so
+# SPUBLISH in the script is local), and the accounting keys are per slot (`slot_tag(slot)`) with
+# the per-slot budget (see `RedisBus.__init__`). On a single Redis the accounting keys are global.
 PUBLISH = Script("""
-local seq = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-local rest = string.sub(ARGV[3], 2)
-local data = '{"seq":' .. seq .. (rest == '}' and '}' or (',' .. rest))
-local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"data":' .. data .. '}'
+local k = (#ARGV - 7) / 2
+local last = redis.call('INCRBY', KEYS[1], k)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+local first = last - k + 1
+local msgs = {}
+local n = 0
+for i = 0, k - 1 do
+  local seq = tostring(first + i)
+  local msg = '{"seq":' .. seq .. ARGV[8 + 2 * i] .. seq .. ARGV[9 + 2 * i]
+  msgs[i + 1] = msg
+  n = n + #msg
+end
 local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ttl, cap, share, budget = tonumber(ARGV[5]), tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local n = #msg
-local len = redis.call('RPUSH', log, msg)
+local ttl, cap, share, budget = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local len = redis.call('RPUSH', log, unpack(msgs))
 local mine
-if len == 1 then  -- a new list (or one that expired): its old account goes
+if len == k then  -- a new list (or one that expired): its old account goes
   local stale = tonumber(redis.call('ZSCORE', sizes, log)) or 0
   redis.call('ZADD', sizes, n, log)
+  mine = n
   n = n - stale
-  mine = #msg
 else
   mine = tonumber(redis.call('ZINCRBY', sizes, n, log))
 end
 local trimmed = 0
-while len > 1 and (len > cap or mine - trimmed > share) do
+if len > cap then  -- the count cap: the oldest go in one step
+  for _, old in ipairs(redis.call('LPOP', log, len - cap)) do trimmed = trimmed + #old end
+  len = cap
+end
+while len > 1 and mine - trimmed > share do
   trimmed = trimmed + #redis.call('LPOP', log)
   len = len - 1
 end
@@ -81,39 +96,42 @@ local t = redis.call('INCRBY', total, n - trimmed)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', touched, now, log)
 redis.call('EXPIRE', log, ttl)
-if seq % 16 == 0 or t > budget then  -- forget logs whose TTL passed (a few at a time)
-  for _, k in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', now - ttl - 1, 'LIMIT', 0, 16)) do
-    t = t - (tonumber(redis.call('ZSCORE', sizes, k)) or 0)
-    redis.call('ZREM', sizes, k)
-    redis.call('ZREM', touched, k)
-    redis.call('DEL', k)
+if math.floor(last / 16) ~= math.floor((first - 1) / 16) or t > budget then  -- forget logs whose TTL passed
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', now - ttl - 1, 'LIMIT', 0, 16)) do
+    t = t - (tonumber(redis.call('ZSCORE', sizes, key)) or 0)
+    redis.call('ZREM', sizes, key)
+    redis.call('ZREM', touched, key)
+    redis.call('DEL', key)
   end
   if t > budget then  -- the largest logs lose their oldest events first, down to 90 %
     local target = budget - math.floor(budget / 10)
     while t > target do
       local top = redis.call('ZREVRANGE', sizes, 0, 1, 'WITHSCORES')
       if #top == 0 then t = 0 break end
-      local k, b = top[1], tonumber(top[2])
+      local key, b = top[1], tonumber(top[2])
       local below = tonumber(top[4]) or 0
       repeat
-        local old = redis.call('LPOP', k)
+        local old = redis.call('LPOP', key)
         if not old then t = t - b b = 0 break end
         b = b - #old
         t = t - #old
       until b < below or t <= target
       if b > 0 then
-        redis.call('ZADD', sizes, b, k)
+        redis.call('ZADD', sizes, b, key)
       else
-        redis.call('ZREM', sizes, k)
-        redis.call('ZREM', touched, k)
+        redis.call('ZREM', sizes, key)
+        redis.call('ZREM', touched, key)
       end
     end
   end
   redis.call('SET', total, t)
 end
-redis.call(ARGV[9], ARGV[1], msg)
-return seq
+for i = 1, k do redis.call(ARGV[7], ARGV[1], msgs[i]) end
+return last
 """)
+# Events of one session one script call carries at most: bounds the call's arguments (Lua's
+# `unpack` of the log push) and how long Redis runs it (~ a few us per event).
+MAX_EVENTS_PER_CALL = 256
 
 # KEYS: seq key, log key. ARGV (optional): a floor for the seq and the seq key's TTL s. Returns
 # {the session's seq, the log's entries}: one consistent read. With a floor, a seq below it is
@@ -178,7 +196,7 @@ class RedisBus(Bus):
         self._start_seq: dict[str, int] = {}
         self._resyncing: dict[str, list[RelayMessage]] = {}
         self._nursery: trio.Nursery | None = None
-        self._publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
+        self.publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
         self.undecodable = 0  # JSON that is not a relay message
@@ -210,7 +228,7 @@ class RedisBus(Bus):
             if self.watch is not None:
                 await nursery.start(self.watch)
             await nursery.start(self.service.run)  # a gateway listens; a worker only publishes
-            await nursery.start(self._publisher.run)
+            await nursery.start(self.publisher.run)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -219,19 +237,36 @@ class RedisBus(Bus):
 
     async def publish(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int:
         keys, args = self.publish_script_args(key, event=event, data=data, target_sid=target_sid)
-        seq = await self._publisher.call(keys, args)
+        seq = await self.publisher.call(keys, args)
         self.published += 1
         data["seq"] = int(seq)
         return int(seq)
 
+    def poster(self, window: int) -> Poster:
+        """Pipelined: `post` returns before Redis answers (relay/pipelined_poster.py)."""
+        return PipelinedPoster(self, window, MAX_EVENTS_PER_CALL)
+
     def publish_script_args(self, key: SessionKey, *, event: str, data: dict,
                             target_sid: str | None = None) -> tuple[list[str], list]:
         """KEYS and ARGV of the PUBLISH script for one event."""
+        return self.script_keys(key), [*self.script_fixed_args(key),
+                                       *self.encode_event(key, event=event, data=data, target_sid=target_sid)]
+
+    def encode_event(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None) -> tuple[str, str]:
+        """An event's two script arguments: its text before and after the data's seq, the script
+        putting `{"seq":N` before the first and N between them (see PUBLISH)."""
         head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
                 "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
-        return ([self._seq_key(key), self._log_key(key), *self._accounting_keys(key)],
-                [self._channel(key), dumps(head), dumps(data), self.log_size, self.log_ttl_s, self.seq_ttl_s,
-                 self.log_session_bytes, self.slot_budget_bytes, self.publish_command])
+        body = dumps({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
+        return "," + dumps(head)[1:-1] + ',"data":{"seq":', ("}}" if body == "{}" else "," + body[1:] + "}")
+
+    def script_keys(self, key: SessionKey) -> list[str]:
+        return [self._seq_key(key), self._log_key(key), *self._accounting_keys(key)]
+
+    def script_fixed_args(self, key: SessionKey) -> list:
+        """The PUBLISH script's arguments before its events (see PUBLISH)."""
+        return [self._channel(key), self.log_size, self.log_ttl_s, self.seq_ttl_s, self.log_session_bytes,
+                self.slot_budget_bytes, self.publish_command]
 
     @asynccontextmanager
     async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
@@ -299,7 +334,7 @@ class RedisBus(Bus):
         return set(self._subs)
 
     def statistics(self) -> dict:
-        return {"published": self.published, "publish_batches": self._publisher.batches,
+        return {"published": self.published, "publish_batches": self.publisher.batches,
                 "received": self.received, "undecodable": self.undecodable,
                 "relay_gap": getattr(self.service.pubsub, "gaps", 0), "recovered_after_gap": self.recovered,
                 "log_gaps": self.gaps, "seq_rewinds": self.rewinds,

@@ -12,6 +12,7 @@ import logging
 from typing import Awaitable, Callable, Protocol
 
 from protocol import envelope as env
+from kdc_trio.relay.bus import Poster
 from kdc_trio.relay.keys import SessionKey
 
 log = logging.getLogger("kdc_trio.sdk")
@@ -38,6 +39,9 @@ class ChatCommunicator:
         self._filter_failed_logged = False
         self._project_key = project_key
         self.emitted = 0
+        # While a bundle runs (the runner sets it): its events go out pipelined (relay/bus.py
+        # Poster; through Redis, `post` returns before Redis answered and `flush` waits).
+        self.poster: Poster | None = None
 
     # ---- families ------------------------------------------------------------------------
     async def start(self, message: str | None = None, *, agent: str | None = None, data: dict | None = None,
@@ -96,7 +100,23 @@ class ChatCommunicator:
         e = env.typed(self.svc, self.conv, type=type, data=data)
         if not self._allowed(e, True):
             return None
-        return await self._publish(self._project_key, event=env.socket_event_for(e), data=e, target_sid=None)
+        return await self._send(self._project_key, env.socket_event_for(e), e, None)
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is published. Through Redis a turn's events are
+        pipelined: an emit returns (with None for its seq) before Redis has it, and an error
+        surfaces at a later emit or here; the runner flushes when the bundle returns, so a bundle
+        needs this only to know, mid-turn, that what it sent is out (its envelopes' `seq` is set)."""
+        if self.poster is not None:
+            await self.poster.flush()
+
+    def end_pipelining(self) -> Poster | None:
+        """Stop posting through the poster (the runner, at the end of a bundle run); its
+        confirmed events count as emitted. Returns it, for a last flush."""
+        poster, self.poster = self.poster, None
+        if poster is not None:
+            self.emitted += poster.confirmed
+        return poster
 
     # ---- plumbing ------------------------------------------------------------------------
     def _allowed(self, envelope: dict, broadcast: bool) -> bool:
@@ -119,9 +139,15 @@ class ChatCommunicator:
         if not self._allowed(envelope, broadcast):
             return None
         target = None if broadcast or self.origin_sid is None else self.origin_sid
-        seq = await self._publish(self.key, event=env.socket_event_for(envelope), data=envelope, target_sid=target)
-        self.emitted += 1
+        seq = await self._send(self.key, env.socket_event_for(envelope), envelope, target)
+        if self.poster is None:  # a poster's events count once Redis confirmed them (see flush)
+            self.emitted += 1
         return seq
+
+    async def _send(self, key: SessionKey, event: str, data: dict, target: str | None) -> int | None:
+        if self.poster is not None:
+            return await self.poster.post(key, event=event, data=data, target_sid=target)
+        return await self._publish(key, event=event, data=data, target_sid=target)
 
 
 def load_event_filter(spec: str | None) -> EventFilter | None:

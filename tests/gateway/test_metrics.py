@@ -80,3 +80,30 @@ async def test_every_log_line_of_a_request_carries_its_request_id():
 
 async def _crash(req, ex):
     raise ValueError("boom")
+
+
+def test_the_delivery_histogram_exposes_what_prometheus_client_would():
+    """Our lock-free histogram against prometheus-client's own Histogram as the oracle: the same
+    latencies (on bucket bounds, between them, past the last, negative clock skew) render the
+    same exposition lines."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from kdc_trio.metrics import DELIVERY_BUCKETS, DeliveryHistogram
+
+    now = 1000.0
+    lat = [0.0, 0.0005, 0.0007, 0.001, 0.003, 0.05, 0.2, 4.9, 5.0, 7.5, 120.0, -0.002]
+    ours_reg, theirs_reg = CollectorRegistry(), CollectorRegistry()
+    ours = DeliveryHistogram("kdc_x_seconds", "doc", DELIVERY_BUCKETS)
+    ours_reg.register(ours)
+    theirs = Histogram("kdc_x_seconds", "doc", buckets=DELIVERY_BUCKETS, registry=theirs_reg)
+    ours.observe_since(now, [SimpleNamespace(timestamp=now - v) for v in lat[:5]])
+    ours.observe_since(now, [SimpleNamespace(timestamp=now - v) for v in lat[5:]] + [SimpleNamespace(timestamp=0)])
+    for v in lat:
+        theirs.observe(max(0.0, v))
+    rendered = [generate_latest(r).decode().splitlines() for r in (ours_reg, theirs_reg)]
+    keep = [[ln for ln in lines if ln.startswith(("kdc_x_seconds_bucket", "kdc_x_seconds_count"))] for lines in rendered]
+    assert keep[0] == keep[1] and len(keep[0]) == len(DELIVERY_BUCKETS) + 2
+    sums = [float(next(ln for ln in lines if ln.startswith("kdc_x_seconds_sum")).split()[1]) for lines in rendered]
+    assert abs(sums[0] - sums[1]) < 1e-9, sums  # float sums in another order

@@ -51,3 +51,15 @@ def test_socketio_offset_is_the_seq_as_a_last_string_and_only_on_session_events(
     project = RelayMessage(session_id=PROJECT_SESSION, event="chat_step", data={"seq": 3}, seq=3, timestamp=0.0)
     assert gap.sio_text(True) == '42["chat_service",{"type":"stream.gap"}]'
     assert project.sio_text(True) == '42["chat_step",{"seq":3}]', "project-wide events have no session offset"
+
+
+def test_the_codec_is_json_for_what_orjson_refuses_too():
+    from kdc_trio.relay.message import dumps, loads
+
+    odd = {"big": 2**70, "neg": -(2**65), "uni": "é ✓ \u2028", "nested": [{"a": None, "b": 1.5}], "t": True}
+    assert json.loads(dumps(odd)) == odd
+    assert json.loads(dumps({1: "non-string key"})) == {"1": "non-string key"}
+    assert dumps({"a": [1, 2]}) == '{"a":[1,2]}', "compact, as the relay's wire format is"
+    assert loads('{"big": 1180591620717411303424}') == {"big": 2**70}
+    with pytest.raises(ValueError):
+        loads('{"truncated": ')

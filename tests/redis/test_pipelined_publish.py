@@ -1,0 +1,152 @@
+"""Pipelined publishing through Redis (relay/pipelined_poster.py), on a real Redis: one producer
+keeps many events in flight, in order, with Redis' seqs; a failure is never silent; the window
+bounds what is unconfirmed; a stopped batcher falls back to waiting publishes."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+
+from kdc_trio.config import Settings
+from kdc_trio.errors import unavailable
+from kdc_trio.gateway_redis import open_redis_parts
+from kdc_trio.relay.keys import SessionKey
+from kdc_trio.relay.pipelined_poster import PipelinedPoster
+from tests.support.redis_server import redis_server
+
+KEY = SessionKey("t", "p", "sess-pipe")
+
+
+async def logged(bus, key=KEY) -> list[dict]:
+    return [m.data for m in (await bus.history(key, 0)).messages]
+
+
+async def open_bus(stack: AsyncExitStack, url: str, nursery: trio.Nursery):
+    s = Settings.from_env({"REDIS_URL": url, "KDC_REDIS_RETRY_MAX_MS": "50"})
+    parts = await open_redis_parts(s, stack, listen=False)
+    await nursery.start(parts.bus.run)
+    return parts.bus
+
+
+async def test_one_producer_many_events_in_flight_in_order_with_redis_seqs():
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            other = SessionKey("t", "p", "sess-other")
+            await bus.publish(other, event="chat_delta", data={"n": -1})  # another session's seq
+            poster = bus.poster(64)
+            assert isinstance(poster, PipelinedPoster)
+            datas = [{"n": i, "seq": "stale"} for i in range(600)]
+            for i, d in enumerate(datas):
+                assert await poster.post(KEY, event="chat_delta", data=d, target_sid="s1") is None
+                assert poster.pending <= 64, "the window bounds what is unconfirmed"
+                if i == 300:
+                    await poster.post(other, event="chat_delta", data={"n": -2})
+            await poster.flush()
+            assert poster.pending == 0 and poster.confirmed == 601
+            assert [d["seq"] for d in datas] == list(range(1, 601)), "each envelope got its Redis seq"
+            log = await logged(bus)
+            assert [m["n"] for m in log] == list(range(600)) and [m["seq"] for m in log] == list(range(1, 601))
+            assert [m["n"] for m in await logged(bus, other)] == [-1, -2]
+            # fewer script calls than events: consecutive events of the session shared calls
+            assert bus.publisher.calls < 600 / 4, bus.publisher.calls
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_published_text_is_the_relay_wire_format():
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            poster = bus.poster(8)
+            await poster.post(KEY, event="chat_step", data={})
+            await poster.post(KEY, event="chat_delta", data={"text": "é \"q\"", "nested": {"a": [1, 2]}}, target_sid="x")
+            await poster.flush()
+            raw = await bus.redis.execute("LRANGE", bus._log_key(KEY), 0, -1)
+            first, second = (json.loads(r) for r in raw)
+            assert first["seq"] == 1 and first["data"] == {"seq": 1} and first["event"] == "chat_step"
+            assert second["seq"] == 2 and second["target_sid"] == "x"
+            assert second["data"] == {"seq": 2, "text": "é \"q\"", "nested": {"a": [1, 2]}}
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_redis_failure_reaches_the_producer_and_later_events_wait_for_it():
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            poster = bus.poster(1024)
+            for i in range(5):
+                await poster.post(KEY, event="chat_delta", data={"n": i})
+            await poster.flush()
+            srv.kill()
+            with pytest.raises(Exception) as caught:
+                with trio.fail_after(20):
+                    for i in range(5, 100_000):
+                        await poster.post(KEY, event="chat_delta", data={"n": i})
+                        await trio.sleep(0.001)
+            assert unavailable(caught.value), caught.value
+            # told at the next post; flush tells it again until the owner has seen it there
+            with pytest.raises(Exception) as again:
+                await poster.flush()
+            assert again.value is caught.value
+            await poster.flush()  # told once: the poster is usable again
+            srv.start()
+            with trio.fail_after(20):
+                while True:  # Redis is back: posting works again (after the client reconnects)
+                    try:
+                        await poster.post(KEY, event="chat_delta", data={"n": "after"})
+                        await poster.flush()
+                        break
+                    except Exception as exc:
+                        assert unavailable(exc), exc
+                        await trio.sleep(0.05)
+            seq = await bus.publish(KEY, event="chat_delta", data={"n": "waited"})
+            log = await logged(bus)
+            assert log[-1]["n"] == "waited" and log[-1]["seq"] == seq
+            nursery.cancel_scope.cancel()
+
+
+async def test_without_the_batcher_running_a_post_waits_and_returns_its_seq():
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack:
+            s = Settings.from_env({"REDIS_URL": srv.url})
+            bus = (await open_redis_parts(s, stack, listen=False)).bus  # bus.run not started
+            poster = bus.poster(16)
+            assert await poster.post(KEY, event="chat_delta", data={"n": 1}) == 1
+            assert await poster.post(KEY, event="chat_delta", data={"n": 2}) == 2
+            await poster.flush()
+            assert poster.confirmed == 2
+
+
+async def test_a_bundle_run_is_pipelined_and_flushed_by_the_runner():
+    """Through the Processor: emits return None while the run is pipelined, every event is in
+    Redis when the turn is told, and the communicator counts what Redis confirmed."""
+    from kdc_trio.processor.conv_status import MemoryConvStatusStore
+    from kdc_trio.processor.queue import MemoryTurnQueue
+    from kdc_trio.processor.runner import Processor
+    from tests.redis.test_stores import make_turn
+
+    returned: list = []
+
+    class Many:
+        async def run(self, turn, comm):
+            for i in range(300):
+                returned.append(await comm.delta(f"d{i}", index=i))
+
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            s = Settings.from_env({"REDIS_URL": srv.url})
+            proc = Processor.from_settings(s, queue=MemoryTurnQueue(10), bundle=Many(), publish=bus.publish,
+                                           conv_store=MemoryConvStatusStore(), bus=bus)
+            turn = make_turn()
+            await proc.run_turn(turn)
+            assert returned == [None] * 300
+            log = await logged(bus, turn.key)
+            deltas = [m for m in log if m.get("type") == "chat.delta"]
+            assert [d["delta"]["text"] for d in deltas] == [f"d{i}" for i in range(300)]
+            assert log[-1]["type"] == "conv.status", "the end is told after every delta"
+            assert proc.completed == 1
+            nursery.cancel_scope.cancel()

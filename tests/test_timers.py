@@ -1,0 +1,85 @@
+"""kdc_trio/util/timers.py on trio's MockClock (time jumps; no wall-clock assertion): every sleeper
+wakes at its deadline rounded up to the grid, never before; sleepers due together share one
+timer wake-up; a cancelled sleeper leaves at once; a stopped timer wakes whoever still sleeps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from kdc_trio.util.timers import Timers
+
+
+@pytest.fixture
+def clock():
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_sleepers_wake_at_their_deadline_on_the_grid_and_share_wakeups(clock):
+    timers = Timers(resolution=0.01)
+    woke: dict[int, float] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        start = trio.current_time()
+
+        async def sleeper(i: int, delay: float) -> None:
+            await timers.sleep_until(start + delay)
+            woke[i] = trio.current_time()
+
+        delays = {i: 0.001 * (i % 37) + 0.0005 * (i % 5) + 0.02 for i in range(300)}
+        for i, d in delays.items():
+            nursery.start_soon(sleeper, i, d)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    for i, d in delays.items():
+        due = max(start + d, math.ceil((start + d) / 0.01) * 0.01)
+        assert woke[i] >= start + d, "never before its deadline"
+        assert woke[i] == pytest.approx(due, abs=1e-9), (i, woke[i], due)
+    assert timers.served == 300
+    assert timers.wakeups <= len({math.ceil((start + d) / 0.01) for d in delays.values()}) + 1
+
+
+async def test_a_cancelled_sleeper_leaves_at_once_and_its_entry_is_skipped(clock):
+    timers = Timers(resolution=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        with trio.move_on_after(0.05) as scope:
+            await timers.sleep(10)
+        assert scope.cancelled_caught
+        assert trio.current_time() == pytest.approx(0.05, abs=1e-9), "left at its scope's deadline, not at 10 s"
+        await trio.sleep(11)
+        assert timers.served == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stopped_timer_wakes_its_sleepers_and_later_sleeps_are_plain(clock):
+    timers = Timers()
+    woke = []
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as timer_nursery:
+            await timer_nursery.start(timers.run)
+
+            async def sleeper() -> None:
+                await timers.sleep(100)
+                woke.append(trio.current_time())
+
+            outer.start_soon(sleeper)
+            await trio.sleep(1)
+            timer_nursery.cancel_scope.cancel()
+        await trio.sleep(0.001)
+        assert woke and woke[0] < 100, "woken (early) rather than left parked"
+    t0 = trio.current_time()
+    await timers.sleep(2.5)  # the timer is gone: trio.sleep_until
+    assert trio.current_time() - t0 == pytest.approx(2.5)
+
+
+async def test_shared_timers_are_one_per_run_and_serve_sleeps(clock):
+    a, b = Timers.shared(), Timers.shared()
+    assert a is b
+    await trio.sleep(0)  # the system task starts
+    t0 = trio.current_time()
+    await a.sleep(0.0042)
+    assert trio.current_time() >= t0 + 0.0042 and a.served == 1
