@@ -205,3 +205,12 @@ async def test_socketio_events_are_written_through_and_a_stalled_reader_is_dropp
         assert outbox.written_through > 0, "events went out by write-through before the socket filled"
         assert "write deadline" in sock.close_reason, sock.close_reason
         await ws.aclose()
+
+
+def test_the_cached_event_names_encode_as_json_dumps_does():
+    from protocol.socketio import dumps, encode_event_text
+
+    for event, offset in [("chat_delta", None), ("chat_delta", "17"), ('é"\n', 'a"b'), ("x", "")]:
+        tail = "" if offset is None else "," + dumps(offset)
+        assert encode_event_text(event, '{"a":1}', offset) == f'2[{dumps(event)},{{"a":1}}{tail}]'
+        assert encode_event_text(event, '{"a":1}', offset) == f'2[{dumps(event)},{{"a":1}}{tail}]'  # cached
