@@ -22,7 +22,8 @@ COLUMNS = {
               ("server_cpu_s_per_1k_cycles", "CPU s/1k", "{:.2f}"), ("server_rss_mb", "RSS MB", "{:.0f}")],
 }
 COLUMNS["fan-out"] = COLUMNS["stream"]
-COLUMNS["many"] = COLUMNS["stream"][:3] + [("server_cpu_pct", "CPU %", "{:.0f}"),
+COLUMNS["many"] = COLUMNS["stream"][:3] + [("lag_p99_ms", "lag p99 ms", "{:.1f}"),
+                                            ("server_cpu_pct", "CPU %", "{:.0f}"),
                                             ("gateway_cpu_us_per_event", "gw µs/event", "{:.1f}"),
                                             ("sustained_events_per_s", "C×R ok/s", "{:,.0f}"),
                                             ("sessions", "C", "{}"), ("bytes_per_event", "B/event", "{:.0f}")]

@@ -9,8 +9,8 @@ Prints a table (median of the runs), the ratios of kdc-trio against each peer sp
 protocol, and writes `<out>/<workload>-<timestamp>.json` and `.png`. `--redis` starts a
 redis-server for the run and joins every target to it (kdc-trio's RedisBus, socket.io's
 redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asyncio pub/sub).
-`many` climbs a ladder of session counts and reports the highest C×R whose p99 stays under
-50 ms. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
+`many` climbs a ladder of session counts and reports the highest C×R whose p99 latency and p99
+schedule lag (each event's due time, first + i/R, to its arrival) stay under 50 ms. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
 `serve --workers N` (N processes on one port, joined through the run's Redis, so it implies
 `--redis`); CPU and RSS are then summed over the supervisor and its workers. Numbers marked `client-bound` came from a load generator that used >80% of a core.
 `--redis-cluster N` starts an N-master Redis Cluster instead (tests/support/redis_cluster.py, the
@@ -76,7 +76,12 @@ def run_ladder(name: str, redis_url: str | None, params: dict, runs: int) -> dic
         results = [fresh_run(name, redis_url, "many", {**params, "c": c}) for _ in range(runs)]
         step = median_run(results, "deliveries_per_s")
         steps.append(step)
-        if step["complete"] and step["p99_ms"] is not None and step["p99_ms"] < P99_BUDGET_MS:
+        # Sustained: every event arrived, p99 latency (producer emit → client read) and p99 schedule
+        # lag (due time first + i/R → client read) both under budget: a server that holds its
+        # producers back (they emit late, so their latency looks fine) does not sustain C×R.
+        lag = step.get("lag_p99_ms")
+        if step["complete"] and step["p99_ms"] is not None and step["p99_ms"] < P99_BUDGET_MS \
+                and (lag is None or lag < P99_BUDGET_MS):
             best = step
         else:
             break

@@ -90,11 +90,14 @@ def _summary(results: list[dict], cpu: Cpu, running: Running, expected: int) -> 
     lat = sorted(v for r in results for v in r["latency_ms"])
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
     nbytes = sum(r.get("delta_bytes", 0) for r in results)
+    lags = sorted(v for r in results for v in r.get("lag_ms", ()))
     return {"deliveries": deliveries, "expected": expected, "complete": deliveries >= expected,
             "bytes_per_event": nbytes / deliveries if deliveries else None,
             "sample": next((r["sample"] for r in results if r.get("sample")), None),
             "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
             "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": lat[-1] if lat else None,
+            # paced streams: how far behind its schedule (first + i / rate) the i-th event arrived
+            "lag_p99_ms": lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None,
             "server_cpu_s_per_100k": cpu.total / deliveries * 1e5 if deliveries else None,
             "gateway_cpu_us_per_event": cpu.gateway / deliveries * 1e6 if deliveries else None,
             "worker_cpu_s": cpu.worker, "separate_worker": running.worker is not None,

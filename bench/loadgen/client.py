@@ -44,14 +44,23 @@ class Stats:
         self.pending = 0
         self.delta_bytes = 0
         self.sample: dict | None = None
+        self.lags = array("d")
+        self.interval_ns = 0  # of a paced trigger (rate > 0)
 
-    def record(self, ts_ns: int | None, nbytes: int) -> None:
+    def record(self, ts_ns: int | None, nbytes: int, conn=None) -> None:
         now = time.time_ns()
         self.deliveries += 1
         self.delta_bytes += nbytes
         self.last = time.perf_counter()
         if ts_ns:
             self.latencies.append((now - ts_ns) / 1e6)
+            if conn is not None and self.interval_ns:
+                # Schedule lag: the i-th delta of a paced stream is due at first + i × interval;
+                # a producer held back by a saturated server shows here, not in the latency
+                # (its timestamp is taken when it finally emits).
+                if conn.first_ns is None:
+                    conn.first_ns = ts_ns
+                self.lags.append((now - conn.first_ns - (conn.got - 1) * self.interval_ns) / 1e6)
 
 
 def timestamp_in(block: bytes | str) -> int | None:
@@ -84,6 +93,7 @@ class SSEConn:
         self.spec, self.stats, self.session, self.index = spec, stats, session, index
         self.stream_id = f"lg{index}-{time.monotonic_ns()}"
         self.got = 0
+        self.first_ns: int | None = None  # producer timestamp of the first delta
         self.ready = trio.Event()
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -110,7 +120,7 @@ class SSEConn:
                 for block in blocks:
                     if DELTA_SSE in block:
                         self.got += 1
-                        self.stats.record(timestamp_in(block), len(block) + 2)
+                        self.stats.record(timestamp_in(block), len(block) + 2, self)
                         if self.stats.sample is None:
                             self.stats.sample = json.loads(block.split(b"data: ", 1)[1].split(b"\n", 1)[0])
                         if self.got == expect:
@@ -147,6 +157,7 @@ class SIOConn:
     def __init__(self, spec: dict, stats: Stats, session: str | None, index: int) -> None:
         self.spec, self.stats, self.session, self.index = spec, stats, session, index
         self.got = 0
+        self.first_ns: int | None = None  # producer timestamp of the first delta
         self.ready = trio.Event()
         self.ws = WSConnection(ConnectionType.CLIENT)
 
@@ -173,7 +184,7 @@ class SIOConn:
                         text, parts = "".join(parts), []
                         if text.startswith(DELTA_SIO):
                             self.got += 1
-                            self.stats.record(timestamp_in(text), ws_frame_bytes(text))
+                            self.stats.record(timestamp_in(text), ws_frame_bytes(text), self)
                             if self.stats.sample is None:
                                 self.stats.sample = json.loads(text[2:])[1]
                             if self.got == expect:
@@ -239,6 +250,8 @@ async def main(spec: dict) -> None:
         stats.pending = len(conns)
         start, cpu0 = time.perf_counter(), time.process_time()
         trig = spec["trigger"]
+        if trig and trig.get("rate"):
+            stats.interval_ns = int(1e9 / trig["rate"])
         with trio.move_on_after(spec.get("timeout", 60)):  # a server that stalls still gets a result
             for c in (conns if spec.get("trigger_all") else conns[:1] if trig else []):
                 await c.trigger(trig)
@@ -249,7 +262,7 @@ async def main(spec: dict) -> None:
         print(json.dumps({"deliveries": stats.deliveries, "wall_s": wall, "cpu_s": cpu,
                           "cpu_bound": cpu > 0.8 * wall, "complete": stats.pending == 0,
                           "delta_bytes": stats.delta_bytes, "sample": stats.sample,
-                          "latency_ms": sample(lat, 2000)}), flush=True)
+                          "latency_ms": sample(lat, 2000), "lag_ms": sample(sorted(stats.lags), 2000)}), flush=True)
         nursery.cancel_scope.cancel()
 
 

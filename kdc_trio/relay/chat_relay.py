@@ -166,21 +166,21 @@ class ChatRelayCommunicator:
                 del self._entries[entry.key]
 
     def _fanout(self, entry: _Entry, batch: list[RelayMessage]) -> None:
+        """The batch to each of the session's outboxes, in order: all of it, or what targets it.
+        One `offer_batch` per outbox: an idle connection gets the batch written in one send."""
         if self.observe is not None:
             self.observe(batch)
-        outboxes = entry.outboxes
         n = 0
+        targeted = False
         for msg in batch:
-            target = msg.target_sid
-            if target is None:
-                for ob in outboxes:
-                    ob.offer(msg)
-                n += len(outboxes)
-            else:
-                for ob in outboxes:
-                    if ob.sid == target:
-                        ob.offer(msg)
-                        n += 1
+            if msg.target_sid is not None:
+                targeted = True
+                break
+        for ob in entry.outboxes:
+            mine = [m for m in batch if m.target_sid is None or m.target_sid == ob.sid] if targeted else batch
+            if mine:
+                ob.offer_batch(mine)
+                n += len(mine)
         self.delivered += n
 
     # ---- producing -----------------------------------------------------------------------

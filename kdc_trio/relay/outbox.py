@@ -69,7 +69,7 @@ class Closed:
 
 class Outbox:
     __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "merge_depth", "merged", "_q", "_put",
-                 "_held", "_replaying", "on_close")
+                 "_held", "_replaying", "on_close", "write_through", "written_through")
 
     def __init__(self, sid: str, maxlen: int, *, merge_at: float = 0.5) -> None:
         self.sid = sid
@@ -84,6 +84,10 @@ class Outbox:
         self._held: list[RelayMessage] | None = None
         self._replaying = False  # queuing a replay (and what was held meanwhile): may pass maxlen
         self.on_close: Callable[[], None] | None = None  # e.g. wake a pump that waits on its socket
+        # Set by the connection's writer while it runs (transports): writes a batch to the client
+        # at once, without blocking, or returns False (the writer is busy: queue it).
+        self.write_through: Callable[[list[RelayMessage]], bool] | None = None
+        self.written_through = 0
 
     def hold(self) -> None:
         """Keep live messages aside while a replay from the session log is queued first."""
@@ -108,6 +112,29 @@ class Outbox:
                 self.offer(msg)
         finally:
             self._replaying = False
+
+    def offer_batch(self, msgs: list[RelayMessage]) -> None:
+        """Offer each of `msgs` in order (the relay's call). When nothing is queued or held and
+        the writer is idle, they skip the queue: `write_through` writes them in this call (one
+        write for the batch) and the writer task is not woken; otherwise as `offer`."""
+        wt = self.write_through
+        if wt is not None and not self._q and self._held is None and self.closed_reason is None:
+            last = self.last_seq
+            fresh = []
+            for m in msgs:
+                if m.resumable:
+                    if m.seq <= last:  # the replay had it: as `offer`, skipped
+                        continue
+                    last = m.seq
+                fresh.append(m)
+            if not fresh:
+                return
+            if wt(fresh):
+                self.last_seq = last
+                self.written_through += len(fresh)
+                return
+        for m in msgs:
+            self.offer(m)
 
     def offer(self, msg: RelayMessage) -> None:
         held = self._held
@@ -173,9 +200,14 @@ class Outbox:
         self._q.maxlen = self.maxlen  # a replay's room ends once the writer has taken it
         return batch
 
+    def wake(self) -> None:
+        """Wake the writer parked in `take` without an item (it returns with what is queued,
+        maybe nothing): e.g. a write-through left bytes for it to send."""
+        self._q.wake()
+
     @property
     def delivered(self) -> int:
-        return self._q.taken
+        return self._q.taken + self.written_through
 
     def depth(self) -> int:
         return len(self._q)

@@ -20,8 +20,9 @@ import trio
 from kdc_trio.errors import ClientError, Unavailable, unavailable
 from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
-from kdc_trio.server.io import RECV_SIZE, ClientGone, WriteDeadline
+from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import Headers, HTTPError, Request
+from kdc_trio.server.wire import Wire
 
 if TYPE_CHECKING:
     from kdc_trio.config import Settings
@@ -95,6 +96,7 @@ class Exchange:
         self.response_started = False
         self.body_done = False
         self.upgraded = False
+        self.chunked = False  # a streamed response in chunked framing (start_stream)
         # The whole body must have arrived by then (KDC_BODY_TIMEOUT_S), however it trickles in;
         # KDC_READ_TIMEOUT_S bounds each silence within it.
         self.body_deadline = trio.current_time() + conn.settings.body_timeout_s
@@ -178,12 +180,28 @@ class Exchange:
             await self._drain_body()
         self.release_body()  # what was drained is gone; a stream may live for hours
         self.response_started = True
-        await self._conn.send_event(
+        head = self._conn.h11.send(
             h11.Response(status_code=status, headers=self._headers(headers), reason=REASONS.get(status, "")))
+        # The body's chunks are framed here (h11 keeps no state about them): the per-event path
+        # is then one bytes format, no h11 event object. Unchunked (an HTTP/1.0 client): h11.
+        self.chunked = b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
+        await self._conn.send_raw(head)
+
+    def frame(self, data: bytes) -> bytes:
+        """`data` as one chunk of a chunked stream (after `start_stream`, when `chunked`)."""
+        return b"%x\r\n%b\r\n" % (len(data), data)
+
+    @property
+    def wire(self) -> Wire:
+        """The connection's byte output (server/wire.py): write-through for a chunked stream."""
+        return self._conn.wire
 
     async def send(self, data: bytes) -> None:
         """One write (one chunk) under the write deadline; raises ClientGone if it passes."""
-        await self._conn.send_event(h11.Data(data=data))
+        if self.chunked:  # an empty `data` still sends what a write-through left pending
+            await self._conn.send_raw(self.frame(data) if data else b"")
+        else:
+            await self._conn.send_event(h11.Data(data=data))
 
     async def end_stream(self) -> None:
         await self._conn.send_event(h11.EndOfMessage())
@@ -229,6 +247,7 @@ class HTTPConnection:
         self.idle_scopes = idle_scopes
         self.client = client
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
+        self.wire = Wire(stream, settings.write_timeout_s, write_through=settings.write_through)
 
     async def send_event(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -236,15 +255,8 @@ class HTTPConnection:
             await self.send_raw(data)
 
     async def send_raw(self, data: bytes) -> None:
-        # A bare CancelScope: trio.move_on_after's generator wrapper costs more than the send
-        # on this per-event path.
-        with trio.CancelScope(deadline=trio.current_time() + self.settings.write_timeout_s) as scope:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientGone("connection lost") from exc
-        if scope.cancelled_caught:
-            raise WriteDeadline(f"write deadline ({self.settings.write_timeout_s}s) passed: client not reading")
+        """One write under the write deadline (server/wire.py); ClientGone / WriteDeadline."""
+        await self.wire.send(data)
 
     async def next_event(self, timeout: float, *, mid_request: bool, deadline: float = float("inf")) -> h11.Event:
         """The next h11 event: within `timeout` of silence, and by `deadline` (a body's end)."""

@@ -64,6 +64,24 @@ async def accept(conn: "HTTPConnection", request: Request, *, max_message_bytes:
     return ws
 
 
+_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
+
+
+def data_frame(message: str | bytes) -> bytes:
+    """One unfragmented, unmasked (server) data frame, as wsproto would write it (RFC 6455 §5.2;
+    wsproto stays the encoder of control frames and the test oracle of this one)."""
+    if isinstance(message, str):
+        payload, head = message.encode("utf-8"), _TEXT
+    else:
+        payload, head = bytes(message), _BINARY
+    n = len(payload)
+    if n < 126:
+        return bytes((head, n)) + payload
+    if n < 65536:
+        return bytes((head, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((head, 127)) + n.to_bytes(8, "big") + payload
+
+
 class WebSocket:
     def __init__(self, conn: "HTTPConnection", *, max_message_bytes: int) -> None:
         self._conn = conn
@@ -76,7 +94,7 @@ class WebSocket:
         self.closed: WebSocketClosed | None = None
 
     async def _write(self, data: bytes) -> None:
-        if not data:
+        if not data and self._conn.wire.pending is None:  # empty: still sends a write-through's rest
             return
         async with self._lock:
             await self._conn.send_raw(data)
@@ -98,13 +116,34 @@ class WebSocket:
         """Several messages in one write: the coalesced path of a busy connection."""
         if self.closed:
             raise ClientGone(str(self.closed))
-        send = self._ws.send
-        out = b"".join(send(Message(data=m)) for m in messages)
+        if self._ws.state is ConnectionState.OPEN:  # data frames need no wsproto state: framed here
+            out = b"".join([data_frame(m) for m in messages])
+        else:  # wsproto raises its LocalProtocolError
+            send = self._ws.send
+            out = b"".join(send(Message(data=m)) for m in messages)
         try:
             await self._write(out)
         except ClientGone:
             self.closed = WebSocketClosed(1006, "write failed")
             raise
+
+    # ---- write-through (server/wire.py): the relay's own call, never blocks -------------------
+    def set_on_pending(self, wake) -> None:
+        """What wakes the task that writes this WebSocket when a write-through leaves bytes."""
+        self._conn.wire.on_pending = wake
+
+    def can_write_now(self) -> bool:
+        return (self.closed is None and not self._lock.locked() and self._ws.state is ConnectionState.OPEN
+                and self._conn.wire.can_write_now())
+
+    def write_nowait(self, messages: list[str]) -> None:
+        """Only when `can_write_now()`: the messages' frames in one non-blocking send; the rest
+        is pending for the next write (`send_many`, even of nothing), under the write deadline."""
+        self._conn.wire.write_nowait(b"".join([data_frame(m) for m in messages]))
+
+    @property
+    def pending(self) -> bool:
+        return self._conn.wire.pending is not None
 
     async def receive(self) -> str | bytes:
         """The next whole message; raises WebSocketClosed when the peer closes or breaks protocol."""

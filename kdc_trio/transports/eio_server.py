@@ -122,6 +122,15 @@ class EIOSocket:
     def wake(self) -> None:
         self._out.wake()
 
+    def writable_now(self) -> WebSocket | None:
+        """The WebSocket a write-through may write to now (server/wire.py): upgraded, nothing
+        queued here, its writer idle; else None (queue as usual)."""
+        ws = self.ws
+        if ws is None or self.transport != "websocket" or self._out or self.close_reason is not None \
+                or not ws.can_write_now():
+            return None
+        return ws
+
     def close(self, reason: str, *, send_close_packet: bool = True, await_poll: bool = False) -> None:
         """End the socket (idempotent): its session task ends, its transports are told.
         `await_poll`: the sid stays known until one more poll is answered (or CLOSE_POLL_GRACE_S)."""
@@ -463,6 +472,7 @@ class EIOServer:
             return False
 
     async def _run_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+        ws.set_on_pending(sock.wake)  # a write-through's rest: the writer below sends it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ws_reader, sock, ws, nursery.cancel_scope)
             await self._ws_writer(sock, ws)
@@ -485,7 +495,7 @@ class EIOServer:
             while True:
                 await sock.wait_output()
                 frames = sock.take()
-                if frames:
+                if frames or ws.pending:  # pending: what a write-through left (server/wire.py)
                     await ws.send_many(frames)
                 if sock.close_reason is not None:
                     break

@@ -182,6 +182,33 @@ class ChatSocketIO(SocketIOApp):
         DISCONNECT follows the last batch, which for an expired token holds `auth.expired`)."""
         sock = conn.sock
         outbox.on_close = sock.wake
+        outbox.write_through = self._write_through(sock, conn.state.offsets)
+        try:
+            await self._pump_batches(conn, outbox)
+        finally:
+            outbox.write_through = None
+
+    @staticmethod
+    def _write_through(sock, offsets: bool):
+        """The relay writes a batch to an idle upgraded socket itself (server/wire.py): the same
+        frames the pump would queue, one non-blocking send; what does not fit wakes the writer."""
+        writable_now = sock.writable_now
+
+        def write(batch: list) -> bool:
+            ws = writable_now()
+            if ws is None:
+                return False
+            try:
+                frames = [m.sio_text(offsets) for m in batch]
+            except Exception:  # an event that cannot be encoded: the pump meets it as before
+                return False
+            ws.write_nowait(frames)
+            return True
+
+        return write
+
+    async def _pump_batches(self, conn: NamespaceConn, outbox: Outbox) -> None:
+        sock = conn.sock
         while True:
             await sock.wait_taken()
             batch = await outbox.take()

@@ -185,15 +185,52 @@ async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDea
         log.warning("closed SSE stream %s: %s", outbox.sid, closed)
 
 
+def write_through(ex: Exchange, outbox: Outbox) -> None:
+    """While the writer loop runs, the relay writes an event to an idle stream itself
+    (server/wire.py): one chunk, one non-blocking send; what does not fit wakes the writer."""
+    wire = ex.wire
+    if not ex.chunked or not wire.enabled:
+        return
+    frame = ex.frame
+    can_write_now = wire.can_write_now
+    write_nowait = wire.write_nowait
+
+    def write(batch: list) -> bool:
+        if not can_write_now():
+            return False
+        try:
+            data = frame(batch[0].sse_bytes() if len(batch) == 1 else b"".join([m.sse_bytes() for m in batch]))
+        except Exception:  # an event that cannot be encoded: the writer meets it and ends the stream
+            return False
+        write_nowait(data)
+        return True
+
+    wire.on_pending = outbox.wake
+    outbox.write_through = write
+
+
 async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
+    write_through(ex, outbox)
+    try:
+        await _writes(ex, outbox, heartbeat)
+    finally:
+        outbox.write_through = None
+        ex.wire.on_pending = None
+
+
+async def _writes(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
+    wire = ex.wire
     while True:
+        seen = wire.written_through
         batch = await outbox.take(heartbeat)
         closed = outbox.closed_reason
         if closed is not None and not closed.reason.writable:
             return
         if batch:
             await ex.send(b"".join([m.sse_bytes() for m in batch]))
-        elif closed is None:
+        elif wire.pending is not None:  # a write-through left bytes: sent under the write deadline
+            await ex.send(b"")
+        elif closed is None and wire.written_through == seen:  # silent for `heartbeat`
             await ex.send(b": heartbeat\n\n")
         if closed is not None:
             if closed.reason is CloseReason.SERVER_SHUTDOWN:
