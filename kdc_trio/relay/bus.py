@@ -40,7 +40,7 @@ class Subscription:
     switch per event); the owner then only waits for `wait_failed()` to learn the bus gave up.
     """
 
-    __slots__ = ("key", "_q", "_error", "_failed", "limit", "_sink")
+    __slots__ = ("key", "_q", "_error", "_failed", "limit", "_sink", "_on_fail")
 
     def __init__(self, key: SessionKey, limit: int = SUBSCRIPTION_BUFFER) -> None:
         self.key = key
@@ -52,6 +52,7 @@ class Subscription:
         self._error: BaseException | None = None
         self._failed: trio.Event | None = None  # wait_failed's, made when it first waits
         self._sink: Callable[[list[RelayMessage]], None] | None = None
+        self._on_fail: Callable[[BaseException], None] | None = None
 
     def _queue(self) -> BatchQueue[RelayMessage]:
         if self._q is None:
@@ -60,11 +61,17 @@ class Subscription:
                 self._q.close()
         return self._q
 
-    def deliver_to(self, sink: Callable[[list[RelayMessage]], None]) -> None:
+    def deliver_to(self, sink: Callable[[list[RelayMessage]], None],
+                   on_fail: Callable[[BaseException], None] | None = None) -> None:
+        """From now on hand every message to `sink`, and the bus's failure to `on_fail` (called
+        at once if it has already failed): the owner needs no task waiting on the subscription."""
         self._sink = sink
+        self._on_fail = on_fail
         queued = self._q.take_nowait() if self._q is not None else None
         if queued:
             sink(queued)
+        if self._error is not None and on_fail is not None:
+            on_fail(self._error)
 
     def push(self, msg: RelayMessage) -> None:
         if self._sink is not None:
@@ -86,6 +93,8 @@ class Subscription:
             self._q.close()
         if self._failed is not None:
             self._failed.set()
+        if self._on_fail is not None:
+            self._on_fail(exc)
 
     async def wait_failed(self) -> None:
         """Park until the bus fails this subscription, then raise its error (after `deliver_to`,
