@@ -74,6 +74,7 @@ class Gateway:
                            conv_store=self.conv_store, queue=self.queue, counters=self.counters, bus=self.bus,
                            server=self.server, processor=self.processor, metrics=self.metrics,
                            guard=self.guard, streams=LiveStreams())
+        self.server.on_drain.append(self.ports.streams.close_all)  # SSE streams end when the server drains
         from kdc_trio.transports import rest, socketio, sse, web
 
         sse.install(self.router, self.ports)

@@ -83,27 +83,44 @@ class Subscription:
     switch per event); the owner then only waits for `wait_failed()` to learn the bus gave up.
     """
 
-    __slots__ = ("key", "_q", "_error", "limit", "_sink")
+    __slots__ = ("key", "_q", "_error", "_failed", "limit", "_sink", "_on_fail")
 
     def __init__(self, key: SessionKey, limit: int = SUBSCRIPTION_BUFFER) -> None:
         self.key = key
         self.limit = limit
-        # Overflow policy: a full buffer fails the subscription (SubscriptionOverflow).
-        self._q: BatchQueue[RelayMessage] = BatchQueue(limit)
+        # Overflow policy: a full buffer fails the subscription (SubscriptionOverflow). Made on
+        # first use: a subscription that delivers to a sink from the start never buffers (one
+        # per session; an idle one should cost little).
+        self._q: BatchQueue[RelayMessage] | None = None
         self._error: BaseException | None = None
+        self._failed: trio.Event | None = None  # wait_failed's, made when it first waits
         self._sink: Callable[[list[RelayMessage]], None] | None = None
+        self._on_fail: Callable[[BaseException], None] | None = None
 
-    def deliver_to(self, sink: Callable[[list[RelayMessage]], None]) -> None:
+    def _queue(self) -> BatchQueue[RelayMessage]:
+        if self._q is None:
+            self._q = BatchQueue(self.limit)
+            if self._error is not None:
+                self._q.close()
+        return self._q
+
+    def deliver_to(self, sink: Callable[[list[RelayMessage]], None],
+                   on_fail: Callable[[BaseException], None] | None = None) -> None:
+        """From now on hand every message to `sink`, and the bus's failure to `on_fail` (called
+        at once if it has already failed): the owner needs no task waiting on the subscription."""
         self._sink = sink
-        queued = self._q.take_nowait()
+        self._on_fail = on_fail
+        queued = self._q.take_nowait() if self._q is not None else None
         if queued:
             sink(queued)
+        if self._error is not None and on_fail is not None:
+            on_fail(self._error)
 
     def push(self, msg: RelayMessage) -> None:
         if self._sink is not None:
             self._sink([msg])
             return
-        if self._error is None and not self._q.put_nowait(msg):
+        if self._error is None and not self._queue().put_nowait(msg):
             self.fail(SubscriptionOverflow(f"{self.limit} messages undelivered on {self.key}"))
 
     def push_many(self, msgs: list[RelayMessage]) -> None:
@@ -115,25 +132,35 @@ class Subscription:
 
     def fail(self, exc: BaseException) -> None:
         self._error = exc
-        self._q.close()
+        if self._q is not None:
+            self._q.close()
+        if self._failed is not None:
+            self._failed.set()
+        if self._on_fail is not None:
+            self._on_fail(exc)
 
     async def wait_failed(self) -> None:
         """Park until the bus fails this subscription, then raise its error (after `deliver_to`,
         when nothing is buffered)."""
-        while self._error is None:
-            await self._q.wait_nonempty()
+        if self._error is None:
+            if self._failed is None:
+                self._failed = trio.Event()
+            await self._failed.wait()
+        else:
+            await trio.lowlevel.checkpoint()
         raise self._error
 
     def __aiter__(self) -> "Subscription":
         return self
 
     async def __anext__(self) -> list[RelayMessage]:
-        while not self._q:
+        q = self._queue()
+        while not q:
             if self._error is not None:
                 raise self._error
-            await self._q.wait_nonempty()
+            await q.wait_nonempty()
         await trio.lowlevel.checkpoint_if_cancelled()
-        return self._q.take_nowait()
+        return q.take_nowait()
 
 
 class Bus(ABC):

@@ -1,10 +1,12 @@
 """ChatRelayCommunicator: a session's subscription lives exactly while it has local connections.
 
-The first connection of a session (in this process) starts the session's subscription task
-in the relay's nursery; the last one to leave ends it — after `KDC_RELAY_LINGER_MS`, so a
-client that reconnects at once does not cause an unsubscribe/subscribe pair. Every batch
-the subscription yields is fanned out to the session's outboxes: to all of them, or to the
-one connection a message targets.
+The first connection of a session (in this process) opens the session's subscription (a short
+task in the relay's nursery makes it live: the Redis SUBSCRIBE round trip); the last one to
+leave ends it — after `KDC_RELAY_LINGER_MS`, so a client that reconnects at once does not cause
+an unsubscribe/subscribe pair. A live subscription holds no task: every batch it yields is
+fanned out in the bus's own call to the session's outboxes (to all of them, or to the one
+connection a message targets), and the bus's failure is a call too (its connections are closed).
+One relay task ends the subscriptions whose linger has passed.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncContextManager, AsyncIterator, Callable
 
 import trio
 
 from kdc_trio.errors import Unavailable
 from kdc_trio.logs import REQUEST_ID
-from kdc_trio.relay.bus import Bus, SubscriptionOverflow
+from kdc_trio.relay.bus import Bus, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.relay.outbox import CloseReason, Outbox
@@ -30,16 +31,23 @@ log = logging.getLogger("kdc_trio.relay")
 # How long a connection waits for its session's subscription to be confirmed (Redis
 # SUBSCRIBE round trip) before giving up: longer than a reconnect backoff step.
 SUBSCRIBE_TIMEOUT_S = 10.0
+# How long the relay's shutdown may spend ending the subscriptions still open (unsubscribing).
+SHUTDOWN_UNSUBSCRIBE_S = 5.0
 
 
-@dataclass(eq=False)
 class _Entry:
-    key: SessionKey
-    outboxes: set[Outbox] = field(default_factory=set)
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    ready: trio.Event = field(default_factory=trio.Event)
-    failed: BaseException | None = None
-    done: bool = False
+    """One session's subscription in this process, and the outboxes it fans out to."""
+
+    __slots__ = ("key", "outboxes", "ready", "failed", "done", "cm", "linger_until")
+
+    def __init__(self, key: SessionKey) -> None:
+        self.key = key
+        self.outboxes: set[Outbox] = set()
+        self.ready: trio.Event | None = trio.Event()  # None once live (or done): nobody waits any more
+        self.failed: BaseException | None = None
+        self.done = False  # ended (released, failed or unsubscribed): a new connection makes a new entry
+        self.cm: AsyncContextManager[Subscription] | None = None  # the bus's subscription, while open
+        self.linger_until = math.inf
 
 
 class RelayUnavailable(Unavailable):
@@ -53,6 +61,10 @@ class ChatRelayCommunicator:
         self.linger_s = linger_s
         self.observe = observe  # metrics: sees each batch once, before the fan-out
         self._entries: dict[SessionKey, _Entry] = {}
+        # Entries without connections, waiting out their linger; oldest first (the linger is one
+        # constant, so insertion order is deadline order). Bounded by the sessions subscribed.
+        self._lingering: dict[_Entry, None] = {}
+        self._linger_lot = trio.lowlevel.ParkingLot()
         self._nursery: trio.Nursery | None = None
         self.subscriptions_started = 0
         self.subscriptions_ended = 0
@@ -61,14 +73,35 @@ class ChatRelayCommunicator:
         self.merged_gone = 0  # deltas merged in outboxes that have left (live ones count their own)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the session tasks; runs until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        """Own the subscribe/unsubscribe tasks and end lingering subscriptions; runs until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                try:
+                    await self._end_lingering()
+                finally:
+                    self._nursery = None
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_UNSUBSCRIBE_S):
+                for entry in list(self._entries.values()):
+                    entry.outboxes.clear()
+                    self._retire(entry)
+                    await self._close(entry)
+
+    async def _end_lingering(self) -> None:
+        while True:
+            now = trio.current_time()
+            for entry in list(self._lingering):
+                if entry.linger_until > now:
+                    break
+                del self._lingering[entry]
+                self._retire(entry)
+            if self._lingering:
+                with trio.move_on_at(next(iter(self._lingering)).linger_until):
+                    await self._linger_lot.park()
+            else:
+                await self._linger_lot.park()
 
     # ---- acquire / release ---------------------------------------------------------------
     def refcount(self, key: SessionKey) -> int:
@@ -95,15 +128,19 @@ class ChatRelayCommunicator:
         if self._nursery is None:
             raise RelayUnavailable("relay is not running")
         entry = self._entries.get(key)
-        if entry is None or not self._reusable(entry):
+        if entry is None:  # ended entries leave _entries at once: a new connection never joins one
             entry = _Entry(key)
             self._entries[key] = entry
-            self._nursery.start_soon(self._session_task, entry)
-        entry.scope.deadline = math.inf  # a lingering subscription is reused
+            self._nursery.start_soon(self._open, entry)
+        self._lingering.pop(entry, None)  # a lingering subscription is reused
+        entry.linger_until = math.inf
         entry.outboxes.add(outbox)
         try:
-            with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
-                await entry.ready.wait()
+            if entry.ready is not None:
+                with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
+                    await entry.ready.wait()
+            else:
+                await trio.lowlevel.checkpoint()
         except trio.TooSlowError:
             self._release(entry, outbox)
             raise RelayUnavailable(f"subscription for {key} not confirmed within {SUBSCRIBE_TIMEOUT_S} s") from None
@@ -115,55 +152,85 @@ class ChatRelayCommunicator:
             raise RelayUnavailable(f"subscription for {key} failed: {entry.failed}")
         return entry
 
-    @staticmethod
-    def _reusable(entry: _Entry) -> bool:
-        """An entry a new connection may join: not ended, not cancelled, not past its linger.
-
-        With linger 0 the last release cancels the scope at once, but the session task only
-        ends at its next checkpoint: joining it then would leave the outbox in an entry that
-        never delivers again and is never released.
-        """
-        scope = entry.scope
-        return not entry.done and not scope.cancel_called and scope.deadline > trio.current_time()
-
     def _release(self, entry: _Entry, outbox: Outbox) -> None:
         if outbox in entry.outboxes:
             self.merged_gone += outbox.merged
         entry.outboxes.discard(outbox)
         if not entry.outboxes and not entry.done:
             if self.linger_s > 0:
-                entry.scope.deadline = trio.current_time() + self.linger_s
+                entry.linger_until = trio.current_time() + self.linger_s
+                if not self._lingering:
+                    self._linger_lot.unpark_all()
+                self._lingering[entry] = None
             else:
-                entry.scope.cancel()
+                self._retire(entry)
 
-    # ---- the session task ----------------------------------------------------------------
-    async def _session_task(self, entry: _Entry) -> None:
+    def _retire(self, entry: _Entry) -> None:
+        """End the entry (no connection joins it from now on); its open subscription is left in
+        a task of its own (an unsubscribe is a Redis round trip)."""
+        if entry.done:
+            return
+        entry.done = True
+        self._lingering.pop(entry, None)
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        if entry.ready is not None:
+            entry.ready.set()
+            entry.ready = None
+        if entry.cm is not None and self._nursery is not None:
+            self._nursery.start_soon(self._close, entry)
+
+    # ---- opening and closing the bus's subscription ------------------------------------
+    async def _open(self, entry: _Entry) -> None:
         REQUEST_ID.set(None)  # serves every connection of the session, not the request that started it
         self.subscriptions_started += 1
+        cm = self.bus.subscribe(entry.key)
         try:
-            with entry.scope:
-                async with self.bus.subscribe(entry.key) as sub:
-                    # Fan-out happens in the bus's own call (one task switch less per event);
-                    # this task lives on to own the subscription and to hear of its failure.
-                    sub.deliver_to(lambda batch: self._fanout(entry, batch))
-                    entry.ready.set()
-                    await sub.wait_failed()
-        except SubscriptionOverflow as exc:
-            entry.failed = exc
-            log.error("relay overflow on %s: closing its connections", entry.key.session_id)
-            for ob in list(entry.outboxes):
-                ob.close(CloseReason.RELAY_OVERFLOW, str(exc))
-        except Exception as exc:  # the bus failed for good: tell the session's connections why
-            entry.failed = exc
-            log.exception("subscription for session %s failed", entry.key.session_id)
-            for ob in list(entry.outboxes):
-                ob.close(CloseReason.RELAY_FAILED, str(exc))
-        finally:
-            entry.done = True
-            entry.ready.set()
+            sub = await cm.__aenter__()
+        except Exception as exc:  # the bus could not subscribe: the waiting connections are told
+            self._on_fail(entry, exc)
             self.subscriptions_ended += 1
-            if self._entries.get(entry.key) is entry:
-                del self._entries[entry.key]
+            return
+        except BaseException:  # cancelled (the relay stops)
+            self._retire(entry)
+            self.subscriptions_ended += 1
+            raise
+        entry.cm = cm
+        if entry.done:  # every connection left (or the relay stopped) while it was subscribing
+            await self._close(entry)
+            return
+        # Fan-out happens in the bus's own call (one task switch less per event); a failure
+        # of the bus is a call too: no task waits on a live subscription.
+        sub.deliver_to(lambda batch: self._fanout(entry, batch), lambda exc: self._on_fail(entry, exc))
+        if entry.ready is not None:
+            entry.ready.set()
+            entry.ready = None
+
+    async def _close(self, entry: _Entry) -> None:
+        cm, entry.cm = entry.cm, None
+        if cm is None:
+            return
+        try:
+            await cm.__aexit__(None, None, None)
+        except Exception:
+            log.exception("ending the subscription of session %s failed", entry.key.session_id)
+        finally:
+            self.subscriptions_ended += 1
+
+    def _on_fail(self, entry: _Entry, exc: BaseException) -> None:
+        """The bus gave up on the session's subscription: tell its connections why, end it."""
+        if entry.failed is not None:
+            return
+        entry.failed = exc
+        if isinstance(exc, SubscriptionOverflow):
+            log.error("relay overflow on %s: closing its connections", entry.key.session_id)
+            reason = CloseReason.RELAY_OVERFLOW
+        else:
+            log.error("subscription for session %s failed: %s", entry.key.session_id, exc, exc_info=exc)
+            reason = CloseReason.RELAY_FAILED
+        for ob in list(entry.outboxes):
+            ob.close(reason, str(exc))
+        self._retire(entry)
 
     def _fanout(self, entry: _Entry, batch: list[RelayMessage]) -> None:
         """The batch to each of the session's outboxes, in order: all of it, or what targets it.

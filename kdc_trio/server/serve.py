@@ -100,6 +100,9 @@ class Server:
         if warning:
             log.warning(warning)
         self._idle_scopes: set[trio.CancelScope] = set()
+        # Called once when draining begins: a transport ends its long-lived streams from here
+        # (one hook for all of them, not a task per stream waiting for `draining`).
+        self.on_drain: list[Callable[[], None]] = []
         self.ports: list[int] = []
 
     def drain(self) -> None:
@@ -109,6 +112,8 @@ class Server:
             self.draining.set()
             for scope in list(self._idle_scopes):
                 scope.cancel()
+            for hook in self.on_drain:
+                hook()
 
     async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         if self.settings.reuse_port:

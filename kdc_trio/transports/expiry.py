@@ -34,7 +34,9 @@ EXPIRED_TYPE = "auth.expired"
 
 
 class TokenDeadline:
-    """When a connection's token runs out, and what a refresh may change."""
+    """When a connection's token runs out, and what a refresh may change. `watch` is needed (a
+    task) only when `deadline` is set at the start: a token without `exp` keeps its connection
+    for good, and a refresh cannot give it a deadline later (it would wake no watcher)."""
 
     def __init__(self, identity: Identity | None, settings: "Settings") -> None:
         self.subject = identity.subject if identity is not None else None
@@ -110,17 +112,32 @@ def notice(session: "Session", type_: str, data: dict) -> RelayMessage:
 
 
 class LiveStreams:
-    """The SSE streams of this process that a refresh may reach: stream id → (session id, deadline)."""
+    """The SSE streams of this process: stream id → (session id, deadline), which a refresh may
+    reach, and every live stream's outbox, which `close_all` ends when the server drains."""
 
     def __init__(self) -> None:
         self._streams: dict[str, tuple[str, TokenDeadline]] = {}
+        self._outboxes: set[Outbox] = set()
+        self.closing: CloseReason | None = None  # set by close_all: later streams close at once
 
-    def add(self, stream_id: str, session_id: str, deadline: TokenDeadline) -> None:
+    def add(self, stream_id: str, session_id: str, deadline: TokenDeadline, outbox: Outbox | None = None) -> None:
         self._streams[stream_id] = (session_id, deadline)
+        if outbox is not None:
+            self._outboxes.add(outbox)
+            if self.closing is not None:
+                outbox.close(self.closing)
 
-    def remove(self, stream_id: str, deadline: TokenDeadline) -> None:
+    def remove(self, stream_id: str, deadline: TokenDeadline, outbox: Outbox | None = None) -> None:
         if self._streams.get(stream_id, (None, None))[1] is deadline:
             del self._streams[stream_id]
+        self._outboxes.discard(outbox)
+
+    def close_all(self, reason: CloseReason = CloseReason.SERVER_SHUTDOWN) -> None:
+        """Close every live stream's outbox (its writer says why and ends the stream), and every
+        stream added from now on."""
+        self.closing = reason
+        for outbox in list(self._outboxes):
+            outbox.close(reason)
 
     def get(self, stream_id: str) -> tuple[str, TokenDeadline] | None:
         return self._streams.get(stream_id)

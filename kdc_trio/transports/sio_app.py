@@ -105,7 +105,7 @@ class SocketIOApp:
         state = self._state(sock)
         with trio.move_on_after(self.connect_timeout_s):
             await state.connected.wait()
-            await trio.sleep_forever()  # the session task cancels us at close
+            return  # connected: this task's work is done (the socket's nursery lives on without it)
         if not state.namespaces:
             sock.close("no Socket.IO CONNECT within the connect timeout")
 

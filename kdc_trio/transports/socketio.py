@@ -170,6 +170,9 @@ class ChatSocketIO(SocketIOApp):
         """Pump the relay outbox into the socket until it closes; the token's deadline watcher
         (transports/expiry.py) runs beside it and closes the outbox when the token runs out."""
         state: ChatConn = conn.state
+        if state.deadline.deadline is None:  # no token deadline: no watcher task (expiry.py)
+            await self._pump(conn, state.outbox)
+            return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(state.deadline.watch, state.outbox, state.session)
             await self._pump(conn, state.outbox)

@@ -105,8 +105,8 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
             await bind_stream(gw, channels, stream_id, session)
-            gw.streams.add(stream_id, session.session_id, deadline)
-            channels.callback(gw.streams.remove, stream_id, deadline)
+            gw.streams.add(stream_id, session.session_id, deadline, outbox)  # closed when the server drains
+            channels.callback(gw.streams.remove, stream_id, deadline, outbox)
             await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session, req)])
             now = time.time()
             ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
@@ -157,22 +157,20 @@ def resume_point(req: Request) -> tuple[int | None, bool]:
 
 
 async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session) -> None:
-    """Write the outbox to the client until it goes, the outbox closes, the server drains, or the
-    token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox)."""
+    """Write the outbox to the client until it goes, the outbox closes, the server drains (the
+    drain closes every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the
+    token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
+    task only when the token has a deadline)."""
 
     async def watch_client() -> None:
         await ex.wait_client_gone()
         outbox.close(CloseReason.CLIENT_GONE)
 
-    async def watch_drain() -> None:
-        await gw.server.draining.wait()
-        outbox.close(CloseReason.SERVER_SHUTDOWN)
-
     heartbeat = gw.settings.sse_heartbeat_s
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_client)
-        nursery.start_soon(watch_drain)
-        nursery.start_soon(deadline.watch, outbox, session)
+        if deadline.deadline is not None:
+            nursery.start_soon(deadline.watch, outbox, session)
         try:
             await _write_loop(ex, outbox, heartbeat)
         except ClientGone as exc:

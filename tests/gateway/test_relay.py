@@ -1,4 +1,4 @@
-"""The relay: one subscription task per session while it has connections; fan-out; outbox policy."""
+"""The relay: a subscription per session while it has connections (no task while live); fan-out; outbox policy."""
 
 from __future__ import annotations
 
