@@ -15,6 +15,9 @@ from tests.support.node import services_required
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = "kdc-sse,kdc-sio,node-sio,py-sio,sse-starlette"
+RUN_TIMEOUT_S = 110
+# Room for one retry of a hung run (see run_bench) within the test's own deadline.
+pytestmark = pytest.mark.timeout(2 * RUN_TIMEOUT_S + 30)
 PROTO = {"kdc-sse": "sse", "sse-starlette": "sse", "kdc-sio": "sio", "node-sio": "sio", "py-sio": "sio"}
 
 
@@ -53,8 +56,15 @@ def run_bench(tmp_path: Path, workload: str, *extra: str) -> dict:
         if services_required():
             pytest.fail("node and npm are needed for the node-sio bench peer")
         pytest.skip("node and npm are needed for the node-sio bench peer")
-    out = subprocess.run([sys.executable, "bench/run.py", workload, "--quick", "--targets", ALL, "--out",
-                          str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "bench/run.py", workload, "--quick", "--targets", ALL, "--out", str(tmp_path), *extra]
+    try:
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        # A quick run takes ~10 s; once in CI (after the whole suite) one hung past 120 s and
+        # did not recur in isolation. Say where it stood, then try once more: two hangs fail.
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        print(f"bench {workload} {extra} hung past {RUN_TIMEOUT_S}s; its stderr ended with:\n{err[-2000:]}")
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert out.returncode == 0, out.stderr[-3000:]
     [report_path] = tmp_path.glob(f"{workload}*.json")
     assert report_path.with_suffix(".png").stat().st_size > 1000
