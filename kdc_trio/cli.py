@@ -12,6 +12,7 @@ import trio
 
 from kdc_trio.config import Settings
 from kdc_trio.logs import setup_logging
+from kdc_trio.util import heap
 
 log = logging.getLogger("kdc_trio.cli")
 
@@ -40,6 +41,7 @@ async def serve(settings: Settings, *, with_worker: bool = True, port_file: str 
                 nursery.cancel_scope.cancel()  # drained: stop watching for signals too
 
             ports = await nursery.start(run_gateway)
+            log.info("start-up heap settled: %d objects frozen", heap.settle())
             print(f"kdc-trio listening on http://{settings.host}:{ports[0]}  (bus: {gw.bus.name})", flush=True)
             if port_file:
                 with open(port_file, "w") as f:
@@ -103,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "worker":
             from kdc_trio.processor.worker import run_worker
 
-            trio.run(run_worker, settings)
+            async def worker() -> None:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(run_worker, settings)
+                    log.info("start-up heap settled: %d objects frozen", heap.settle())
+
+            trio.run(worker)
     except BundleLoadError as exc:
         print(f"kdc-trio: KDC_BUNDLE={settings.bundle}: {exc}", file=sys.stderr)
         return 2

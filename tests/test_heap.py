@@ -1,0 +1,40 @@
+"""`kdc-trio serve` and `kdc-trio worker` freeze their start-up heap (kdc_trio/util/heap.py), so
+full garbage collections walk only what the process made since (connections, sessions, turns)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+
+from tests.support.processes import ROOT, spawn
+from tests.support.redis_server import redis_server
+
+
+def _frozen(proc, timeout: float = 20.0) -> int:
+    """The count the process logged (a worker logs it just after saying it is ready)."""
+    deadline = time.monotonic() + timeout
+    while not (m := re.search(r"start-up heap settled: (\d+) objects frozen", proc.output())):
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.05)
+    return int(m.group(1))
+
+
+def test_serve_and_worker_freeze_their_start_up_heap():
+    with redis_server() as srv, ExitStack() as stack:
+        gw = spawn(stack, "serve", {})
+        worker = spawn(stack, "worker", {"REDIS_URL": srv.url})
+        # the code itself: modules, classes, functions (tens of thousands of objects)
+        assert _frozen(gw) > 20_000
+        assert _frozen(worker) > 20_000
+
+
+def test_settle_leaves_later_objects_to_the_collector():
+    code = ("import gc; from kdc_trio.util import heap; n = heap.settle(); later = [[] for _ in range(10)];"
+            "assert gc.get_freeze_count() == n > 1000; assert all(gc.is_tracked(x) for x in later);"
+            "print(len(gc.get_objects()) < n)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True", "the frozen objects are no longer in the collected generations"
