@@ -124,6 +124,16 @@ class ChatRelayCommunicator:
         finally:
             self._release(entry, outbox)
 
+    async def join(self, key: SessionKey, outbox: Outbox) -> object:
+        """`session_channel` without a context manager object (an idle connection's bytes count):
+        returns once live (or raises RelayUnavailable, having left); the caller must `leave`
+        with what this returned, in a `finally`."""
+        return await self._acquire(key, outbox)
+
+    def leave(self, membership: object, outbox: Outbox) -> None:
+        assert isinstance(membership, _Entry)
+        self._release(membership, outbox)
+
     async def _acquire(self, key: SessionKey, outbox: Outbox) -> _Entry:
         if self._nursery is None:
             raise RelayUnavailable("relay is not running")

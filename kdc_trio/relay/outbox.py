@@ -21,7 +21,7 @@ Why an outbox closed is a `CloseReason`, never a string to match.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -197,6 +197,17 @@ class Outbox:
     async def take(self, timeout: float = math.inf) -> list[RelayMessage]:
         """Everything queued (maybe nothing, after `timeout` or on close); always checkpoints."""
         batch = await self._q.take_batch(timeout)
+        self._q.maxlen = self.maxlen  # a replay's room ends once the writer has taken it
+        return batch
+
+    def wait(self, timeout: float = math.inf) -> Awaitable[None]:
+        """Return once something is queued, the outbox closes, `wake()` is called or `timeout`
+        passes (then `take_nowait`); the queue's own coroutine, one frame less per idle writer."""
+        return self._q.wait_nonempty(timeout)
+
+    def take_nowait(self) -> list[RelayMessage]:
+        """Everything queued (maybe nothing)."""
+        batch = self._q.take_nowait()
         self._q.maxlen = self.maxlen  # a replay's room ends once the writer has taken it
         return batch
 

@@ -20,9 +20,10 @@ import trio
 from kdc_trio.errors import ClientError, Unavailable, unavailable
 from kdc_trio.logs import REQUEST_ID, request_id_for
 from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
+from kdc_trio.server.hangup import HangupWatch
 from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import Headers, HTTPError, Request
-from kdc_trio.server.wire import Wire
+from kdc_trio.server.wire import Wire, _raw_socket
 
 if TYPE_CHECKING:
     from kdc_trio.config import Settings
@@ -87,6 +88,9 @@ def json_bytes(obj: object) -> bytes:
 
 class Exchange:
     """One request/response: body reading, and the three ways to answer (whole, stream, upgrade)."""
+
+    __slots__ = ("_conn", "request", "settings", "_extra", "response_started", "body_done", "upgraded", "chunked",
+                 "body_deadline", "_received", "_reserved")
 
     def __init__(self, conn: "HTTPConnection", request: Request, extra_headers: list[tuple[str, str]]) -> None:
         self._conn = conn
@@ -185,7 +189,13 @@ class Exchange:
         # The body's chunks are framed here (h11 keeps no state about them): the per-event path
         # is then one bytes format, no h11 event object. Unchunked (an HTTP/1.0 client): h11.
         self.chunked = b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
-        await self._conn.send_raw(head)
+        conn = self._conn
+        if self.chunked and not conn.h11.trailing_data[0]:
+            # The body is framed here from now on: h11 (~1 KiB per idle stream) can go; a stream
+            # that ends cleanly gets a fresh one for the next request (as start_next_cycle would).
+            conn.keep_alive = conn.h11._cstate.keep_alive  # the request's and the response's say
+            conn.h11 = None
+        await conn.send_raw(head)
 
     def frame(self, data: bytes) -> bytes:
         """`data` as one chunk of a chunked stream (after `start_stream`, when `chunked`)."""
@@ -204,7 +214,26 @@ class Exchange:
             await self._conn.send_event(h11.Data(data=data))
 
     async def end_stream(self) -> None:
-        await self._conn.send_event(h11.EndOfMessage())
+        conn = self._conn
+        if conn.h11 is None:
+            await conn.send_raw(b"0\r\n\r\n")  # the last chunk, no trailers
+            if conn.keep_alive:
+                conn.h11 = conn.new_h11()
+        else:
+            await self._conn.send_event(h11.EndOfMessage())
+
+    def watch_hangup(self, on_gone: Callable[[], None]) -> bool:
+        """Have the process's hang-up watch (server/hangup.py) call `on_gone` when the client goes
+        (EOF, reset, or more than MAX_STRAY_BYTES sent); False when it cannot, and the caller
+        waits with `wait_client_gone` in a task of its own. Undone by `unwatch_hangup`."""
+        hangups = self._conn.hangups
+        return hangups is not None and hangups.watch(_raw_socket(self._conn.stream), on_gone)
+
+    def unwatch_hangup(self) -> None:
+        hangups = self._conn.hangups
+        sock = _raw_socket(self._conn.stream)
+        if hangups is not None and sock is not None:
+            hangups.unwatch(sock)
 
     async def wait_client_gone(self) -> None:
         """Return when the client closes its side (EOF) or sends more than it should."""
@@ -234,11 +263,15 @@ class Exchange:
 
 
 class HTTPConnection:
+    __slots__ = ("stream", "hangups", "budget", "draining", "settings", "handler", "cors", "idle_scopes", "client",
+                 "h11", "keep_alive", "_request_event", "wire")
+
     def __init__(self, stream: trio.abc.Stream, settings: "Settings", handler: Handler,
                  cors: Callable[[Request], list[tuple[str, str]]], idle_scopes: set[trio.CancelScope],
                  client: str | None = None, draining: trio.Event | None = None,
-                 budget: BodyBudget | None = None) -> None:
+                 budget: BodyBudget | None = None, hangups: HangupWatch | None = None) -> None:
         self.stream = stream
+        self.hangups = hangups
         self.budget = budget or BodyBudget(0)
         self.draining = draining  # once set, a finished request closes the connection
         self.settings = settings
@@ -246,8 +279,14 @@ class HTTPConnection:
         self.cors = cors
         self.idle_scopes = idle_scopes
         self.client = client
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
+        # None once a chunked stream's head is out (Exchange.start_stream): framed by us from then on.
+        self.h11: h11.Connection | None = self.new_h11()
+        self.keep_alive = True  # what h11 said when it was dropped
+        self._request_event: h11.Request | None = None
         self.wire = Wire(stream, settings.write_timeout_s, write_through=settings.write_through)
+
+    def new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.settings.max_header_bytes)
 
     async def send_event(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -307,8 +346,13 @@ class HTTPConnection:
                 return
             if not isinstance(event, h11.Request):
                 return
-            if not await self._handle(event):
+            self._request_event, event = event, None  # _handle takes it: no frame keeps it alive
+            if not await self._handle():
                 return
+            if self.h11 is None:  # a stream that did not end cleanly, or on a connection that must close
+                return
+            if self.h11.our_state is h11.IDLE:  # a fresh one after a stream (Exchange.end_stream)
+                continue
             if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is not h11.DONE:
                 return
             try:
@@ -319,7 +363,7 @@ class HTTPConnection:
     async def _refuse(self, status: int, error: str, detail: str,
                       headers: Iterable[tuple[str, str]] = ()) -> None:
         """Answer a request we could not parse, if h11 still lets us, then give up the connection."""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self.h11 is None or self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         if len(detail) > REFUSAL_DETAIL_MAX:  # parser messages quote the input: never echo it at length
             detail = detail[:REFUSAL_DETAIL_MAX] + "…"
@@ -333,8 +377,10 @@ class HTTPConnection:
         except (ClientGone, h11.LocalProtocolError):
             pass
 
-    async def _handle(self, event: h11.Request) -> bool:
-        """Run the handler for one request; False when the connection must end."""
+    async def _handle(self) -> bool:
+        """Run the handler for the request `run` left in `_request_event`; False when the
+        connection must end."""
+        event, self._request_event = self._request_event, None
         # h11 bounds only a header block that arrives in pieces; one that came in a single
         # read is measured here, so the limit holds however the bytes were split.
         size = len(event.method) + len(event.target) + 12 + sum(len(k) + len(v) + 4 for k, v in event.headers)
@@ -360,6 +406,7 @@ class HTTPConnection:
         except UnicodeDecodeError as exc:
             await self._refuse(400, "bad_request", str(exc))
             return False
+        event = None  # the Request has what it had: a stream's frame holds no h11 event for hours
         rid = request_id_for(request.headers.get("x-request-id"))
         REQUEST_ID.set(rid)  # every log line of this request (and of tasks it starts) carries it
         ex = Exchange(self, request, [*self.cors(request), ("x-request-id", rid)])

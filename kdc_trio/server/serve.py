@@ -17,7 +17,8 @@ import trio
 
 from kdc_trio.config import Settings
 from kdc_trio.server.budget import BodyBudget
-from kdc_trio.server.connection import Handler, HTTPConnection
+from kdc_trio.server.connection import MAX_STRAY_BYTES, Handler, HTTPConnection
+from kdc_trio.server.hangup import HangupWatch
 from kdc_trio.server.request import Request
 
 log = logging.getLogger("kdc_trio.server")
@@ -96,6 +97,8 @@ class Server:
         self.refused = 0  # accepted and closed at once: a cap was reached
         self.accept_errors = 0
         self.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+        # Notices the clients of idle streams going away, one task for all (server/hangup.py).
+        self.hangups = HangupWatch(MAX_STRAY_BYTES)
         self.max_connections, self.max_per_address, warning = connection_caps(settings)
         if warning:
             log.warning(warning)
@@ -122,18 +125,21 @@ class Server:
             listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
         self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
         try:
-            async with trio.open_nursery() as handlers:
-                async with trio.open_nursery() as acceptors:
+            async with trio.open_nursery() as watch:
+                await watch.start(self.hangups.run)  # outlives every connection task
+                async with trio.open_nursery() as handlers:
+                    async with trio.open_nursery() as acceptors:
+                        for ln in listeners:
+                            acceptors.start_soon(self._accept_loop, ln, handlers)
+                        log.info("listening on %s:%s (at most %s connections, %s per client address)",
+                                 self.settings.host, self.ports[0], self.max_connections, self.max_per_address)
+                        task_status.started(self.ports)
+                        await self.draining.wait()
+                        acceptors.cancel_scope.cancel()
                     for ln in listeners:
-                        acceptors.start_soon(self._accept_loop, ln, handlers)
-                    log.info("listening on %s:%s (at most %s connections, %s per client address)",
-                             self.settings.host, self.ports[0], self.max_connections, self.max_per_address)
-                    task_status.started(self.ports)
-                    await self.draining.wait()
-                    acceptors.cancel_scope.cancel()
-                for ln in listeners:
-                    await ln.aclose()
-                handlers.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_grace_s
+                        await ln.aclose()
+                    handlers.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_grace_s
+                watch.cancel_scope.cancel()
         finally:
             for ln in listeners:
                 await trio.aclose_forcefully(ln)
@@ -177,7 +183,7 @@ class Server:
     async def _run_connection(self, stream: trio.SocketStream, address: str, client: str | None) -> None:
         try:
             conn = HTTPConnection(stream, self.settings, self.handler, self.cors, self._idle_scopes, client,
-                                  draining=self.draining, budget=self.body_budget)
+                                  draining=self.draining, budget=self.body_budget, hangups=self.hangups)
             await conn.run()
         except Exception:
             log.exception("connection task crashed")  # a bug; this connection only

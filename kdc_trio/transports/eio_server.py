@@ -139,6 +139,7 @@ class EIOSocket:
             self._send_close_packet = send_close_packet
             self.state = transition(self.state, EIOEvent.CLOSE)
             self.closed.set()
+            self._pong.set()  # the heartbeat waiting for a pong ends (EIOServer._heartbeat)
             self._out.close()
             # Gone for every later request at once (a poll already waiting still gets its
             # answer), not when the session task gets to its teardown.
@@ -285,10 +286,10 @@ class EIOServer:
         try:
             async with trio.open_nursery() as nursery:
                 sock.nursery = nursery
-                nursery.start_soon(self._heartbeat, sock)
                 nursery.start_soon(self.app.run_socket, sock)
-                nursery.start_soon(self._handshake_deadline, sock)
-                await sock.closed.wait()
+                if not sock.used.is_set():
+                    nursery.start_soon(self._handshake_deadline, sock)
+                await self._heartbeat(sock)  # this task's own wait, until the socket closes
                 nursery.cancel_scope.cancel()
         except Exception:
             log.exception("Engine.IO socket %s failed", sock.sid)
@@ -308,21 +309,28 @@ class EIOServer:
         sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
 
     async def _heartbeat(self, sock: EIOSocket) -> None:
+        """Ping, wait for the pong, until the socket closes (returns then): the session task's
+        own loop, not a task of its own (an idle socket's bytes count)."""
         # Deadlines count from the handshake, not from when this task got scheduled, so the
         # close lands at pingInterval + pingTimeout after the open packet, as clients expect.
         interval, timeout = self.ping_interval_ms / 1000, self.ping_timeout_ms / 1000
         ping_at = sock.opened_at
-        while True:
+        while sock.close_reason is None:
             ping_at += interval
-            await trio.sleep_until(ping_at)
+            with trio.move_on_at(ping_at):
+                await sock.closed.wait()
+            if sock.close_reason is not None:
+                return
             sock._pong = trio.Event()
             sock.send("2")
             with trio.move_on_at(ping_at + timeout):
-                await sock._pong.wait()
+                await sock._pong.wait()  # close() sets it too
+            if sock.close_reason is not None:
+                return
+            if sock._pong.is_set():
                 ping_at = trio.current_time()
                 continue
             sock.close("ping timeout", send_close_packet=False)
-            return
 
     # ---- messages from the client ---------------------------------------------------------
     async def _on_packet(self, sock: EIOSocket, packet: Packet) -> None:

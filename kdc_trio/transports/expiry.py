@@ -43,7 +43,7 @@ class TokenDeadline:
         self.exp = identity.expires_at if identity is not None else None
         self.leeway_s = settings.jwt_leeway_s
         self.notice_s = settings.auth_expiring_notice_s
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made by the watcher (only a token with exp has one)
 
     @property
     def deadline(self) -> float | None:
@@ -70,14 +70,17 @@ class TokenDeadline:
         if identity.subject != self.subject:
             raise ClientError(403, "subject_mismatch", "the fresh token names another user than the connection's")
         self.exp = identity.expires_at
-        self._changed.set()
+        if self._changed is not None:
+            self._changed.set()
         return self.exp or 0.0
 
     async def _sleep_until(self, when: float) -> bool:
         """Sleep until epoch `when`; False if a refresh came first."""
+        if self._changed is None:
+            self._changed = trio.Event()
         with trio.move_on_after(max(0.0, when - time.time())):
             await self._changed.wait()
-            self._changed = trio.Event()
+            self._changed: trio.Event | None = None  # made by the watcher (only a token with exp has one)
             return False
         return True
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -108,6 +108,7 @@ class ChatSocketIO(SocketIOApp):
         headers = req.headers.as_dict()
         asked = await recovery_request(gw, auth, headers)
         session, identity = await self._session(conn, auth, headers, asked.record)
+        headers = None  # a copy of the request's: not held by this frame for the socket's life
         await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
         is_recovered = recovered(asked.record, session.session_id, session.user_id)
         record = asked.record if is_recovered else None
@@ -120,9 +121,13 @@ class ChatSocketIO(SocketIOApp):
         replay_after = resume_after(auth, record)
         if replay_after is not None or asked.offsets:
             outbox.hold()
-        async with AsyncExitStack() as stack:
+        try:
+            membership = await gw.relay.join(key, outbox)  # left in the finally below
+        except RelayUnavailable as exc:
+            log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
+            raise ClientError(503, "relay_unavailable", str(exc)) from None
+        try:  # no exit stack object: an idle socket holds this frame for its whole life
             try:
-                await stack.enter_async_context(gw.relay.session_channel(key, outbox))
                 if replay_after is not None:
                     await gw.relay.replay(key, outbox, replay_after)
                     position = max(replay_after, outbox.last_seq)
@@ -144,6 +149,8 @@ class ChatSocketIO(SocketIOApp):
                 gw.counters.sio_sockets -= 1
                 conn.state = None
                 outbox.close(CloseReason.DISCONNECTED, conn.left_reason or "namespace ended")
+        finally:
+            gw.relay.leave(membership, outbox)
 
     async def _session(self, conn: NamespaceConn, auth: dict, headers: dict,
                        record: RecoveryRecord | None) -> tuple[Session, Identity | None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -40,6 +40,7 @@ from protocol.envelope import iso_timestamp
 from protocol.sse import encode_comment, encode_event, parse_last_event_id
 
 if TYPE_CHECKING:
+    from kdc_trio.config import Settings
     from kdc_trio.ports import ChatPorts
 
 log = logging.getLogger("kdc_trio.sse")
@@ -84,12 +85,15 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
 
 
 async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
+    # Explicit try/finally, no exit stack or context manager objects: an idle stream holds this
+    # frame (and what its locals reference) for hours, 10,000 of them per process.
     s = gw.settings
     stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
     last_id, ignored_last_id = resume_point(req)
     session, identity = await request_session_and_identity(gw, req, use_cookie=False)
     await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
     deadline = TokenDeadline(identity, s)
+    identity = None
     key = SessionKey(session.tenant, session.project, session.session_id)
     keys = [key]
     if req.query.get("project_events", "").lower() in TRUTHY:
@@ -97,52 +101,61 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
     if last_id is not None:
         outbox.hold()
+    joined: list[object] = []
+    token = None
+    registered = False
     try:
-        async with AsyncExitStack() as channels:
+        try:
+            for k in keys:
+                joined.append(await gw.relay.join(k, outbox))
+        except RelayUnavailable as exc:
+            raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
+        token = new_stream_token()
+        await gw.store.bind_stream(stream_id, StreamBinding(session.session_id, session.tenant, session.project), token)
+        gw.streams.add(stream_id, session.session_id, deadline, outbox)  # closed when the server drains
+        registered = True
+        await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session, req)])
+        await ex.send(ready_event(s, session, stream_id, deadline, ignored_last_id))
+        if last_id is not None:
             try:
-                for k in keys:
-                    await channels.enter_async_context(gw.relay.session_channel(k, outbox))
+                await gw.relay.replay(key, outbox, last_id)
             except RelayUnavailable as exc:
-                raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
-            await bind_stream(gw, channels, stream_id, session)
-            gw.streams.add(stream_id, session.session_id, deadline, outbox)  # closed when the server drains
-            channels.callback(gw.streams.remove, stream_id, deadline, outbox)
-            await ex.start_stream(200, [*SSE_HEADERS, *session_cookie(s, session, req)])
-            now = time.time()
-            ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
-                     "user_type": session.user_type.value, "user_id": session.user_id, "roles": list(session.roles),
-                     "stream_id": stream_id, "tenant": session.tenant, "project": session.project}
-            if ignored_last_id:
-                ready["last_event_id_ignored"] = True
-            if deadline.deadline is not None:
-                ready["token_deadline"] = deadline.deadline
-            await ex.send(encode_event(event="ready", retry=s.sse_retry_ms,
-                                       data=json.dumps(ready, separators=(",", ":"))))
-            if last_id is not None:
-                try:
-                    await gw.relay.replay(key, outbox, last_id)
-                except RelayUnavailable as exc:
-                    log.warning("SSE stream %s: %s", stream_id, exc)
-                    outbox.close(CloseReason.RELAY_FAILED, str(exc))
-            await pump(gw, ex, outbox, deadline, session)
+                log.warning("SSE stream %s: %s", stream_id, exc)
+                outbox.close(CloseReason.RELAY_FAILED, str(exc))
+        await pump(gw, ex, outbox, deadline, session)
     except ClientGone:
         pass
+    finally:
+        if registered:
+            gw.streams.remove(stream_id, deadline, outbox)
+        for membership in reversed(joined):
+            gw.relay.leave(membership, outbox)
+        if token is not None:
+            await release_stream(gw, stream_id, token)
 
 
-async def bind_stream(gw: "ChatPorts", stack: AsyncExitStack, stream_id: str, session: Session) -> None:
-    """Record the live stream's session and scope, for posts that name the stream and nothing else;
-    the record goes when the stream does (released shielded, bounded, as the stream is cancelled)."""
-    token = new_stream_token()
-    await gw.store.bind_stream(stream_id, StreamBinding(session.session_id, session.tenant, session.project), token)
+def ready_event(s: "Settings", session: Session, stream_id: str, deadline: TokenDeadline,
+                ignored_last_id: bool) -> bytes:
+    """The stream's first event: the session it is bound to."""
+    now = time.time()
+    ready = {"timestamp": iso_timestamp(now), "ts": int(now * 1000), "session_id": session.session_id,
+             "user_type": session.user_type.value, "user_id": session.user_id, "roles": list(session.roles),
+             "stream_id": stream_id, "tenant": session.tenant, "project": session.project}
+    if ignored_last_id:
+        ready["last_event_id_ignored"] = True
+    if deadline.deadline is not None:
+        ready["token_deadline"] = deadline.deadline
+    return encode_event(event="ready", retry=s.sse_retry_ms, data=json.dumps(ready, separators=(",", ":")))
 
-    async def release() -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(STREAM_RELEASE_TIMEOUT_S):
-            try:
-                await gw.store.release_stream(stream_id, token)
-            except Exception as exc:  # the binding then expires with the session TTL
-                log.warning("stream %s: releasing its binding failed: %s", stream_id, exc)
 
-    stack.push_async_callback(release)
+async def release_stream(gw: "ChatPorts", stream_id: str, token: str) -> None:
+    """Drop the live stream's record (stream → session, for posts that name the stream and nothing
+    else), shielded and bounded, as the stream may be ending by cancellation."""
+    with trio.CancelScope(shield=True), trio.move_on_after(STREAM_RELEASE_TIMEOUT_S):
+        try:
+            await gw.store.release_stream(stream_id, token)
+        except Exception as exc:  # the binding then expires with the session TTL
+            log.warning("stream %s: releasing its binding failed: %s", stream_id, exc)
 
 
 def resume_point(req: Request) -> tuple[int | None, bool]:
@@ -160,27 +173,33 @@ async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDea
     """Write the outbox to the client until it goes, the outbox closes, the server drains (the
     drain closes every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the
     token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
-    task only when the token has a deadline)."""
-
-    async def watch_client() -> None:
-        await ex.wait_client_gone()
-        outbox.close(CloseReason.CLIENT_GONE)
-
+    task only when the token has a deadline). The client going away closes the outbox too: the
+    process's hang-up watch sees it (server/hangup.py, no task per stream), else a reader task."""
     heartbeat = gw.settings.sse_heartbeat_s
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_client)
-        if deadline.deadline is not None:
-            nursery.start_soon(deadline.watch, outbox, session)
-        try:
+    watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
+    try:
+        if watched and deadline.deadline is None:  # the idle stream's one task: this one
             await _write_loop(ex, outbox, heartbeat)
-        except ClientGone as exc:
-            outbox.close(CloseReason.WRITE_DEADLINE if isinstance(exc, WriteDeadline) else CloseReason.CLIENT_GONE,
-                         str(exc))
-        nursery.cancel_scope.cancel()
+        else:
+            async with trio.open_nursery() as nursery:
+                if not watched:
+                    nursery.start_soon(_watch_client, ex, outbox)
+                if deadline.deadline is not None:
+                    nursery.start_soon(deadline.watch, outbox, session)
+                await _write_loop(ex, outbox, heartbeat)
+                nursery.cancel_scope.cancel()
+    finally:
+        if watched:
+            ex.unwatch_hangup()
     closed = outbox.closed_reason
     if closed is not None and closed.reason.slow:
         gw.counters.closed_slow += 1
         log.warning("closed SSE stream %s: %s", outbox.sid, closed)
+
+
+async def _watch_client(ex: Exchange, outbox: Outbox) -> None:
+    await ex.wait_client_gone()
+    outbox.close(CloseReason.CLIENT_GONE)
 
 
 def write_through(ex: Exchange, outbox: Outbox) -> None:
@@ -208,36 +227,37 @@ def write_through(ex: Exchange, outbox: Outbox) -> None:
 
 
 async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
+    """The writer (one frame while idle: it waits on the outbox's queue directly)."""
     write_through(ex, outbox)
+    wire = ex.wire
     try:
-        await _writes(ex, outbox, heartbeat)
+        while True:
+            seen = wire.written_through
+            await outbox.wait(heartbeat)
+            batch = outbox.take_nowait()
+            closed = outbox.closed_reason
+            if closed is not None and not closed.reason.writable:
+                return
+            if batch:
+                await ex.send(b"".join([m.sse_bytes() for m in batch]))
+            elif wire.pending is not None:  # a write-through left bytes: sent under the write deadline
+                await ex.send(b"")
+            elif closed is None and wire.written_through == seen:  # silent for `heartbeat`
+                await ex.send(b": heartbeat\n\n")
+            if closed is not None:
+                if closed.reason is CloseReason.SERVER_SHUTDOWN:
+                    data = json.dumps({"reason": "draining", "timestamp": time.time()})
+                    await ex.send(encode_event(event=closed.reason.value, data=data))
+                else:
+                    await ex.send(encode_comment(f"closing: {closed}"))
+                await ex.end_stream()
+                return
+    except ClientGone as exc:
+        outbox.close(CloseReason.WRITE_DEADLINE if isinstance(exc, WriteDeadline) else CloseReason.CLIENT_GONE,
+                     str(exc))
     finally:
         outbox.write_through = None
-        ex.wire.on_pending = None
-
-
-async def _writes(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
-    wire = ex.wire
-    while True:
-        seen = wire.written_through
-        batch = await outbox.take(heartbeat)
-        closed = outbox.closed_reason
-        if closed is not None and not closed.reason.writable:
-            return
-        if batch:
-            await ex.send(b"".join([m.sse_bytes() for m in batch]))
-        elif wire.pending is not None:  # a write-through left bytes: sent under the write deadline
-            await ex.send(b"")
-        elif closed is None and wire.written_through == seen:  # silent for `heartbeat`
-            await ex.send(b": heartbeat\n\n")
-        if closed is not None:
-            if closed.reason is CloseReason.SERVER_SHUTDOWN:
-                data = json.dumps({"reason": "draining", "timestamp": time.time()})
-                await ex.send(encode_event(event=closed.reason.value, data=data))
-            else:
-                await ex.send(encode_comment(f"closing: {closed}"))
-            await ex.end_stream()
-            return
+        wire.on_pending = None
 
 
 # ---- POST /sse/chat -----------------------------------------------------------------------

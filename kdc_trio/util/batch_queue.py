@@ -29,6 +29,7 @@ from typing import Callable, Generic, Iterable, TypeVar
 import trio
 
 T = TypeVar("T")
+_NOTHING: tuple = ()  # what an empty queue holds instead of a deque
 
 
 class BatchQueue(Generic[T]):
@@ -38,10 +39,12 @@ class BatchQueue(Generic[T]):
         if maxlen < 1:
             raise ValueError("a BatchQueue holds at least one item")
         self.maxlen = maxlen
-        self._items: deque[T] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        # Made on first use and let go when emptied: an idle queue (10,000 idle connections'
+        # outboxes) holds no deque block and no parking lot it does not need.
+        self._items: deque[T] | tuple = _NOTHING
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._parked = 0  # waiters in _lot that no put has woken yet
-        self._empty_lot = trio.lowlevel.ParkingLot()  # wait_empty's waiters
+        self._empty_lot: trio.lowlevel.ParkingLot | None = None  # wait_empty's waiters
         self.closed = False
         self.taken = 0
 
@@ -54,10 +57,12 @@ class BatchQueue(Generic[T]):
         items = self._items
         if len(items) >= self.maxlen or self.closed:
             return False
+        if items is _NOTHING:
+            items = self._items = deque()
         items.append(item)
         if self._parked:
             self._parked -= 1
-            self._lot.unpark()
+            self._lot.unpark()  # type: ignore[union-attr]
         return True
 
     def extend_nowait(self, new: Iterable[T]) -> bool:
@@ -66,10 +71,14 @@ class BatchQueue(Generic[T]):
         items = self._items
         if len(items) + len(new) > self.maxlen or self.closed:
             return False
+        if not new:
+            return True
+        if items is _NOTHING:
+            items = self._items = deque()
         items.extend(new)
         for _ in range(min(len(new), self._parked)):
             self._parked -= 1
-            self._lot.unpark()
+            self._lot.unpark()  # type: ignore[union-attr]
         return True
 
     # ---- rewriting what is queued (sync; the consumer has not taken it) -------------------
@@ -86,8 +95,7 @@ class BatchQueue(Generic[T]):
         new = list(fn(self._items))
         if len(new) > self.maxlen:
             raise ValueError("a rewrite may not grow the queue past maxlen")
-        self._items.clear()
-        self._items.extend(new)
+        self._items = deque(new) if new else _NOTHING
 
     def close(self) -> None:
         """No more puts; every waiter wakes (and gets what is left, then nothing)."""
@@ -97,11 +105,14 @@ class BatchQueue(Generic[T]):
     def wake(self) -> None:
         """Wake the waiters without an item: the owner changed some state they watch."""
         self._parked = 0
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
         if self._empty_lot:
             self._empty_lot.unpark_all()
 
     async def _park(self) -> None:
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
         self._parked += 1
         try:
             await self._lot.park()
@@ -116,7 +127,7 @@ class BatchQueue(Generic[T]):
         if not items:
             return []
         batch = list(items)
-        items.clear()
+        self._items = _NOTHING
         self.taken += len(batch)
         if self._empty_lot:
             self._empty_lot.unpark_all()
@@ -126,6 +137,8 @@ class BatchQueue(Generic[T]):
         """Return once the queue is empty (a take emptied it), closed, or `wake()` is called;
         always checkpoints."""
         if self._items and not self.closed:
+            if self._empty_lot is None:
+                self._empty_lot = trio.lowlevel.ParkingLot()
             await self._empty_lot.park()
         else:
             await trio.lowlevel.checkpoint()
@@ -134,8 +147,16 @@ class BatchQueue(Generic[T]):
         """Return once something is queued, the queue closes, `wake()` is called or `timeout`
         passes; always checkpoints."""
         if not self._items and not self.closed:
+            lot = self._lot  # _park inlined: an idle consumer's stack holds one frame less
+            if lot is None:
+                lot = self._lot = trio.lowlevel.ParkingLot()
             with trio.CancelScope(deadline=trio.current_time() + timeout):  # cheaper than move_on_after
-                await self._park()
+                self._parked += 1
+                try:
+                    await lot.park()
+                except BaseException:  # cancelled (or timed out) while parked: no put woke us
+                    self._parked -= 1
+                    raise
         else:
             await trio.lowlevel.checkpoint()
 
@@ -155,14 +176,14 @@ class BatchQueue(Generic[T]):
         except BaseException:  # woken for an item it will not take: wake another waiter for it
             if self._items and self._parked:
                 self._parked -= 1
-                self._lot.unpark()
+                self._lot.unpark()  # type: ignore[union-attr]
             raise
         self.taken += 1
-        item = self._items.popleft()
+        item = self._items.popleft()  # type: ignore[union-attr]
         if not self._items and self._empty_lot:
             self._empty_lot.unpark_all()
         return item
 
     def statistics(self) -> dict:
         return {"queued": len(self._items), "maxlen": self.maxlen, "taken": self.taken,
-                "waiting_tasks": len(self._lot), "closed": self.closed}
+                "waiting_tasks": len(self._lot) if self._lot is not None else 0, "closed": self.closed}

@@ -51,3 +51,51 @@ def test_close_all_closes_live_streams_and_any_added_after_the_drain_began():
     streams.remove("a", deadline, a)
     streams.remove("b", deadline, b)
     assert streams.get("a") is None and not streams._outboxes
+
+
+async def _stream_tasks(gw) -> int:
+    """Tasks under the server's handler nursery: one per connection and what each opened."""
+    count, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        t = stack.pop()
+        if t.name.endswith(("_run_connection", "_watch_client", "watch")):
+            count += 1
+        for n in t.child_nurseries:
+            stack.extend(n.child_tasks)
+    return count
+
+
+async def test_an_idle_sse_stream_is_one_task_and_a_client_that_goes_or_talks_is_noticed():
+    """The process's hang-up watch (server/hangup.py) reads every idle stream's socket: the stream
+    holds no reader task of its own, and a client that closes, or sends more than it may, is
+    noticed and its stream unregistered."""
+    from kdc_trio.server.connection import MAX_STRAY_BYTES
+    from tests.server.raw import connect, send
+    from tests.support.gateway import running_gateway, test_settings
+
+    async with running_gateway(test_settings(), with_worker=False) as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        clients = [await connect(port) for _ in range(3)]
+        for i, c in enumerate(clients):
+            await send(c, f"GET /sse/stream?stream_id=idle{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        with trio.fail_after(5):
+            for c in clients:
+                data = b""
+                while b"event: ready" not in data:
+                    data += await c.receive_some(4096)
+            while len(gw.server.hangups) < 3:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gw.counters.sse_streams == 3
+        assert await _stream_tasks(gw) == 3  # one task per idle stream, its writer
+        await clients[0].aclose()  # goes away
+        await send(clients[1], b"x" * (MAX_STRAY_BYTES + 1))  # talks more than a stream client may
+        with trio.fail_after(5):
+            while gw.counters.sse_streams > 1 or gw.ports.streams.get("idle0") or gw.ports.streams.get("idle1"):
+                await trio.sleep(0.01)
+        assert len(gw.server.hangups) == 1 and gw.ports.streams.get("idle2") is not None
+        await clients[2].aclose()
+        with trio.fail_after(5):
+            while gw.counters.sse_streams:
+                await trio.sleep(0.01)
+        assert len(gw.server.hangups) == 0
