@@ -93,8 +93,9 @@ class HangupWatch:
                     self._readable(fd)
         finally:
             self._running = False
-            for w in list(self._watched.values()):
-                self._forget(w.sock.fileno())
+            for fd in list(self._watched):  # by fd: a socket closed meanwhile has fileno() -1
+                self._forget(fd)
+            trio.lowlevel.notify_closing(ep.fileno())
             ep.close()
             self._ep = None
 
