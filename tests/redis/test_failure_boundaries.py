@@ -216,7 +216,7 @@ async def test_a_half_open_pubsub_connection_is_found_by_ping_and_the_gap_filled
                 await st.wait_for(lambda s: len(s.of("chat_service")) == 2, timeout=15)
                 heard_after = time.monotonic() - cut
                 await gw.bus.publish(key, event="chat_service", data={"n": 2})
-                await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=5)
+                await st.wait_for(lambda s: len(s.of("chat_service")) == 3, timeout=15)
                 metrics = (await client.get("/metrics")).text
                 nursery.cancel_scope.cancel()
         finally:
