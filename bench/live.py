@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import os
 import resource
+import select
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,40 @@ def terminate(proc: subprocess.Popen, grace_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class LineReader:
+    """The lines a child process prints on its stdout pipe, each waited for with a deadline.
+
+    `select` plus `os.read` on the pipe itself: a line already read is never missed (no buffered
+    reader holds it behind `select`'s back) and a partial line never blocks. A child that is
+    silent past the deadline raises `TimeoutError` naming what it did not report; one that
+    exits first raises `RuntimeError` with its exit status."""
+
+    def __init__(self, proc: subprocess.Popen, name: str) -> None:
+        self.proc, self.name = proc, name
+        self._fd = proc.stdout.fileno()
+        self._buf = b""
+
+    def line(self, what: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name} did not report {what} within {timeout:.0f} s "
+                                   f"(still running: {self.proc.poll() is None})")
+            readable, _, _ = select.select([self._fd], [], [], min(left, 1.0))
+            if readable:
+                chunk = os.read(self._fd, 1 << 16)
+                if not chunk:
+                    try:
+                        rc = self.proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        rc = None
+                    raise RuntimeError(f"{self.name} closed its output (exit {rc}) before it reported {what}")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
 
 
 class LiveServer:

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.live import LineReader  # noqa: E402
 from kdc_trio.relay.message import DATA_LAST  # noqa: E402
 
 BARE_SUBSCRIBER = r"""
@@ -35,6 +36,12 @@ s = socket.create_connection(("127.0.0.1", port))
 s.sendall(hiredis.pack_command(("SUBSCRIBE", channel)))
 r = hiredis.Reader()
 got, first = 0, None
+while (m := r.gets()) is False:  # "ready" once Redis confirmed: a message published before is lost
+    data = s.recv(65536)
+    if not data:
+        sys.exit("redis closed the connection before it confirmed the SUBSCRIBE")
+    r.feed(data)
+assert m[0] == b"subscribe", m
 print("ready", flush=True)
 while got < n:
     data = s.recv(262144)
@@ -74,6 +81,12 @@ print(json.dumps({"received": got, "seconds": time.perf_counter() - first}), flu
 """
 
 
+# Deadlines on the peer processes (a subscriber, redis-benchmark): each step takes well under a
+# second on an idle box; these leave a loaded CI box room and still end a stuck step with its name.
+READY_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 300
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +108,7 @@ def start_redis() -> tuple[subprocess.Popen, int]:
 
 def publish(port: int, channel: str, payload: str, n: int) -> None:
     subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(n), "-P", "64", "-c", "2", "-q",
-                    "PUBLISH", channel, payload], check=True, stdout=subprocess.DEVNULL)
+                    "PUBLISH", channel, payload], check=True, stdout=subprocess.DEVNULL, timeout=RUN_TIMEOUT_S)
 
 
 def wire(session_id: str, size: int, *, kdcube: bool = False) -> str:
@@ -111,18 +124,26 @@ def wire(session_id: str, size: int, *, kdcube: bool = False) -> str:
 def bare_subscriber_rate(port: int, n: int, size: int) -> float:
     """Messages/s a bare hiredis subscriber receives from the Redis on `port`."""
     sub = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, str(port), "bench", str(n)],
-                           stdout=subprocess.PIPE, text=True)
-    assert sub.stdout.readline().strip() == "ready"
-    time.sleep(0.2)
-    publish(port, "bench", wire("s", size), n)
-    result = json.loads(sub.communicate(timeout=120)[0])
+                           stdout=subprocess.PIPE)
+    try:
+        reader = LineReader(sub, "the bare hiredis subscriber")
+        if reader.line("its SUBSCRIBE confirmed", READY_TIMEOUT_S).strip() != b"ready":
+            raise RuntimeError("the bare hiredis subscriber did not say ready")
+        publish(port, "bench", wire("s", size), n)
+        result = json.loads(reader.line(f"{n} messages received", RUN_TIMEOUT_S))
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+        sub.wait()
+        sub.stdout.close()
     return result["received"] / result["seconds"]
 
 
 def redis_benchmark_publish_rate(port: int, n: int, size: int) -> float:
     """PUBLISH/s redis-benchmark reaches on the Redis on `port` (no subscriber)."""
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(n), "-P", "64", "-c", "2", "-q",
-                          "PUBLISH", "nobody", "x" * size], check=True, capture_output=True, text=True).stdout
+                          "PUBLISH", "nobody", "x" * size], check=True, capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT_S).stdout
     # "PUBLISH nobody xxx: 123456.79 requests per second, p50=…"
     return float(out.rsplit(": ", 1)[1].split()[0].replace(",", "")) if ": " in out else 0.0
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.live import raise_file_limit  # noqa: E402
 from bench.report import print_table, write_png  # noqa: E402
 from bench.targets import TARGETS, RedisServer, Running  # noqa: E402
-from bench.workloads import HEADLINE, WORKLOADS, median_run  # noqa: E402
+from bench.workloads import GEN_TIMEOUT_S, HEADLINE, QUICK_GEN_TIMEOUT_S, WORKLOADS, median_run  # noqa: E402
 
 P99_BUDGET_MS = 50.0
 DEFAULTS = {"n": 20000, "size": 100, "k": 50, "c": 1000, "rate": 20.0, "duration": 5.0, "clients": 8}
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(QUICK if a.quick else DEFAULTS)
     params.update({k: getattr(a, k) for k in DEFAULTS if getattr(a, k) is not None})
     params["quick"] = a.quick
+    params["gen_timeout"] = QUICK_GEN_TIMEOUT_S if a.quick else GEN_TIMEOUT_S
     params["server_workers"] = a.workers
     # through Redis, kdc-trio's producers run in their own `kdc-trio worker`: the gateway's CPU is its own
     params["separate_worker"] = bool(a.redis or a.redis_cluster) and not a.in_gateway_worker
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if a.redis_cluster:
         targets = [t for t in targets if TARGETS[t].flavor == "kdc"]
+    # SIGTERM (a test's timeout, a CI runner) unwinds like an error: every server, worker, Redis
+    # and load generator this run started is stopped by the `finally` that owns it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     redis = RedisServer() if a.redis else None
     cluster = start_cluster(a.redis_cluster) if a.redis_cluster else None
     redis_url = redis.url if redis else cluster.seed_url if cluster else None

@@ -4,7 +4,6 @@ started as its own process on a free port, optionally joined to a Redis the runn
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.live import raise_file_limit, terminate
+from bench.live import START_TIMEOUT_S, LineReader, raise_file_limit, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
@@ -64,17 +63,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = START_TIMEOUT_S) -> None:
+    """Until `proc` accepts connections on `port`; fail at `timeout` or when it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before it listened on {port}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port}")
+    raise TimeoutError(f"{proc.args[:4]} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 def ensure_node_peer() -> None:
@@ -85,18 +85,16 @@ def ensure_node_peer() -> None:
                        check=True, timeout=300)
 
 
-def wait_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
+def wait_line(proc: subprocess.Popen, text: str, timeout: float = START_TIMEOUT_S) -> None:
     """Read `proc`'s stdout until a line holds `text`; fail at `timeout` or when it exits."""
+    reader = LineReader(proc, f"{proc.args[:4]}")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if text.encode() in line:
-                return
-            if not line and proc.poll() is not None:
-                break
-    raise RuntimeError(f"process {proc.args[:4]} did not say {text!r} within {timeout} s (exit {proc.poll()})")
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{proc.args[:4]} did not say {text!r} within {timeout:.0f} s")
+        if text.encode() in reader.line(repr(text), left):
+            return
 
 
 class Running:
@@ -114,28 +112,26 @@ class Running:
         self.port = free_port()
         self.worker: subprocess.Popen | None = None
         self.worker_ps: psutil.Process | None = None
+        self.proc: subprocess.Popen | None = None
+        self.log = None
         separate = separate_worker and bool(redis_url) and target.flavor == "kdc"
         cmd, env = target.command(self.port, redis_url, workers, no_worker=separate)
-        if separate:  # the producers first: a turn queued before it listens would wait, not fail
-            self.worker = subprocess.Popen([sys.executable, "-m", "kdc_trio", "worker"], env=env, cwd=ROOT,
-                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            try:
+        try:  # whatever fails on the way, nothing started here is left running
+            if separate:  # the producers first: a turn queued before it listens would wait, not fail
+                self.worker = subprocess.Popen([sys.executable, "-m", "kdc_trio", "worker"], env=env, cwd=ROOT,
+                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 wait_line(self.worker, "ready")
-            except BaseException:
-                terminate(self.worker)
-                raise
-            self.worker_ps = psutil.Process(self.worker.pid)
-        # stderr to a file: a pipe nobody reads would block a server that logs much (10,000 connections)
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
-        try:
+                self.worker_ps = psutil.Process(self.worker.pid)
+            # stderr to a file: a pipe nobody reads would block a server that logs much (10,000 connections)
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
             wait_port(self.port, self.proc)
+            if workers > 1 and target.flavor == "kdc":
+                time.sleep(1.0)  # the port answers once the first worker listens: give the others their start
+            self.ps = psutil.Process(self.proc.pid)
         except BaseException:
             self.stop()
             raise
-        if workers > 1 and target.flavor == "kdc":
-            time.sleep(1.0)  # the port answers once the first worker listens: give the others their start
-        self.ps = psutil.Process(self.proc.pid)
         self.base = f"http://127.0.0.1:{self.port}"
 
     def _tree(self) -> list[psutil.Process]:
@@ -180,8 +176,21 @@ class Running:
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        terminate(self.proc)
-        self.log.close()
+        """SIGTERM (SIGKILL after a grace) the server, then whatever of its process tree is left
+        (`serve --workers N`: a worker its supervisor did not take down), then the worker."""
+        if self.proc is not None:
+            try:
+                children = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+            terminate(self.proc)
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+        if self.log is not None:
+            self.log.close()
         if self.worker is not None:
             terminate(self.worker)
             self.worker.stdout.close()

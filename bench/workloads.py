@@ -12,9 +12,12 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from bench.kernel import socket_buffers, socket_struct_bytes, tcp_mem_pages
+from bench.live import LineReader
 from bench.targets import Running
 
 CLIENT = Path(__file__).resolve().parent / "loadgen" / "client.py"
@@ -22,24 +25,52 @@ PER_PROCESS = 250  # connections one load-generator process holds
 IDLE_PER_PROCESS = 2000  # idle connections cost the generator nothing after the handshake
 
 
+# How long a load generator waits for its deliveries (its spec's `timeout`): then it reports
+# what it got. A quick run delivers 200 events in well under a second; 30 s leaves a loaded CI
+# box room and still ends a stalled run (it then reports incomplete) inside the test's deadline.
+GEN_TIMEOUT_S = 120
+QUICK_GEN_TIMEOUT_S = 30
+# The runner's margin over a load generator's own timeout before it calls it stuck: the
+# generator reports by then (it stops waiting for connections and deliveries at its timeout).
+REPORT_MARGIN_S = 30
+OPEN_CONCURRENCY = 64  # bench/loadgen/client.py: handshakes in flight per generator
+
+
 class Gen:
+    """One load-generator process. Each line it owes is waited for with a deadline derived from
+    its own timeout (`ready`, `result`): a generator that says nothing is killed and named."""
+
     def __init__(self, running: Running, **spec) -> None:
         spec = {"proto": running.target.proto, "flavor": running.target.flavor, "base": running.base,
-                "timeout": 120, **spec}
+                "timeout": GEN_TIMEOUT_S, **spec}
+        self.spec = spec
         self.proc = subprocess.Popen([sys.executable, str(CLIENT), json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE)
+        self.out = LineReader(self.proc, f"the load generator for {running.target.name} "
+                                         f"({spec.get('mode', 'count')}, {spec.get('connections')} connections)")
 
-    def line(self) -> dict:
-        text = self.proc.stdout.readline()
-        if not text:
-            raise RuntimeError(f"load generator exited ({self.proc.wait()})")
-        return json.loads(text)
+    def ready(self) -> dict:
+        """Its `ready` line: every connection open (each handshake has `timeout` once it starts)."""
+        rounds = -(-max(1, self.spec.get("connections") or 1) // self.spec.get("open_concurrency", OPEN_CONCURRENCY))
+        return self.line("its connections open", self.spec["timeout"] * rounds + REPORT_MARGIN_S)
+
+    def result(self) -> dict:
+        """Its result line, after `go`: it stops waiting for deliveries at its timeout."""
+        return self.line("its result", self.spec["timeout"] + self.spec.get("duration", 0) + REPORT_MARGIN_S)
+
+    def line(self, what: str, timeout: float) -> dict:
+        try:
+            return json.loads(self.out.line(what, timeout))
+        except BaseException:
+            self.kill()
+            raise
 
     def send(self, word: str) -> None:
-        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.write(word.encode() + b"\n")
         self.proc.stdin.flush()
 
     def close(self) -> None:
+        """Let it finish (stdin closed), SIGKILL after 30 s."""
         try:
             self.proc.stdin.close()
         except OSError:
@@ -47,7 +78,29 @@ class Gen:
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc.stdout.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
             self.proc.kill()
+        self.proc.wait()
+
+
+@contextmanager
+def generators() -> Iterator[list[Gen]]:
+    """The load generators a workload starts (append them): closed when it ends, killed at once
+    when it fails, so none outlives its run."""
+    gens: list[Gen] = []
+    try:
+        yield gens
+    except BaseException:
+        for g in gens:
+            g.kill()
+        raise
+    finally:
+        for g in gens:
+            g.close()
 
 
 def _split(total: int, per: int = PER_PROCESS) -> list[int]:
@@ -74,7 +127,7 @@ def _measure(running: Running, gens: list[Gen]) -> tuple[list[dict], float, Cpu]
     t0 = time.perf_counter()
     for g in gens:
         g.send("go")
-    results = [g.line() for g in gens]
+    results = [g.result() for g in gens]
     wall = time.perf_counter() - t0
     cpu.stop()
     for g in gens:
@@ -104,52 +157,60 @@ def _summary(results: list[dict], cpu: Cpu, running: Running, expected: int) -> 
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": any(r["cpu_bound"] for r in results)}
 
 
-def stream(running: Running, *, n: int, size: int, **_) -> dict:
-    g = Gen(running, connections=1, trigger={"n": n, "size": size, "rate": 0}, expect=n)
-    g.line()
-    results, _, cpu = _measure(running, [g])
+def stream(running: Running, *, n: int, size: int, gen_timeout: float = GEN_TIMEOUT_S, **_) -> dict:
+    with generators() as gens:
+        g = Gen(running, connections=1, trigger={"n": n, "size": size, "rate": 0}, expect=n, timeout=gen_timeout)
+        gens.append(g)
+        g.ready()
+        results, _, cpu = _measure(running, gens)
     return _summary(results, cpu, running, n)
 
 
-def fanout(running: Running, *, n: int, size: int, k: int, **_) -> dict:
+def fanout(running: Running, *, n: int, size: int, k: int, gen_timeout: float = GEN_TIMEOUT_S, **_) -> dict:
     sizes = _split(k)
     # kdc-trio makes the session; a peer's is named here, 24 characters as kdc-trio's (equal bytes)
     session = None if running.target.flavor == "kdc" else secrets.token_urlsafe(18)
-    first = Gen(running, connections=sizes[0], session=session, share_session=True,
-                trigger={"n": n, "size": size, "rate": 0, "broadcast": True}, expect=n)
-    session = first.line()["session"]
-    others = [Gen(running, connections=c, session=session, trigger=None, expect=n) for c in sizes[1:]]
-    for g in others:
-        g.line()
-    results, _, cpu = _measure(running, [first, *others])
+    with generators() as gens:
+        first = Gen(running, connections=sizes[0], session=session, share_session=True,
+                    trigger={"n": n, "size": size, "rate": 0, "broadcast": True}, expect=n, timeout=gen_timeout)
+        gens.append(first)
+        session = first.ready()["session"]
+        for c in sizes[1:]:
+            gens.append(Gen(running, connections=c, session=session, trigger=None, expect=n, timeout=gen_timeout))
+        for g in gens[1:]:
+            g.ready()
+        results, _, cpu = _measure(running, gens)
     return _summary(results, cpu, running, n * k)
 
 
 def many(running: Running, *, c: int, rate: float, duration: float, size: int, **_) -> dict:
     per = int(rate * duration)
-    gens = [Gen(running, connections=m, trigger={"n": per, "size": size, "rate": rate}, trigger_all=True,
-                expect=per, timeout=duration * 4 + 30) for m in _split(c)]
-    for g in gens:
-        g.line()
-    results, wall, cpu = _measure(running, gens)
+    with generators() as gens:
+        for m in _split(c):
+            gens.append(Gen(running, connections=m, trigger={"n": per, "size": size, "rate": rate}, trigger_all=True,
+                            expect=per, timeout=duration * 4 + 30))
+        for g in gens:
+            g.ready()
+        results, wall, cpu = _measure(running, gens)
     out = _summary(results, cpu, running, per * c)
     out.update({"sessions": c, "rate_per_session": rate, "server_cpu_pct": cpu.total / wall * 100,
                 "gateway_cpu_pct": cpu.gateway / wall * 100})
     return out
 
 
-def idle(running: Running, *, c: int, **_) -> dict:
+def idle(running: Running, *, c: int, gen_timeout: float = GEN_TIMEOUT_S, **_) -> dict:
     """RSS per open connection, and what the kernel holds beside it: the server side's socket
     buffers (bench/kernel.py) plus the slab objects of each socket."""
     time.sleep(0.5)
     before, (_, buf_before), pages_before = running.rss_mb(), socket_buffers(running.port), tcp_mem_pages()
-    gens = [Gen(running, connections=m, mode="idle", trigger=None, expect=0) for m in _split(c, IDLE_PER_PROCESS)]
-    opened = [g.line() for g in gens]
-    time.sleep(1.0)
-    after, (held, buf_after), pages_after = running.rss_mb(), socket_buffers(running.port), tcp_mem_pages()
-    for g in gens:
-        g.send("stop")
-        g.close()
+    with generators() as gens:
+        for m in _split(c, IDLE_PER_PROCESS):
+            gens.append(Gen(running, connections=m, mode="idle", trigger=None, expect=0, timeout=gen_timeout))
+        opened = [g.ready() for g in gens]
+        time.sleep(1.0)
+        after, (held, buf_after), pages_after = running.rss_mb(), socket_buffers(running.port), tcp_mem_pages()
+        for g in gens:
+            g.send("stop")
     struct = socket_struct_bytes()
     buf_kib = (buf_after - buf_before) / 1024 / c
     return {"connections": c, "established": held, "rss_before_mb": before, "rss_after_mb": after,
@@ -159,14 +220,16 @@ def idle(running: Running, *, c: int, **_) -> dict:
             "tcp_mem_pages_delta": pages_after - pages_before}
 
 
-def churn(running: Running, *, clients: int, duration: float, **_) -> dict:
-    g = Gen(running, mode="churn", connections=clients, duration=duration, trigger=None, expect=0)
-    g.line()
-    cpu = Cpu(running)
-    g.send("go")
-    r = g.line()
-    cpu.stop()
-    g.close()
+def churn(running: Running, *, clients: int, duration: float, gen_timeout: float = GEN_TIMEOUT_S, **_) -> dict:
+    with generators() as gens:
+        g = Gen(running, mode="churn", connections=clients, duration=duration, trigger=None, expect=0,
+                timeout=gen_timeout)
+        gens.append(g)
+        g.ready()
+        cpu = Cpu(running)
+        g.send("go")
+        r = g.result()
+        cpu.stop()
     return {"cycles": r["cycles"], "errors": r["errors"], "cycles_per_s": r["cycles"] / r["wall_s"],
             "server_cpu_s_per_1k_cycles": cpu.total / max(1, r["cycles"]) * 1000,
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": r["cpu_bound"]}

@@ -34,6 +34,7 @@ if redis_url:
 
     redis = aioredis.Redis.from_url(redis_url)
 QUEUE = 100_000
+SUBSCRIBE_TIMEOUT_S = 30  # Redis confirms in a millisecond; a loaded CI box may take seconds
 streams: dict[str, dict[str, asyncio.Queue]] = {}  # session → stream id → queue
 
 
@@ -44,14 +45,22 @@ async def stream(request: Request):
     streams.setdefault(session, {})[stream_id] = queue
 
     async def events():
-        yield {"event": "ready", "data": json.dumps({"session_id": session, "stream_id": stream_id})}
+        pubsub = None
         try:
-            if redis is None:
+            if redis is not None:
+                # Subscribed (Redis confirmed it) before `ready`: the load generator triggers the
+                # turn as soon as it reads `ready`, and a message published before the SUBSCRIBE
+                # is lost (once the cause of a quick bench run that waited out its timeout).
+                pubsub = redis.pubsub()
+                await pubsub.subscribe(f"bench:{session}")
+                reply = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+                if reply is None or reply["type"] != "subscribe":
+                    raise RuntimeError(f"SUBSCRIBE bench:{session} not confirmed within {SUBSCRIBE_TIMEOUT_S} s: {reply}")
+            yield {"event": "ready", "data": json.dumps({"session_id": session, "stream_id": stream_id})}
+            if pubsub is None:
                 while True:
                     yield await queue.get()
             else:
-                pubsub = redis.pubsub()
-                await pubsub.subscribe(f"bench:{session}")
                 async for msg in pubsub.listen():
                     if msg["type"] == "message":
                         item = json.loads(msg["data"])
@@ -59,6 +68,8 @@ async def stream(request: Request):
                             yield {"event": item["event"], "data": item["data"], "id": item.get("id")}
         finally:
             streams.get(session, {}).pop(stream_id, None)
+            if pubsub is not None:
+                await pubsub.aclose()
 
     return EventSourceResponse(events(), sep="\n", ping=15)
 

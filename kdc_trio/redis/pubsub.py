@@ -222,6 +222,12 @@ class PubSub(WantedChannels):
                 while self._pongs == seen:
                     await self._pong.park()
             if self._pongs == seen:
+                # The deadline may have passed while this whole process was stalled (a GC pause, a
+                # busy box) and the PONG arrived meanwhile: trio then wakes the reader (its socket
+                # is readable) and this task (its deadline passed) in the same batch, in either
+                # order. One checkpoint lets the reader take what is in the socket before we judge.
+                await trio.lowlevel.checkpoint()
+            if self._pongs == seen:
                 self.pings_missed += 1
                 raise RedisConnectionError(f"no PONG within {self.ping_timeout}s: the connection is half-open "
                                            "or Redis is stalled")

@@ -27,7 +27,7 @@ async def test_sigterm_tells_streams_and_exits_within_the_grace_period():
                 st = await open_stream(nursery, client, "/sse/stream?stream_id=s")
                 started = time.monotonic()
                 gw.proc.send_signal(signal.SIGTERM)
-                await st.wait_event("server_shutdown", timeout=5)
+                await st.wait_event("server_shutdown", timeout=15)
                 with trio.fail_after(10):
                     while gw.proc.poll() is None:
                         await trio.sleep(0.05)

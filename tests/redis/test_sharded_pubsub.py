@@ -45,9 +45,12 @@ def spublish(cluster: RedisCluster, channel: str, data: str) -> int:
 
 
 async def wait_until(cond, timeout: float = 10.0, what: str = "condition") -> None:
-    with trio.fail_after(timeout):
-        while not cond():
-            await trio.sleep(0.01)
+    try:
+        with trio.fail_after(timeout):
+            while not cond():
+                await trio.sleep(0.01)
+    except trio.TooSlowError:
+        raise trio.TooSlowError(f"gave up waiting for {what} after {timeout} s") from None
 
 
 async def test_channels_spread_over_every_shard_arrive_in_batches_and_unsubscribe():
@@ -120,12 +123,14 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_only_its_channels_
             recover_s = time.monotonic() - killed
             print(f"master :{victim} SIGKILLed, replica :{promoted.port} promoted; {len(lost)} channels "
                   f"re-subscribed and reported in {recover_s:.2f}s; shards {ps.statistics()['per_shard']}")
-            assert set().union(*sink.recovered) == lost, "only the dead shard's channels had a gap"
-            assert all(ps._home[c] == promoted.address for c in lost)
-            assert victim not in {p for _, p in ps.shards}, "the dead master's connection is closed"
+            seen = (f"reported {[len(r) for r in sink.recovered]} for {len(lost)} lost; "
+                    f"pings missed {ps.pings_missed}; {ps.statistics()}")
+            assert set().union(*sink.recovered) == lost, "only the dead shard's channels had a gap: " + seen
+            assert all(ps._home[c] == promoted.address for c in lost), seen
+            assert victim not in {p for _, p in ps.shards}, "the dead master's connection is closed: " + seen
             for c in channels:
                 await trio.to_thread.run_sync(spublish, cluster, c, "after")
-            await wait_until(lambda: len(sink.messages) == len(channels))
+            await wait_until(lambda: len(sink.messages) == len(channels), timeout=20, what="one message per channel")
             assert sorted(c for c, _ in sink.messages) == sorted(channels)
             nursery.cancel_scope.cancel()
         await ps.cluster.aclose()

@@ -33,7 +33,9 @@ class KdcProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         self.port: int | None = None
 
-    def wait_ready(self, timeout: float = 20.0) -> "KdcProcess":
+    def wait_ready(self, timeout: float = 60.0) -> "KdcProcess":
+        """Until it listens (`serve`) or says ready (`worker`): about a second on an idle box, the
+        deadline is for a busy 2-core CI box (imports, the Redis connection)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -38,10 +38,17 @@ class SioResult:
 
 Scenario = Callable[[socketio.AsyncClient, SioResult], Awaitable[None]]
 
+# How long the client waits for the handshake (its HTTP requests and WebSocket open: python-engineio's
+# `request_timeout`, 5 s by default) and then for the server's CONNECT or CONNECT_ERROR
+# (`wait_timeout`, 1 s by default). Both are answered in milliseconds; the test's gateway runs in
+# the test's own process (one GIL with this client's thread) on a 2-core CI box that may be busy,
+# so they are generous: a refusal is still told at once, and a lapse is reported as such.
+CONNECT_TIMEOUT_S = 20.0
+
 
 async def _main(url: str, auth: Any, transports: list[str], scenario: Scenario, headers: dict) -> SioResult:
     res = SioResult()
-    sio = socketio.AsyncClient(reconnection=False)
+    sio = socketio.AsyncClient(reconnection=False, request_timeout=CONNECT_TIMEOUT_S)
 
     @sio.on("*")
     async def catch_all(event, *args):
@@ -57,9 +64,10 @@ async def _main(url: str, auth: Any, transports: list[str], scenario: Scenario, 
         res.disconnected = True
 
     try:
-        await sio.connect(url, auth=auth, transports=transports, wait_timeout=5, headers=headers)
+        await sio.connect(url, auth=auth, transports=transports, wait_timeout=CONNECT_TIMEOUT_S, headers=headers)
     except socketio.exceptions.ConnectionError as exc:
         if res.connect_error is None:
+            # python-socketio says "Unexpected connection error" when `wait_timeout` lapsed
             res.connect_error = str(exc)
         return res
     res.connected = True
@@ -72,7 +80,7 @@ async def _main(url: str, auth: Any, transports: list[str], scenario: Scenario, 
 
 
 async def run_sio(url: str, scenario: Scenario, *, auth: Any = None, transports: list[str] | None = None,
-                  headers: dict | None = None, timeout: float = 40.0) -> SioResult:
+                  headers: dict | None = None, timeout: float = 3 * CONNECT_TIMEOUT_S + 30.0) -> SioResult:
     """Connect, run `scenario(sio, result)`, disconnect; returns what was received."""
     box: dict[str, Any] = {}
 
