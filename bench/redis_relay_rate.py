@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.live import LineReader  # noqa: E402
-from kdc_trio.relay.message import DATA_LAST  # noqa: E402
+from kdc_trio.relay.message import dumps, head_prefix  # noqa: E402
 
 BARE_SUBSCRIBER = r"""
 import socket, sys, time, hiredis
@@ -95,7 +95,10 @@ def free_port() -> int:
 
 def start_redis() -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+    # the pub/sub output buffer of bench/targets.py's Redis: with Redis's default (32 MB hard) a
+    # receiver that falls behind on a busy box is disconnected and the run never completes
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--client-output-buffer-limit", "pubsub 512mb 256mb 60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
@@ -112,13 +115,14 @@ def publish(port: int, channel: str, payload: str, n: int) -> None:
 
 
 def wire(session_id: str, size: int, *, kdcube: bool = False) -> str:
-    """One chat_delta as kdc-trio's RedisBus publishes it (data last, `fmt` marker, seq 0 so
-    identical copies are not deduplicated), or as a KDCube producer does (`kdcube`)."""
+    """One chat_delta as kdc-trio's RedisBus publishes it (the fixed "kdc2" head, data last; seq 0
+    so identical copies are not deduplicated), or as a KDCube producer does (`kdcube`)."""
     data = {"type": "chat.delta", "delta": {"text": "x" * size, "marker": "answer", "index": 0}}
-    head = {"target_sid": None, "session_id": session_id, "event": "chat_delta", "timestamp": 0}
     if kdcube:
+        head = {"target_sid": None, "session_id": session_id, "event": "chat_delta", "timestamp": 0}
         return json.dumps({**head, "data": data})
-    return json.dumps({**head, "host_id": "bench", "fmt": DATA_LAST, "data": data}, separators=(",", ":"))
+    before, after = head_prefix(event="chat_delta", target_sid=None, session_id=session_id, host_id="bench")
+    return '{"seq":0' + before + "0" + after + "0," + dumps(data)[1:] + "}"
 
 
 def bare_subscriber_rate(port: int, n: int, size: int) -> float:

@@ -116,6 +116,12 @@ def encode_event(
     `data` of None writes no data line (the block then only sets id/retry). CR, LF or NUL
     in `event` or `id` raise LocalProtocolError: they would split or void the field.
     """
+    if (type(id) is int and retry is None and event is not None and data is not None and "\n" not in data
+            and "\r" not in data and "\n" not in event and "\r" not in event and "\0" not in event):
+        try:  # the relay's case (an event, its seq, one line of JSON): one format, no parts list
+            return f"event: {event}\nid: {id}\ndata: {data}\n\n".encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(f"SSE event is not encodable as UTF-8: {exc}") from None
     parts: list[str] = []
     if event is not None:
         if "\n" in event or "\r" in event or "\0" in event:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Callable
 
 import orjson
 
@@ -29,9 +30,29 @@ def loads(text: str) -> Any:
 
 
 # Marks a wire message whose "data" is its last key (our publisher's layout), so a receiver can
-# take the data's JSON text as it is instead of decoding and re-encoding it.
+# take the data's JSON text as it is instead of decoding and re-encoding it. "kdc1": the head's
+# scalars in any order (decoded as JSON); what gateways of the previous release publish, and still
+# read (a rolling upgrade mixes both).
 DATA_LAST = "kdc1"
+# "kdc2": the same keys in one fixed order (`head_prefix`), so a receiver reads the head with one
+# regular-expression match instead of a JSON decode and a dict (~1.3 us less per relayed event).
+# Still plain JSON with the same keys: KDCube's subscribers read it as they read any message. A
+# "kdc2" message the pattern does not match (a string with an escape in its head) is read as "kdc1".
+FIXED_HEAD = "kdc2"
 _DATA_KEY = ',"data":'
+_STR = r'"([^"\\\x00-\x1f]*)"'  # a JSON string without escapes or control characters
+_FIXED = re.compile(r'\{"seq":(\d{1,18}),"fmt":"kdc2","event":' + _STR + r',"target_sid":(?:null|' + _STR + r'),'
+                    r'"session_id":' + _STR + r',"timestamp":(-?\d[\d.eE+-]*),"host_id":"[^"\\\x00-\x1f]*",'
+                    r'"data":(?=\{)')
+_fixed_match = _FIXED.match
+
+
+def head_prefix(*, event: str, target_sid: str | None, session_id: str, host_id: str) -> tuple[str, str]:
+    """A "kdc2" message is `{"seq":N` + before + its timestamp + after + N + the rest of its data
+    (the PUBLISH script puts the seqs in, RedisBus.encode_event the timestamp and the data). The
+    publisher caches the pair per (session, event, target): no JSON encode of the head per event."""
+    return (f',"fmt":"{FIXED_HEAD}","event":{dumps(event)},"target_sid":{dumps(target_sid)},'
+            f'"session_id":{dumps(session_id)},"timestamp":'), f',"host_id":{dumps(host_id)},"data":{{"seq":'
 
 
 class RelayMessage:
@@ -95,17 +116,52 @@ class RelayMessage:
                 "data": self.data, "timestamp": self.timestamp, "seq": self.seq}
 
     @classmethod
+    def from_raws(cls, raws: list[bytes], on_error: Callable[[Exception], None]) -> list["RelayMessage"]:
+        """`from_raw` over one network read's messages of a channel (the relay's hot path: ours
+        in the fixed layout cost one match and one object each); what cannot be read goes to
+        `on_error` and is left out."""
+        out = []
+        append = out.append
+        match = _fixed_match
+        new = object.__new__
+        for raw in raws:
+            try:
+                text = raw.decode("utf-8")
+                m = match(text)
+                if m is None or text[-1] != "}":
+                    append(cls.from_raw(text))
+                    continue
+                seq, event, target, session, ts = m.groups()
+                msg = new(cls)
+                msg.session_id = session
+                msg.target_sid = target or None
+                msg.event = event
+                msg._data = None
+                msg.timestamp = float(ts)
+                msg.seq = int(seq)
+                msg._json = text[m.end():-1]
+                msg._sse = msg._sio = msg._sio_off = None
+                append(msg)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                on_error(exc)
+        return out
+
+    @classmethod
     def from_raw(cls, raw: bytes | str) -> "RelayMessage":
-        """A message as published. Ours (`fmt` DATA_LAST) keep their data's JSON text as is;
-        anything else is decoded whole. Raises ValueError/KeyError/TypeError on garbage."""
+        """A message as published. Ours (`fmt` FIXED_HEAD or DATA_LAST) keep their data's JSON
+        text as is; anything else is decoded whole. Raises ValueError/KeyError/TypeError on garbage."""
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        if text.endswith("}") and (m := _fixed_match(text)) is not None:
+            seq, event, target, session, ts = m.groups()
+            return cls(session_id=session, event=event, data=None, seq=int(seq), timestamp=float(ts),
+                       target_sid=target or None, data_json=text[m.end():-1])
         i = text.find(_DATA_KEY)
         if i > 0 and text.endswith("}"):
             try:
                 head = loads(text[:i] + "}")  # only scalars precede "data" in our layout
             except ValueError:
                 head = None
-            if isinstance(head, dict) and head.get("fmt") == DATA_LAST:
+            if isinstance(head, dict) and head.get("fmt") in (DATA_LAST, FIXED_HEAD):
                 return cls(session_id=str(head["session_id"]), event=str(head["event"]), data=None,
                            seq=int(head.get("seq") or 0), timestamp=float(head.get("timestamp") or 0.0),
                            target_sid=head.get("target_sid") or None, data_json=text[i + len(_DATA_KEY):-1])

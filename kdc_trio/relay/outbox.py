@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from kdc_trio.relay.keys import PROJECT_SESSION
 from kdc_trio.relay.merge import DELTA, compact, merge_into
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.util.batch_queue import BatchQueue
@@ -122,7 +123,7 @@ class Outbox:
             last = self.last_seq
             fresh = []
             for m in msgs:
-                if m.resumable:
+                if m.seq > 0 and m.session_id != PROJECT_SESSION:  # m.resumable, inline: per event
                     if m.seq <= last:  # the replay had it: as `offer`, skipped
                         continue
                     last = m.seq

@@ -28,7 +28,7 @@ from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.redis.slots import SLOTS, key_slot, slot_tag, tagged
 from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Poster, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.message import DATA_LAST, RelayMessage, dumps
+from kdc_trio.relay.message import RelayMessage, dumps, head_prefix
 from kdc_trio.relay.pipelined_poster import PipelinedPoster
 from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.relay.session_log import LogSlice, gap_notice
@@ -132,6 +132,9 @@ return last
 # Events of one session one script call carries at most: bounds the call's arguments (Lua's
 # `unpack` of the log push) and how long Redis runs it (~ a few us per event).
 MAX_EVENTS_PER_CALL = 256
+# (session, event, target) heads whose text a publishing process keeps (RedisBus.encode_event):
+# a few per running turn; past this many the cache starts over (an encode each, not a leak).
+HEAD_CACHE = 4096
 
 # KEYS: seq key, log key. ARGV (optional): a floor for the seq and the seq key's TTL s. Returns
 # {the session's seq, the log's entries}: one consistent read. With a floor, a seq below it is
@@ -196,6 +199,7 @@ class RedisBus(Bus):
         self._start_seq: dict[str, int] = {}
         self._resyncing: dict[str, list[RelayMessage]] = {}
         self._nursery: trio.Nursery | None = None
+        self._heads: dict[tuple[str, str, str | None], tuple[str, str]] = {}  # see encode_event
         self.publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
@@ -254,11 +258,16 @@ class RedisBus(Bus):
 
     def encode_event(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None) -> tuple[str, str]:
         """An event's two script arguments: its text before and after the data's seq, the script
-        putting `{"seq":N` before the first and N between them (see PUBLISH)."""
-        head = {"target_sid": target_sid, "session_id": key.session_id, "event": event,
-                "timestamp": time.time(), "host_id": self.service.host_id, "fmt": DATA_LAST}
+        putting `{"seq":N` before the first and N between them (see PUBLISH). The head is in the
+        fixed "kdc2" layout (relay/message.py), its text cached per (session, event, target)."""
+        parts = self._heads.get((key.session_id, event, target_sid))
+        if parts is None:
+            if len(self._heads) >= HEAD_CACHE:
+                self._heads.clear()
+            parts = self._heads[(key.session_id, event, target_sid)] = head_prefix(
+                event=event, target_sid=target_sid, session_id=key.session_id, host_id=self.service.host_id)
         body = dumps({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
-        return "," + dumps(head)[1:-1] + ',"data":{"seq":', ("}}" if body == "{}" else "," + body[1:] + "}")
+        return parts[0] + repr(time.time()) + parts[1], ("}}" if body == "{}" else "," + body[1:] + "}")
 
     def script_keys(self, key: SessionKey) -> list[str]:
         return [self._seq_key(key), self._log_key(key), *self._accounting_keys(key)]
@@ -346,7 +355,7 @@ class RedisBus(Bus):
         subs = self._subs.get(channel)
         if not subs:
             return
-        msgs = [m for m in map(self._decode, raws) if m is not None]
+        msgs = RelayMessage.from_raws(raws, self._undecodable)
         self.received += len(msgs)
         held = self._resyncing.get(channel)
         if held is not None:  # live messages wait while the log is read back after a gap
@@ -439,6 +448,9 @@ class RedisBus(Bus):
         try:
             return RelayMessage.from_raw(raw)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.undecodable += 1
-            log.warning("undecodable relay message dropped: %s", exc)
+            self._undecodable(exc)
             return None
+
+    def _undecodable(self, exc: Exception) -> None:
+        self.undecodable += 1
+        log.warning("undecodable relay message dropped: %s", exc)

@@ -24,6 +24,9 @@ log = logging.getLogger("kdc_trio.service")
 Listener = Callable[[list[Any]], None]
 # Told which channels had a gap in their delivery (None: all of them, the one connection came back).
 ReconnectHook = Callable[[Collection[str] | None], None]
+# Channel names whose text on_batch keeps (bytes -> str), not decoded per message: one per
+# subscribed session; past this many it starts over.
+CHANNEL_NAMES = 65_536
 
 
 class PubSubLike(Protocol):
@@ -52,6 +55,7 @@ class ServiceCommunicator:
         self._raw: set[str] = set()  # channels whose listener takes the published bytes
         self._reconnect_hooks: list[ReconnectHook] = []
         self.undecodable = 0
+        self._names: dict[bytes, str] = {}  # a channel's name as Redis sends it -> as text
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.pubsub is None:
@@ -91,12 +95,25 @@ class ServiceCommunicator:
     # ---- from the pub/sub connection ----------------------------------------------------------
     def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
         per_channel: dict[str, list[Any]] = {}
+        names = self._names
+        last_raw: Any = None
+        last: list[Any] | None = None  # the list of the previous message's channel (runs share it)
         for channel_raw, payload in batch:
-            channel = text(channel_raw)
+            if channel_raw == last_raw and last is not None:
+                last.append(payload)
+                continue
+            channel = names.get(channel_raw) if type(channel_raw) is bytes else None
+            if channel is None:
+                channel = text(channel_raw)
+                if len(names) >= CHANNEL_NAMES:
+                    names.clear()
+                names[channel_raw] = channel  # type: ignore[index]
+            last_raw, last = channel_raw, None
             if channel not in self._listeners:
                 continue  # unsubscribed while the message was in flight
             if channel in self._raw:
-                per_channel.setdefault(channel, []).append(payload)
+                last = per_channel.setdefault(channel, [])
+                last.append(payload)
                 continue
             try:
                 obj = json.loads(payload)

@@ -63,3 +63,37 @@ def test_the_codec_is_json_for_what_orjson_refuses_too():
     assert loads('{"big": 1180591620717411303424}') == {"big": 2**70}
     with pytest.raises(ValueError):
         loads('{"truncated": ')
+
+
+def _fixed(seq: int, *, event: str = "chat_delta", target: str | None = None, session: str = "x",
+           data: str = '"type":"chat.delta","delta":{"text":"a","index":0}}') -> bytes:
+    from kdc_trio.relay.message import head_prefix
+
+    before, after = head_prefix(event=event, target_sid=target, session_id=session, host_id="h:1")
+    return ('{"seq":%d%s1.5%s%d,%s}' % (seq, before, after, seq, data)).encode()
+
+
+def test_the_fixed_head_is_json_with_the_same_keys_and_reads_without_a_decode():
+    raw = _fixed(9, target="s1")
+    assert json.loads(raw) == {"seq": 9, "fmt": "kdc2", "event": "chat_delta", "target_sid": "s1", "session_id": "x",
+                               "timestamp": 1.5, "host_id": "h:1",
+                               "data": {"seq": 9, "type": "chat.delta", "delta": {"text": "a", "index": 0}}}
+    errors: list = []
+    (m,) = RelayMessage.from_raws([raw], errors.append)
+    one = RelayMessage.from_raw(raw)
+    for got in (m, one):
+        assert (got.seq, got.event, got.target_sid, got.session_id, got.timestamp) == (9, "chat_delta", "s1", "x", 1.5)
+        assert got.data_json() == '{"seq":9,"type":"chat.delta","delta":{"text":"a","index":0}}'
+    assert RelayMessage.from_raws([_fixed(3)], errors.append)[0].target_sid is None and not errors
+
+
+@pytest.mark.parametrize("session", ['a"b', "a\\b", "é\n"])
+def test_a_fixed_head_with_escapes_is_read_as_json(session):
+    (m,) = RelayMessage.from_raws([_fixed(4, session=session)], pytest.fail)
+    assert (m.session_id, m.seq) == (session, 4)
+
+
+def test_from_raws_leaves_out_garbage_and_says_so():
+    errors: list = []
+    got = RelayMessage.from_raws([b"not json", _fixed(5), b'{"fmt":"kdc2","data":', _fixed(6)[:40]], errors.append)
+    assert [m.seq for m in got] == [5] and len(errors) == 3
