@@ -98,6 +98,7 @@ async def open_redis_parts(settings: Settings, stack: AsyncExitStack, *, listen:
     service = ServiceCommunicator(client, sharded=cluster)
     if listen:
         service.pubsub = pubsub_factory(on_batch=service.on_batch, on_reconnect=service.on_reconnect,
+                                        on_gap=service.on_gap,
                                         ping_interval=s.pubsub_ping_interval_s, ping_timeout=s.pubsub_ping_timeout_s,
                                         backoff_max=s.redis_retry_max_ms / 1000)
     bus = RedisBus(client, service, channel_prefix=s.relay_prefix, key_prefix=s.redis_prefix,

@@ -4,7 +4,8 @@ For deployments that need redis-py itself (Sentinel is native too: redis/sentine
 offers `execute`/`pipeline` with raw RESP2 replies and our error types, exactly like
 `RedisClient`; `CompatPubSub` offers `subscribe`/`unsubscribe`/`run` and hands messages on in
 batches (everything redis-py has buffered, one trio await per batch) like `PubSub`. redis-py
-re-subscribes after a reconnect by itself; we count the gap and call `on_reconnect`. Like
+re-subscribes after a reconnect by itself; we call `on_gap` as it reconnects (before anything it
+reads is handed on), count the gap and call `on_reconnect` once all is re-subscribed. Like
 `PubSub` it PINGs its connection (no PONG in time → the connection is dropped and re-made) and
 a subscribe that fails takes its channels back out of the wanted set.
 
@@ -111,10 +112,12 @@ class CompatClient:
 class CompatPubSub:
     def __init__(self, url: str, *, on_batch: Callable[[list[tuple[bytes, bytes]]], None],
                  on_reconnect: Callable[[], None] | None = None, confirm_timeout: float = 10.0,
-                 backoff_max: float = 5.0, ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
+                 backoff_max: float = 5.0, ping_interval: float = 5.0, ping_timeout: float = 3.0,
+                 on_gap: Callable[[], None] | None = None) -> None:
         self.url = url
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
+        self.on_gap = on_gap
         self.confirm_timeout = confirm_timeout
         self.backoff_max = backoff_max
         self.ping_interval = ping_interval  # 0 = no liveness PINGs
@@ -175,6 +178,8 @@ class CompatPubSub:
             self.gaps += 1
             self._confirmed = set()
             log.warning("Redis pub/sub (compat) reconnected: gap #%d", self.gaps)
+            if self.on_gap is not None:  # before anything read on this connection is handed on
+                self.on_gap()
 
     async def _read_batch(self) -> list[dict]:
         first = await self._ps.get_message(ignore_subscribe_messages=False, timeout=1.0)

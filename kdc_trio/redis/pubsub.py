@@ -7,9 +7,13 @@
 - The reader hands messages on in batches: everything parsed from one network read goes to
   `on_batch(list[(channel, data)])` in one call — never one await per message. `on_batch`
   must not block (the relay only moves messages into bounded buffers).
-- A lost connection is survived: reconnect with capped exponential backoff and full jitter,
-  re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged once per gap) and call
-  `on_reconnect()` so the owner can recover what was published while it was away. Behind a
+- A lost connection is survived: `on_gap()` is called at once (before any message of the next
+  connection is handed on, so the owner can hold them), then reconnect with capped exponential
+  backoff and full jitter, re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged
+  once per gap) and call `on_reconnect()` so the owner can recover what was published while it
+  was away. `on_reconnect` runs in a task woken by the re-SUBSCRIBE's confirmation: messages read
+  on the new connection may reach `on_batch` before it (the same read, or a read before that task
+  runs), which is why the owner starts holding at `on_gap`, not at `on_reconnect`. Behind a
   `redis+sentinel://` URL each reconnection goes to the master the Sentinels name then, and a
   master switch the connector learns of (kdc_trio/redis/sentinel_watch.py) drops the connection
   to the old one: a failover is one more gap.
@@ -104,10 +108,12 @@ class PubSub(WantedChannels):
     def __init__(self, url: str | RedisURL | SentinelURL | Connector, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
-                 ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
+                 ping_interval: float = 5.0, ping_timeout: float = 3.0,
+                 on_gap: Callable[[], None] | None = None) -> None:
         self.connector = connector_for(url)  # where each (re)connection goes
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
+        self.on_gap = on_gap
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self.backoff_initial = backoff_initial
@@ -204,7 +210,10 @@ class PubSub(WantedChannels):
             self.on_reconnect()
 
     def _lost(self) -> None:
-        """*hook*: the connection was lost (a reconnect follows)."""
+        """*hook*: the connection was lost (a reconnect follows): tell the owner, who holds live
+        messages from now until it has recovered what the gap hid."""
+        if self.on_gap is not None:
+            self.on_gap()
 
     async def _follow_master(self, epoch: int) -> None:
         """Behind Sentinel: the master switched → this connection is on the old one (raises)."""

@@ -103,10 +103,12 @@ class ShardedPubSub(WantedChannels):
     def __init__(self, cluster: ClusterClient, *, on_batch: Callable[[Batch], None],
                  on_reconnect: Callable[[set[str]], None] | None = None, connect_timeout: float = 5.0,
                  confirm_timeout: float = 10.0, backoff_initial: float = 0.05, backoff_max: float = 5.0,
-                 ping_interval: float = 5.0, ping_timeout: float = 3.0) -> None:
+                 ping_interval: float = 5.0, ping_timeout: float = 3.0,
+                 on_gap: Callable[[set[str]], None] | None = None) -> None:
         self.cluster = cluster  # its slot map, and the nodes' URLs (credentials, TLS)
         self.on_batch = on_batch
         self.on_reconnect = on_reconnect
+        self.on_gap = on_gap  # channels whose delivery stopped (lost shard, new owner): hold them
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self.backoff_initial = backoff_initial
@@ -274,7 +276,9 @@ class ShardedPubSub(WantedChannels):
                     self._retired[counter] += getattr(shard, counter)
 
     def _recover(self, channels: set[str]) -> None:
-        """Report `channels` for gap-filling once their (new) shard confirmed them."""
+        """Report `channels` for gap-filling once their (new) shard confirmed them; the owner is
+        told of the gap now, before the new shard can deliver any of their messages."""
+        self._gap(channels)
         channels = channels - self._recovering
         if self._nursery is not None and channels:
             self._recovering |= channels
@@ -316,5 +320,11 @@ class ShardedPubSub(WantedChannels):
         self._recover({channel})
         self._refresh.set()
 
+    def _gap(self, channels: set[str]) -> None:
+        channels = channels & self.wanted
+        if channels and self.on_gap is not None:
+            self.on_gap(channels)
+
     def _shard_lost(self, shard: _Shard) -> None:
+        self._gap(set(shard.wanted))
         self._refresh.set()

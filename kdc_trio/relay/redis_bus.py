@@ -12,6 +12,11 @@ local subscriber, in batches (one list per network read).
 After a Redis reconnect the pub/sub layer re-subscribes what is wanted now; the bus then
 fetches each channel's log past the last seq it delivered and pushes what the outage
 swallowed, before the live messages that arrived meanwhile, so order and completeness hold.
+Live messages are held from the moment the gap begins (`on_gap`: the connection was lost, or the
+channel moves to another shard), not from when the reconnect is told (`on_reconnect`): the new
+connection's reader hands on what it reads at once, and it may read messages before the task
+that tells of the reconnect runs. Delivered live, such a message would move the last delivered
+seq past the gap and the log read would start after it: the gap's events lost without a word.
 """
 
 from __future__ import annotations
@@ -167,6 +172,7 @@ class RedisBus(Bus):
         self.watch = watch
         self.service = service  # the pub/sub plumbing (and the host_id every message carries)
         service.on_reconnect_call(self.on_reconnect)
+        service.on_gap_call(self.on_gap)
         self.channel_prefix = channel_prefix
         self.key_prefix = key_prefix
         self.log_size = log_size
@@ -197,7 +203,11 @@ class RedisBus(Bus):
         # pub/sub gap starts for a channel that has delivered nothing yet (not at 0: that would
         # hand its connections the session's whole history as live events).
         self._start_seq: dict[str, int] = {}
+        # Channels whose live messages are held (a pub/sub gap began, its log not read back yet).
         self._resyncing: dict[str, list[RelayMessage]] = {}
+        self._gapped: set[str] = set()     # a gap began since the channel's log read started
+        self._reading: set[str] = set()    # a _resync task runs for the channel
+        self._read_again: set[str] = set()  # reconnected while it read: it reads once more
         self._nursery: trio.Nursery | None = None
         self._heads: dict[tuple[str, str, str | None], tuple[str, str]] = {}  # see encode_event
         self.publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
@@ -299,6 +309,9 @@ class RedisBus(Bus):
                     self._last_seq.pop(channel, None)
                     self._last_stamp.pop(channel, None)
                     self._start_seq.pop(channel, None)
+                    self._resyncing.pop(channel, None)
+                    self._gapped.discard(channel)
+                    self._read_again.discard(channel)
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
                         await self.service.unlisten(channel)
 
@@ -368,17 +381,43 @@ class RedisBus(Bus):
         else:
             self._deliver(channel, subs, msgs)
 
+    def on_gap(self, channels: Collection[str] | None = None) -> None:
+        """Pub/sub stopped delivering `channels` (None: every channel, the one connection was
+        lost): hold their live messages from now until the log is read back after the reconnect,
+        so none is delivered before the events the gap hid and none moves the read's start."""
+        for channel in list(self._subs) if channels is None else [c for c in channels if c in self._subs]:
+            self._resyncing.setdefault(channel, [])
+            self._gapped.add(channel)
+
     def on_reconnect(self, channels: Collection[str] | None = None) -> None:
         """Pub/sub came back (and re-subscribed) for `channels` (None: every channel, the one
         connection came back; a Redis Cluster shard names its own): fill each channel's gap."""
         if self._nursery is None:
             return
         for channel in list(self._subs) if channels is None else [c for c in channels if c in self._subs]:
-            if channel not in self._resyncing:
-                self._resyncing[channel] = []
+            self._resyncing.setdefault(channel, [])
+            if channel in self._reading:
+                self._read_again.add(channel)  # its read may have started before this re-subscribe
+            else:
+                self._reading.add(channel)
                 self._nursery.start_soon(self._resync, channel)
 
     async def _resync(self, channel: str) -> None:
+        try:
+            while True:
+                self._read_again.discard(channel)
+                self._gapped.discard(channel)
+                self._resyncing.setdefault(channel, [])
+                await self._resync_once(channel)
+                if channel in self._gapped and channel in self._subs:
+                    # another gap began while the log was read: keep holding until it is read again
+                    self._resyncing.setdefault(channel, [])
+                if channel not in self._read_again or channel not in self._subs:
+                    return
+        finally:
+            self._reading.discard(channel)
+
+    async def _resync_once(self, channel: str) -> None:
         key = self._keys.get(channel)
         delivered = self._last_seq.get(channel, 0)
         after = delivered or self._start_seq.get(channel, 0)

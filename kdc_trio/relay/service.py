@@ -54,6 +54,7 @@ class ServiceCommunicator:
         self._listeners: dict[str, Listener] = {}
         self._raw: set[str] = set()  # channels whose listener takes the published bytes
         self._reconnect_hooks: list[ReconnectHook] = []
+        self._gap_hooks: list[ReconnectHook] = []
         self.undecodable = 0
         self._names: dict[bytes, str] = {}  # a channel's name as Redis sends it -> as text
 
@@ -92,6 +93,12 @@ class ServiceCommunicator:
     def on_reconnect_call(self, hook: ReconnectHook) -> None:
         self._reconnect_hooks.append(hook)
 
+    def on_gap_call(self, hook: ReconnectHook) -> None:
+        """`hook(channels)` when delivery of `channels` stops (None: all), before the messages of
+        the connection that replaces it are handed on: the owner holds them until it has filled
+        the gap (`on_reconnect_call`'s hook follows once the channels are re-subscribed)."""
+        self._gap_hooks.append(hook)
+
     # ---- from the pub/sub connection ----------------------------------------------------------
     def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
         per_channel: dict[str, list[Any]] = {}
@@ -124,6 +131,11 @@ class ServiceCommunicator:
             per_channel.setdefault(channel, []).append(obj)
         for channel, objs in per_channel.items():
             self._listeners[channel](objs)
+
+    def on_gap(self, channels: Collection[str] | None = None) -> None:
+        """Pub/sub stopped delivering `channels` (None: every channel); a reconnect follows."""
+        for hook in self._gap_hooks:
+            hook(channels)
 
     def on_reconnect(self, channels: Collection[str] | None = None) -> None:
         """Pub/sub came back after a gap: for `channels` (None: every channel)."""
