@@ -33,6 +33,7 @@ from kdc_trio.transports.expiry import TokenDeadline
 from kdc_trio.transports.identify import (
     request_session, request_session_and_identity, session_cookie, stream_id_from,
 )
+from kdc_trio.util.timers import Alarm, Timers
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
@@ -227,13 +228,21 @@ def write_through(ex: Exchange, outbox: Outbox) -> None:
 
 
 async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
-    """The writer (one frame while idle: it waits on the outbox's queue directly)."""
+    """The writer (one frame while idle: it waits on the outbox's queue directly). The heartbeat
+    is the process's timer (util/timers.py, an `Alarm` that wakes the outbox when the stream has
+    been silent for `heartbeat`): an idle writer parks with no cancel scope of its own."""
     write_through(ex, outbox)
     wire = ex.wire
+    timers = Timers.shared()
+    alarm = Alarm(outbox.wake)
+    due = trio.current_time() + heartbeat
     try:
         while True:
             seen = wire.written_through
-            await outbox.wait(heartbeat)
+            if timers.set_alarm(alarm, due):
+                await outbox.wait()
+            else:  # no process timer (it stopped): a timeout of its own
+                await outbox.wait(max(0.0, due - trio.current_time()))
             batch = outbox.take_nowait()
             closed = outbox.closed_reason
             if closed is not None and not closed.reason.writable:
@@ -242,7 +251,13 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
                 await ex.send(b"".join([m.sse_bytes() for m in batch]))
             elif wire.pending is not None:  # a write-through left bytes: sent under the write deadline
                 await ex.send(b"")
-            elif closed is None and wire.written_through == seen:  # silent for `heartbeat`
+            elif closed is None:
+                now = trio.current_time()
+                if wire.written_through != seen:  # the relay wrote meanwhile: silent since about now
+                    due = now + heartbeat
+                    continue
+                if now < due:  # woken early (wake() with nothing to do)
+                    continue
                 await ex.send(b": heartbeat\n\n")
             if closed is not None:
                 if closed.reason is CloseReason.SERVER_SHUTDOWN:
@@ -252,10 +267,12 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
                     await ex.send(encode_comment(f"closing: {closed}"))
                 await ex.end_stream()
                 return
+            due = trio.current_time() + heartbeat
     except ClientGone as exc:
         outbox.close(CloseReason.WRITE_DEADLINE if isinstance(exc, WriteDeadline) else CloseReason.CLIENT_GONE,
                      str(exc))
     finally:
+        Timers.cancel_alarm(alarm)
         outbox.write_through = None
         wire.on_pending = None
 
