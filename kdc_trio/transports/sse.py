@@ -72,6 +72,9 @@ def install(router: Router, gw: "ChatPorts") -> None:
 
 # ---- GET /sse/stream ----------------------------------------------------------------------
 async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
+    # One frame for the stream's whole life (its writer `_write_loop` below it): explicit
+    # try/finally, no exit stack or context manager objects, no helper frame in between: an idle
+    # stream holds this frame (and what its locals reference) for hours, 10,000 of them per process.
     s = gw.settings
     if gw.counters.sse_streams >= s.max_sse_connections:
         raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
@@ -79,38 +82,29 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     # Counted with the check, before any await: a burst of opens cannot all pass the cap while
     # each waits for its session (400 opens against a cap of 300 gave 400 streams).
     gw.counters.sse_streams += 1
-    try:
-        await _stream(gw, req, ex)
-    finally:
-        gw.counters.sse_streams -= 1
-
-
-async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
-    # Explicit try/finally, no exit stack or context manager objects: an idle stream holds this
-    # frame (and what its locals reference) for hours, 10,000 of them per process.
-    s = gw.settings
-    stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
-    last_id, ignored_last_id = resume_point(req)
-    session, identity = await request_session_and_identity(gw, req, use_cookie=False)
-    await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
-    deadline = TokenDeadline(identity, s)
-    identity = None
-    key = SessionKey(session.tenant, session.project, session.session_id)
-    keys = [key]
-    if req.query.get("project_events", "").lower() in TRUTHY:
-        keys.append(SessionKey.project_wide(session.tenant, session.project))
-    outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
-    if last_id is not None:
-        outbox.hold()
     joined: list[object] = []
-    token = None
+    outbox = deadline = stream_id = token = None
     registered = False
     try:
+        stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
+        last_id, ignored_last_id = resume_point(req)
+        session, identity = await request_session_and_identity(gw, req, use_cookie=False)
+        await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
+        deadline = TokenDeadline(identity, s)
+        identity = None
+        key = SessionKey(session.tenant, session.project, session.session_id)
+        keys = [key]
+        if req.query.get("project_events", "").lower() in TRUTHY:
+            keys.append(SessionKey.project_wide(session.tenant, session.project))
+        outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
+        if last_id is not None:
+            outbox.hold()
         try:
             for k in keys:
                 joined.append(await gw.relay.join(k, outbox))
         except RelayUnavailable as exc:
             raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
+        keys = None
         token = new_stream_token()
         await gw.store.bind_stream(stream_id, StreamBinding(session.session_id, session.tenant, session.project), token)
         gw.streams.add(stream_id, session.session_id, deadline, outbox)  # closed when the server drains
@@ -123,16 +117,51 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 log.warning("SSE stream %s: %s", stream_id, exc)
                 outbox.close(CloseReason.RELAY_FAILED, str(exc))
-        await pump(gw, ex, outbox, deadline, session)
+        key = None
+        # Write until the client goes, the outbox closes, the server drains (the drain closes
+        # every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the token
+        # runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
+        # task only when the token has a deadline). The client going away closes the outbox too:
+        # the process's hang-up watch sees it (server/hangup.py, no task per stream), else a
+        # reader task.
+        watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
+        try:
+            if watched and deadline.deadline is None:  # the idle stream's one task: this one
+                await _write_loop(ex, outbox, s.sse_heartbeat_s)
+            else:
+                await _write_with_watchers(ex, outbox, deadline, session, watched, s.sse_heartbeat_s)
+        finally:
+            if watched:
+                ex.unwatch_hangup()
+        closed = outbox.closed_reason
+        if closed is not None and closed.reason.slow:
+            gw.counters.closed_slow += 1
+            log.warning("closed SSE stream %s: %s", outbox.sid, closed)
     except ClientGone:
         pass
     finally:
-        if registered:
-            gw.streams.remove(stream_id, deadline, outbox)
-        for membership in reversed(joined):
-            gw.relay.leave(membership, outbox)
-        if token is not None:
-            await release_stream(gw, stream_id, token)
+        try:
+            if registered:
+                gw.streams.remove(stream_id, deadline, outbox)
+            for membership in reversed(joined):
+                gw.relay.leave(membership, outbox)
+            if token is not None:
+                await release_stream(gw, stream_id, token)
+        finally:
+            gw.counters.sse_streams -= 1
+
+
+async def _write_with_watchers(ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session,
+                               watched: bool, heartbeat: float) -> None:
+    """The writer beside the tasks an idle stream does without: a reader for the client going
+    away (when the hang-up watch cannot see its socket) and the token-expiry watch."""
+    async with trio.open_nursery() as nursery:
+        if not watched:
+            nursery.start_soon(_watch_client, ex, outbox)
+        if deadline.deadline is not None:
+            nursery.start_soon(deadline.watch, outbox, session)
+        await _write_loop(ex, outbox, heartbeat)
+        nursery.cancel_scope.cancel()
 
 
 def ready_event(s: "Settings", session: Session, stream_id: str, deadline: TokenDeadline,
@@ -168,34 +197,6 @@ def resume_point(req: Request) -> tuple[int | None, bool]:
     except RemoteProtocolError:
         log.info("Last-Event-ID %.40r is not a kdc-trio sequence: starting a fresh stream", value)
         return None, True
-
-
-async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session) -> None:
-    """Write the outbox to the client until it goes, the outbox closes, the server drains (the
-    drain closes every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the
-    token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
-    task only when the token has a deadline). The client going away closes the outbox too: the
-    process's hang-up watch sees it (server/hangup.py, no task per stream), else a reader task."""
-    heartbeat = gw.settings.sse_heartbeat_s
-    watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
-    try:
-        if watched and deadline.deadline is None:  # the idle stream's one task: this one
-            await _write_loop(ex, outbox, heartbeat)
-        else:
-            async with trio.open_nursery() as nursery:
-                if not watched:
-                    nursery.start_soon(_watch_client, ex, outbox)
-                if deadline.deadline is not None:
-                    nursery.start_soon(deadline.watch, outbox, session)
-                await _write_loop(ex, outbox, heartbeat)
-                nursery.cancel_scope.cancel()
-    finally:
-        if watched:
-            ex.unwatch_hangup()
-    closed = outbox.closed_reason
-    if closed is not None and closed.reason.slow:
-        gw.counters.closed_slow += 1
-        log.warning("closed SSE stream %s: %s", outbox.sid, closed)
 
 
 async def _watch_client(ex: Exchange, outbox: Outbox) -> None:
