@@ -196,3 +196,23 @@ async def test_a_woken_getter_cancelled_before_it_takes_hands_its_wake_up_on():
         await trio.testing.wait_all_tasks_blocked()
         assert got == [("g2", "x")] and len(q) == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_consumer_without_timeout_parks_bare_and_leaves_cleanly_when_cancelled():
+    q: BatchQueue[int] = BatchQueue(10)
+    got: list = []
+
+    async def consumer() -> None:
+        got.append(await q.take_batch())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert q._waiter is not None and q._lot is None and q.statistics()["waiting_tasks"] == 1
+        q.put_nowait(1)
+        q.put_nowait(2)
+    assert got == [[1, 2]] and q._waiter is None
+    with trio.move_on_after(0.01):
+        await q.wait_nonempty()
+    assert q._waiter is None, "a cancelled waiter is forgotten"
+    assert q.put_nowait(3)

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from kdc_trio.util.timers import Timers
+from kdc_trio.util.timers import Alarm, Timers
 
 
 @pytest.fixture
@@ -83,3 +83,39 @@ async def test_shared_timers_are_one_per_run_and_serve_sleeps(clock):
     t0 = trio.current_time()
     await a.sleep(0.0042)
     assert trio.current_time() >= t0 + 0.0042 and a.served == 1
+
+
+async def test_an_alarm_calls_at_its_due_moves_later_without_a_new_entry_and_cancels(clock):
+    timers = Timers(resolution=0.01)
+    calls: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        alarm = Alarm(lambda: calls.append(trio.current_time()))
+        t0 = trio.current_time()
+        assert timers.set_alarm(alarm, t0 + 1.0)
+        await trio.sleep(0.5)
+        assert timers.set_alarm(alarm, t0 + 2.0)  # activity: later, no second heap entry
+        assert len(timers._heap) == 1
+        await trio.sleep(3)
+        assert calls == [pytest.approx(t0 + 2.0, abs=1e-9)], "once, at the later due"
+        timers.set_alarm(alarm, t0 + 4.0)
+        timers.set_alarm(alarm, t0 + 3.7)  # earlier: a new entry, the old one skipped when due
+        await trio.sleep(2)
+        assert calls[1:] == [pytest.approx(t0 + 3.7, abs=1e-9)]
+        timers.set_alarm(alarm, trio.current_time() + 1)
+        Timers.cancel_alarm(alarm)
+        await trio.sleep(2)
+        assert len(calls) == 2 and not timers._heap
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stopped_timer_calls_its_alarms_early_and_refuses_new_ones(clock):
+    timers = Timers()
+    calls = []
+    async with trio.open_nursery() as timer_nursery:
+        await timer_nursery.start(timers.run)
+        timers.set_alarm(Alarm(lambda: calls.append(1)), trio.current_time() + 100)
+        await trio.sleep(1)
+        timer_nursery.cancel_scope.cancel()
+    assert calls == [1]
+    assert not timers.set_alarm(Alarm(lambda: None), trio.current_time() + 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
 import trio
@@ -200,6 +199,29 @@ class Bus(ABC):
         return {}
 
 
+class _MemorySubscribing:
+    """MemoryBus.subscribe's context manager: registered on enter, gone on exit."""
+
+    __slots__ = ("_subs", "_sub")
+
+    def __init__(self, subs: dict[SessionKey, set[Subscription]], key: SessionKey) -> None:
+        self._subs = subs
+        self._sub = Subscription(key)
+
+    async def __aenter__(self) -> Subscription:
+        sub = self._sub
+        self._subs.setdefault(sub.key, set()).add(sub)
+        return sub
+
+    async def __aexit__(self, *exc: object) -> None:
+        sub = self._sub
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]
+
+
 class MemoryBus(Bus):
     """In-process bus: seq and log per session (relay/session_log.py), subscribers in this process only."""
 
@@ -221,18 +243,10 @@ class MemoryBus(Bus):
         await self._yield.spend()
         return msg.seq
 
-    @asynccontextmanager
-    async def subscribe(self, key: SessionKey) -> AsyncIterator[Subscription]:
-        sub = Subscription(key)
-        self._subs.setdefault(key, set()).add(sub)
-        try:
-            yield sub
-        finally:
-            subs = self._subs.get(key)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subs[key]
+    def subscribe(self, key: SessionKey) -> "_MemorySubscribing":
+        """`async with` it: the session's Subscription while inside (a slotted object, not a
+        generator context manager: the relay holds one per live session for hours)."""
+        return _MemorySubscribing(self._subs, key)
 
     async def history(self, key: SessionKey, after_seq: int) -> LogSlice:
         await trio.lowlevel.checkpoint()

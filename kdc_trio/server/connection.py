@@ -262,6 +262,15 @@ class Exchange:
         return ws
 
 
+class _Refusal:
+    """A request refused before it reached a handler: `HTTPConnection._refuse`'s arguments."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        self.args = (status, error, detail)
+
+
 class HTTPConnection:
     __slots__ = ("stream", "hangups", "budget", "draining", "settings", "handler", "cors", "idle_scopes", "client",
                  "h11", "keep_alive", "_request_event", "wire")
@@ -346,8 +355,21 @@ class HTTPConnection:
                 return
             if not isinstance(event, h11.Request):
                 return
-            self._request_event, event = event, None  # _handle takes it: no frame keeps it alive
-            if not await self._handle():
+            self._request_event, event = event, None  # _prepare takes it: no frame keeps it alive
+            # The exchange runs in this frame (no _handle frame between: an idle stream's stack
+            # is this task's for hours, 10,000 of them).
+            prepared = self._prepare()
+            if type(prepared) is not tuple:
+                await self._refuse(*prepared.args)
+                return
+            request, ex, rid = prepared
+            prepared = None
+            try:
+                ok = await self._run_exchange(request, ex, rid)
+            finally:
+                ex.release_body()
+            request = ex = None
+            if not ok:
                 return
             if self.h11 is None:  # a stream that did not end cleanly, or on a connection that must close
                 return
@@ -377,43 +399,35 @@ class HTTPConnection:
         except (ClientGone, h11.LocalProtocolError):
             pass
 
-    async def _handle(self) -> bool:
-        """Run the handler for the request `run` left in `_request_event`; False when the
-        connection must end."""
+    def _prepare(self) -> "tuple[Request, Exchange, str] | _Refusal":
+        """The request `run` left in `_request_event`, checked, and its Exchange (with its
+        request id); or the refusal to answer it with before the connection ends."""
         event, self._request_event = self._request_event, None
         # h11 bounds only a header block that arrives in pieces; one that came in a single
         # read is measured here, so the limit holds however the bytes were split.
         size = len(event.method) + len(event.target) + 12 + sum(len(k) + len(v) + 4 for k, v in event.headers)
         if size > self.settings.max_header_bytes:
-            await self._refuse(431, "headers_too_large", f"request line and headers of {size} bytes are over "
-                               f"the {self.settings.max_header_bytes}-byte limit (KDC_MAX_HEADER_BYTES)")
-            return False
+            return _Refusal(431, "headers_too_large", f"request line and headers of {size} bytes are over "
+                            f"the {self.settings.max_header_bytes}-byte limit (KDC_MAX_HEADER_BYTES)")
         if event.http_version not in HTTP_VERSIONS:
-            await self._refuse(505, "http_version_not_supported",
-                               f"HTTP/{event.http_version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
-            return False
+            return _Refusal(505, "http_version_not_supported",
+                            f"HTTP/{event.http_version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
         if any(k == b"transfer-encoding" for k, _ in event.headers) and any(
                 k == b"content-length" for k, _ in event.headers):
             # RFC 9112 §6.1: a request with both is a smuggling attempt or a broken proxy; the
             # body's end is ambiguous, so nothing after the headers can be trusted: refuse and close.
-            await self._refuse(400, "bad_request", "both Content-Length and Transfer-Encoding (RFC 9112 §6.1)")
-            return False
+            return _Refusal(400, "bad_request", "both Content-Length and Transfer-Encoding (RFC 9112 §6.1)")
         try:
             request = Request(method=event.method.decode("ascii", "replace"),
                               target=event.target.decode("latin-1"),
                               headers=Headers(list(event.headers)), client=self.client,
                               http_version=event.http_version.decode("ascii", "replace"))
         except UnicodeDecodeError as exc:
-            await self._refuse(400, "bad_request", str(exc))
-            return False
+            return _Refusal(400, "bad_request", str(exc))
         event = None  # the Request has what it had: a stream's frame holds no h11 event for hours
         rid = request_id_for(request.headers.get("x-request-id"))
         REQUEST_ID.set(rid)  # every log line of this request (and of tasks it starts) carries it
-        ex = Exchange(self, request, [*self.cors(request), ("x-request-id", rid)])
-        try:
-            return await self._run_exchange(request, ex, rid)
-        finally:
-            ex.release_body()
+        return request, Exchange(self, request, [*self.cors(request), ("x-request-id", rid)]), rid
 
     async def _run_exchange(self, request: Request, ex: Exchange, rid: str) -> bool:
         try:

@@ -16,7 +16,7 @@ clients) is not cross-site. An empty list therefore means same-origin only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Awaitable, Iterable
 
 from kdc_trio.errors import ClientError
 from kdc_trio.server.connection import Exchange, Handler
@@ -91,21 +91,21 @@ class CORS:
     def wrap(self, handler: Handler) -> Handler:
         """Answer preflight requests and refuse cross-site ones before routing; pass the rest on."""
 
-        async def cors_handler(request: Request, ex: Exchange) -> None:
+        def cors_handler(request: Request, ex: Exchange) -> Awaitable[None]:
+            # Returns the awaitable rather than awaiting it: no frame of this wrapper stays on an
+            # idle stream's stack for hours (a refusal raises here, in the caller's `await`).
             if (request.method == "OPTIONS" and "access-control-request-method" in request.headers):
                 if not self.allows(request.headers.get("origin")):
-                    await ex.error(403, "cors_forbidden", "origin not allowed")
-                    return
-                await ex.respond(204, headers=[
+                    return ex.error(403, "cors_forbidden", "origin not allowed")
+                return ex.respond(204, headers=[
                     ("access-control-allow-methods", ALLOWED_METHODS),
                     ("access-control-allow-headers",
                      request.headers.get("access-control-request-headers") or "content-type, authorization"),
                     ("access-control-max-age", str(PREFLIGHT_MAX_AGE_S)),
                 ])
-                return
             refused = self.refusal(request)
             if refused is not None:
                 raise refused
-            await handler(request, ex)
+            return handler(request, ex)
 
         return cors_handler

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Awaitable
+
 from kdc_trio.server.connection import Exchange, Handler
 from kdc_trio.server.request import HTTPError, Request
 
@@ -40,7 +42,9 @@ class Router:
             methods.add("HEAD")
         return sorted(methods)
 
-    async def __call__(self, request: Request, ex: Exchange) -> None:
+    def __call__(self, request: Request, ex: Exchange) -> Awaitable[None]:
+        """The route's handler call, returned rather than awaited: an idle stream's stack holds
+        no frame of the router's for hours (404/405 raise here, in the caller's `await`)."""
         table = self._table(request.path)
         if table is None:
             raise HTTPError(404, "not_found", f"no route for {request.path}")
@@ -49,4 +53,4 @@ class Router:
             allow = ", ".join(self.allowed(request.path))
             raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
                             headers=[("allow", allow)])
-        await handler(request, ex)
+        return handler(request, ex)

@@ -33,6 +33,7 @@ from kdc_trio.transports.expiry import TokenDeadline
 from kdc_trio.transports.identify import (
     request_session, request_session_and_identity, session_cookie, stream_id_from,
 )
+from kdc_trio.util.timers import Alarm, Timers
 from protocol.errors import RemoteProtocolError
 from protocol.jsonbound import JSONNestingError
 from protocol.jsonbound import loads as bounded_loads
@@ -71,6 +72,9 @@ def install(router: Router, gw: "ChatPorts") -> None:
 
 # ---- GET /sse/stream ----------------------------------------------------------------------
 async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
+    # One frame for the stream's whole life (its writer `_write_loop` below it): explicit
+    # try/finally, no exit stack or context manager objects, no helper frame in between: an idle
+    # stream holds this frame (and what its locals reference) for hours, 10,000 of them per process.
     s = gw.settings
     if gw.counters.sse_streams >= s.max_sse_connections:
         raise HTTPError(429, "too_many_streams", f"this process serves at most {s.max_sse_connections} streams",
@@ -78,38 +82,29 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
     # Counted with the check, before any await: a burst of opens cannot all pass the cap while
     # each waits for its session (400 opens against a cap of 300 gave 400 streams).
     gw.counters.sse_streams += 1
-    try:
-        await _stream(gw, req, ex)
-    finally:
-        gw.counters.sse_streams -= 1
-
-
-async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
-    # Explicit try/finally, no exit stack or context manager objects: an idle stream holds this
-    # frame (and what its locals reference) for hours, 10,000 of them per process.
-    s = gw.settings
-    stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
-    last_id, ignored_last_id = resume_point(req)
-    session, identity = await request_session_and_identity(gw, req, use_cookie=False)
-    await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
-    deadline = TokenDeadline(identity, s)
-    identity = None
-    key = SessionKey(session.tenant, session.project, session.session_id)
-    keys = [key]
-    if req.query.get("project_events", "").lower() in TRUTHY:
-        keys.append(SessionKey.project_wide(session.tenant, session.project))
-    outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
-    if last_id is not None:
-        outbox.hold()
     joined: list[object] = []
-    token = None
+    outbox = deadline = stream_id = token = None
     registered = False
     try:
+        stream_id = stream_id_from(req.query.get("stream_id") or new_id("stream"))
+        last_id, ignored_last_id = resume_point(req)
+        session, identity = await request_session_and_identity(gw, req, use_cookie=False)
+        await gw.guard.admit("connect", session.user_type.value, session.session_id, client_host(req.client))
+        deadline = TokenDeadline(identity, s)
+        identity = None
+        key = SessionKey(session.tenant, session.project, session.session_id)
+        keys = [key]
+        if req.query.get("project_events", "").lower() in TRUTHY:
+            keys.append(SessionKey.project_wide(session.tenant, session.project))
+        outbox = Outbox(stream_id, s.client_queue, merge_at=s.outbox_merge_at)
+        if last_id is not None:
+            outbox.hold()
         try:
             for k in keys:
                 joined.append(await gw.relay.join(k, outbox))
         except RelayUnavailable as exc:
             raise HTTPError(503, "relay_unavailable", str(exc), retry_after=STREAM_RETRY_AFTER_S) from None
+        keys = None
         token = new_stream_token()
         await gw.store.bind_stream(stream_id, StreamBinding(session.session_id, session.tenant, session.project), token)
         gw.streams.add(stream_id, session.session_id, deadline, outbox)  # closed when the server drains
@@ -122,16 +117,51 @@ async def _stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             except RelayUnavailable as exc:
                 log.warning("SSE stream %s: %s", stream_id, exc)
                 outbox.close(CloseReason.RELAY_FAILED, str(exc))
-        await pump(gw, ex, outbox, deadline, session)
+        key = None
+        # Write until the client goes, the outbox closes, the server drains (the drain closes
+        # every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the token
+        # runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
+        # task only when the token has a deadline). The client going away closes the outbox too:
+        # the process's hang-up watch sees it (server/hangup.py, no task per stream), else a
+        # reader task.
+        watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
+        try:
+            if watched and deadline.deadline is None:  # the idle stream's one task: this one
+                await _write_loop(ex, outbox, s.sse_heartbeat_s)
+            else:
+                await _write_with_watchers(ex, outbox, deadline, session, watched, s.sse_heartbeat_s)
+        finally:
+            if watched:
+                ex.unwatch_hangup()
+        closed = outbox.closed_reason
+        if closed is not None and closed.reason.slow:
+            gw.counters.closed_slow += 1
+            log.warning("closed SSE stream %s: %s", outbox.sid, closed)
     except ClientGone:
         pass
     finally:
-        if registered:
-            gw.streams.remove(stream_id, deadline, outbox)
-        for membership in reversed(joined):
-            gw.relay.leave(membership, outbox)
-        if token is not None:
-            await release_stream(gw, stream_id, token)
+        try:
+            if registered:
+                gw.streams.remove(stream_id, deadline, outbox)
+            for membership in reversed(joined):
+                gw.relay.leave(membership, outbox)
+            if token is not None:
+                await release_stream(gw, stream_id, token)
+        finally:
+            gw.counters.sse_streams -= 1
+
+
+async def _write_with_watchers(ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session,
+                               watched: bool, heartbeat: float) -> None:
+    """The writer beside the tasks an idle stream does without: a reader for the client going
+    away (when the hang-up watch cannot see its socket) and the token-expiry watch."""
+    async with trio.open_nursery() as nursery:
+        if not watched:
+            nursery.start_soon(_watch_client, ex, outbox)
+        if deadline.deadline is not None:
+            nursery.start_soon(deadline.watch, outbox, session)
+        await _write_loop(ex, outbox, heartbeat)
+        nursery.cancel_scope.cancel()
 
 
 def ready_event(s: "Settings", session: Session, stream_id: str, deadline: TokenDeadline,
@@ -169,34 +199,6 @@ def resume_point(req: Request) -> tuple[int | None, bool]:
         return None, True
 
 
-async def pump(gw: "ChatPorts", ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session) -> None:
-    """Write the outbox to the client until it goes, the outbox closes, the server drains (the
-    drain closes every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the
-    token runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
-    task only when the token has a deadline). The client going away closes the outbox too: the
-    process's hang-up watch sees it (server/hangup.py, no task per stream), else a reader task."""
-    heartbeat = gw.settings.sse_heartbeat_s
-    watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
-    try:
-        if watched and deadline.deadline is None:  # the idle stream's one task: this one
-            await _write_loop(ex, outbox, heartbeat)
-        else:
-            async with trio.open_nursery() as nursery:
-                if not watched:
-                    nursery.start_soon(_watch_client, ex, outbox)
-                if deadline.deadline is not None:
-                    nursery.start_soon(deadline.watch, outbox, session)
-                await _write_loop(ex, outbox, heartbeat)
-                nursery.cancel_scope.cancel()
-    finally:
-        if watched:
-            ex.unwatch_hangup()
-    closed = outbox.closed_reason
-    if closed is not None and closed.reason.slow:
-        gw.counters.closed_slow += 1
-        log.warning("closed SSE stream %s: %s", outbox.sid, closed)
-
-
 async def _watch_client(ex: Exchange, outbox: Outbox) -> None:
     await ex.wait_client_gone()
     outbox.close(CloseReason.CLIENT_GONE)
@@ -227,13 +229,21 @@ def write_through(ex: Exchange, outbox: Outbox) -> None:
 
 
 async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
-    """The writer (one frame while idle: it waits on the outbox's queue directly)."""
+    """The writer (one frame while idle: it waits on the outbox's queue directly). The heartbeat
+    is the process's timer (util/timers.py, an `Alarm` that wakes the outbox when the stream has
+    been silent for `heartbeat`): an idle writer parks with no cancel scope of its own."""
     write_through(ex, outbox)
     wire = ex.wire
+    timers = Timers.shared()
+    alarm = Alarm(outbox.wake)
+    due = trio.current_time() + heartbeat
     try:
         while True:
             seen = wire.written_through
-            await outbox.wait(heartbeat)
+            if timers.set_alarm(alarm, due):
+                await outbox.wait()
+            else:  # no process timer (it stopped): a timeout of its own
+                await outbox.wait(max(0.0, due - trio.current_time()))
             batch = outbox.take_nowait()
             closed = outbox.closed_reason
             if closed is not None and not closed.reason.writable:
@@ -242,7 +252,13 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
                 await ex.send(b"".join([m.sse_bytes() for m in batch]))
             elif wire.pending is not None:  # a write-through left bytes: sent under the write deadline
                 await ex.send(b"")
-            elif closed is None and wire.written_through == seen:  # silent for `heartbeat`
+            elif closed is None:
+                now = trio.current_time()
+                if wire.written_through != seen:  # the relay wrote meanwhile: silent since about now
+                    due = now + heartbeat
+                    continue
+                if now < due:  # woken early (wake() with nothing to do)
+                    continue
                 await ex.send(b": heartbeat\n\n")
             if closed is not None:
                 if closed.reason is CloseReason.SERVER_SHUTDOWN:
@@ -252,10 +268,12 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
                     await ex.send(encode_comment(f"closing: {closed}"))
                 await ex.end_stream()
                 return
+            due = trio.current_time() + heartbeat
     except ClientGone as exc:
         outbox.close(CloseReason.WRITE_DEADLINE if isinstance(exc, WriteDeadline) else CloseReason.CLIENT_GONE,
                      str(exc))
     finally:
+        Timers.cancel_alarm(alarm)
         outbox.write_through = None
         wire.on_pending = None
 

@@ -14,7 +14,9 @@ Wake-ups: waiters park only while the queue is empty, and each put wakes at most
 (the queue counts its parked waiters, so a put with nobody parked costs no call): a batch
 consumer pays one wake-up per batch however many items arrive meanwhile, and N idle getters
 (`get`, e.g. 2,000 workers) are not all woken for one item. A producer that must not run ahead
-of the consumer waits with `wait_empty` (woken when a take empties the queue).
+of the consumer waits with `wait_empty` (woken when a take empties the queue). A lone consumer that waits with no timeout
+(an idle connection's writer, 10,000 of them) parks without a parking lot or a cancel scope: the
+queue holds its task, and a put, `wake` or `close` reschedules it.
 
 Rewriting what is queued (`last` / `replace_last` / `rewrite`) is for an owner that merges
 items the consumer has not taken yet (a slow connection's deltas, relay/outbox.py).
@@ -33,7 +35,7 @@ _NOTHING: tuple = ()  # what an empty queue holds instead of a deque
 
 
 class BatchQueue(Generic[T]):
-    __slots__ = ("maxlen", "_items", "_lot", "_parked", "_empty_lot", "closed", "taken")
+    __slots__ = ("maxlen", "_items", "_lot", "_parked", "_waiter", "_empty_lot", "closed", "taken")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -44,6 +46,7 @@ class BatchQueue(Generic[T]):
         self._items: deque[T] | tuple = _NOTHING
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._parked = 0  # waiters in _lot that no put has woken yet
+        self._waiter: trio.lowlevel.Task | None = None  # a lone wait_nonempty() without timeout, parked bare
         self._empty_lot: trio.lowlevel.ParkingLot | None = None  # wait_empty's waiters
         self.closed = False
         self.taken = 0
@@ -60,7 +63,9 @@ class BatchQueue(Generic[T]):
         if items is _NOTHING:
             items = self._items = deque()
         items.append(item)
-        if self._parked:
+        if self._waiter is not None:
+            self._wake_waiter()
+        elif self._parked:
             self._parked -= 1
             self._lot.unpark()  # type: ignore[union-attr]
         return True
@@ -76,7 +81,11 @@ class BatchQueue(Generic[T]):
         if items is _NOTHING:
             items = self._items = deque()
         items.extend(new)
-        for _ in range(min(len(new), self._parked)):
+        woke = 0
+        if self._waiter is not None:
+            self._wake_waiter()
+            woke = 1
+        for _ in range(min(len(new) - woke, self._parked)):
             self._parked -= 1
             self._lot.unpark()  # type: ignore[union-attr]
         return True
@@ -104,11 +113,21 @@ class BatchQueue(Generic[T]):
 
     def wake(self) -> None:
         """Wake the waiters without an item: the owner changed some state they watch."""
+        if self._waiter is not None:
+            self._wake_waiter()
         self._parked = 0
         if self._lot is not None:
             self._lot.unpark_all()
         if self._empty_lot:
             self._empty_lot.unpark_all()
+
+    def _wake_waiter(self) -> None:
+        task, self._waiter = self._waiter, None
+        trio.lowlevel.reschedule(task)  # type: ignore[arg-type]
+
+    def _abort_waiter(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None  # cancelled while parked: no put woke it
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _park(self) -> None:
         if self._lot is None:
@@ -147,6 +166,11 @@ class BatchQueue(Generic[T]):
         """Return once something is queued, the queue closes, `wake()` is called or `timeout`
         passes; always checkpoints."""
         if not self._items and not self.closed:
+            if timeout == math.inf and self._waiter is None and not self._parked:
+                # The lone consumer's wait (an idle writer): its task, no lot, no cancel scope.
+                self._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_waiter)
+                return
             lot = self._lot  # _park inlined: an idle consumer's stack holds one frame less
             if lot is None:
                 lot = self._lot = trio.lowlevel.ParkingLot()
@@ -186,4 +210,4 @@ class BatchQueue(Generic[T]):
 
     def statistics(self) -> dict:
         return {"queued": len(self._items), "maxlen": self.maxlen, "taken": self.taken,
-                "waiting_tasks": len(self._lot) if self._lot is not None else 0, "closed": self.closed}
+                "waiting_tasks": (len(self._lot) if self._lot is not None else 0) + (self._waiter is not None), "closed": self.closed}

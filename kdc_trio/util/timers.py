@@ -11,15 +11,24 @@ times a second.
 `Timers.shared()` is one instance per trio run, its timer a system task (it lives as long as the
 run; a sleeper cancelled meanwhile leaves at once). Outside a trio run's system nursery (or once
 the timer stopped) a sleep is a plain `trio.sleep_until`.
+
+An `Alarm` is a callback instead of a sleeping task: an idle SSE stream's heartbeat (10,000 idle
+writers park on their outboxes with no cancel scope of their own; the timer wakes one only when
+its heartbeat is due). Moving an alarm later (activity on the stream) costs no heap entry: the
+entry, when it comes due, finds the later due and goes back in the heap once.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
+from typing import Callable
 
 import trio
+
+log = logging.getLogger("kdc_trio.timers")
 
 RESOLUTION_S = 0.001
 
@@ -31,12 +40,24 @@ class _Sleeper:
         self.task: trio.lowlevel.Task | None = task
 
 
+class Alarm:
+    """`callback()` once `due` passes, when set with `Timers.set_alarm`; `Timers.cancel_alarm`
+    drops it. Holds at most one live heap entry however often it is moved later."""
+
+    __slots__ = ("due", "callback", "_at")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.due = math.inf
+        self.callback: Callable[[], None] | None = callback
+        self._at = math.inf  # the time its live heap entry comes due (inf: none)
+
+
 class Timers:
     _by_run: "dict[object, Timers]" = {}
 
     def __init__(self, resolution: float = RESOLUTION_S) -> None:
         self.resolution = resolution
-        self._heap: list[tuple[float, int, _Sleeper]] = []
+        self._heap: list[tuple[float, int, _Sleeper | Alarm]] = []
         self._order = itertools.count()
         self._scope: trio.CancelScope | None = None  # the timer's sleep, while it runs
         self.running = False
@@ -84,9 +105,45 @@ class Timers:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def set_alarm(self, alarm: Alarm, due: float) -> bool:
+        """Have `alarm.callback()` called (from the timer task) once `due` passes, on the grid;
+        False when the timer is not running (the caller waits with a timeout of its own)."""
+        if not self.running:
+            return False
+        alarm.due = due
+        at = max(due, math.ceil(due / self.resolution) * self.resolution)
+        if at < alarm._at:  # earlier than its entry (or none yet): a new entry; the old one is skipped
+            alarm._at = at
+            heapq.heappush(self._heap, (at, next(self._order), alarm))
+            scope = self._scope
+            if scope is not None and at < scope.deadline:
+                scope.deadline = at
+        return True
+
+    @staticmethod
+    def cancel_alarm(alarm: Alarm) -> None:
+        """No call; its entry is dropped when it comes due."""
+        alarm.due = math.inf
+        alarm.callback = None
+
+    def _ring(self, alarm: Alarm, at: float, now: float) -> None:
+        if at != alarm._at:  # superseded by an earlier entry
+            return
+        alarm._at = math.inf
+        if alarm.callback is None or alarm.due == math.inf:
+            return
+        if alarm.due > now:  # moved later meanwhile: back in the heap, once
+            self.set_alarm(alarm, alarm.due)
+            return
+        alarm.due = math.inf
+        try:
+            alarm.callback()
+        except Exception:  # a bug in one callback must not stop every other timer
+            log.exception("alarm callback failed")
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The timer: until cancelled. When it stops, whoever still sleeps is woken (early)
-        rather than left parked."""
+        rather than left parked, and every set alarm is called (early)."""
         self.running = True
         task_status.started()
         heap = self._heap
@@ -98,8 +155,10 @@ class Timers:
                 self.wakeups += 1
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    sleeper = heapq.heappop(heap)[2]
-                    if sleeper.task is not None:
+                    at, _, sleeper = heapq.heappop(heap)
+                    if type(sleeper) is Alarm:
+                        self._ring(sleeper, at, now)
+                    elif sleeper.task is not None:
                         trio.lowlevel.reschedule(sleeper.task)
                         sleeper.task = None
                         self.served += 1
@@ -108,6 +167,13 @@ class Timers:
             self._scope = None
             while heap:
                 sleeper = heapq.heappop(heap)[2]
-                if sleeper.task is not None:
+                if type(sleeper) is Alarm:  # called early, as a sleeper is woken: set_alarm now says False
+                    if sleeper._at != math.inf and sleeper.callback is not None and sleeper.due != math.inf:
+                        sleeper._at = sleeper.due = math.inf
+                        try:
+                            sleeper.callback()
+                        except Exception:
+                            log.exception("alarm callback failed")
+                elif sleeper.task is not None:
                     trio.lowlevel.reschedule(sleeper.task)
                     sleeper.task = None

@@ -99,3 +99,27 @@ async def test_an_idle_sse_stream_is_one_task_and_a_client_that_goes_or_talks_is
             while gw.counters.sse_streams:
                 await trio.sleep(0.01)
         assert len(gw.server.hangups) == 0
+
+
+async def test_an_idle_stream_gets_heartbeats_from_the_process_timer_while_its_writer_parks_alone():
+    """No cancel scope per idle writer: the process's timer (util/timers.py) wakes it when its
+    stream has been silent for KDC_SSE_HEARTBEAT_S; the idle writer parks on its outbox alone."""
+    from tests.server.raw import connect, send
+    from tests.support.gateway import running_gateway, test_settings
+
+    async with running_gateway(test_settings(sse_heartbeat_s=0.05), with_worker=False) as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        c = await connect(port)
+        await send(c, b"GET /sse/stream?stream_id=hb HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        with trio.fail_after(5):
+            while data.count(b": heartbeat") < 3:
+                data += await c.receive_some(4096)
+        assert data.index(b"event: ready") < data.index(b": heartbeat")
+        await trio.testing.wait_all_tasks_blocked()
+        (outbox,) = gw.ports.streams._outboxes
+        assert outbox._q._waiter is not None, "parked bare on its outbox, not in a lot under a cancel scope"
+        await c.aclose()
+        with trio.fail_after(5):
+            while gw.counters.sse_streams:
+                await trio.sleep(0.01)
