@@ -216,3 +216,36 @@ async def test_a_lone_consumer_without_timeout_parks_bare_and_leaves_cleanly_whe
         await q.wait_nonempty()
     assert q._waiter is None, "a cancelled waiter is forgotten"
     assert q.put_nowait(3)
+
+
+async def test_a_turn_handed_back_is_first_in_line_even_in_a_full_queue():
+    """MemoryTurnQueue.release (the runner hands a turn back when its end could not be told):
+    the turn goes first, past the bound, with its attempt counted; a waiting get takes it."""
+    from kdc_trio.processor.queue import MemoryTurnQueue
+    from kdc_trio.processor.turn import Turn
+
+    q = MemoryTurnQueue(2)
+    first, second, back = (Turn.__new__(Turn) for _ in range(3))
+    back.attempt = 1
+    await q.put(first)
+    await q.put(second)
+    q.release(back)
+    assert back.attempt == 2 and await q.depth() == 3
+    assert [await q.get() for _ in range(3)] == [back, first, second]
+    async with trio.open_nursery() as nursery:
+        got = []
+
+        async def getter():
+            got.append(await q.get())
+
+        nursery.start_soon(getter)
+        await trio.testing.wait_all_tasks_blocked()
+        q.release(back)
+    assert got == [back]
+
+
+def test_a_closed_queue_refuses_an_item_put_first():
+    q = BatchQueue(1)
+    q.close()
+    with pytest.raises(ValueError):
+        q.put_front_nowait(1)

@@ -70,8 +70,7 @@ class MemoryTurnQueue(TurnQueue):
 
     def release(self, turn: Turn) -> None:
         turn.attempt += 1  # first in line again, past the limit: its chat_start says it is a retry
-        self._q.appendleft(turn)
-        self._lot.unpark()
+        self._q.put_front_nowait(turn)
 
     async def get(self) -> Turn:
         return await self._q.get()

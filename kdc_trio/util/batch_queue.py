@@ -70,6 +70,20 @@ class BatchQueue(Generic[T]):
             self._lot.unpark()  # type: ignore[union-attr]
         return True
 
+    def put_front_nowait(self, item: T) -> None:
+        """Queue `item` first in line, even past `maxlen` (an item handed back: it was counted
+        once already and must not be refused). Refused only by a closed queue (ValueError)."""
+        if self.closed:
+            raise ValueError("the queue is closed")
+        if self._items is _NOTHING:
+            self._items = deque()
+        self._items.appendleft(item)  # type: ignore[union-attr]
+        if self._waiter is not None:
+            self._wake_waiter()
+        elif self._parked:
+            self._parked -= 1
+            self._lot.unpark()  # type: ignore[union-attr]
+
     def extend_nowait(self, new: Iterable[T]) -> bool:
         """Queue all of `new`, or none of it (False) when they would not fit or the queue is closed."""
         new = list(new)
