@@ -63,11 +63,10 @@ class PipelinedPoster(Poster):
         self._yield = YieldBudget()
 
     async def post(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int | None:
-        bus: RedisBus = self.bus  # type: ignore[assignment]
-        batcher = bus.publisher
         if self.error is not None:
             raise self.error
-        if not batcher.running:  # not started, or stopping: publish and wait, as Poster does
+        bus: RedisBus = self.bus  # type: ignore[assignment]
+        if not bus.publisher.running:  # not started, or stopping: publish and wait, as Poster does
             await self._drain()
             return await super().post(key, event=event, data=data, target_sid=target_sid)
         while self.pending >= self.window:
@@ -76,16 +75,21 @@ class PipelinedPoster(Poster):
                 raise self.error
         head, body = bus.encode_event(key, event=event, data=data, target_sid=target_sid)
         events = self._open.get(key)
-        if events is None or events.call is None or events.call.sent or len(events.datas) >= self._max_per_call:
+        call = None if events is None else events.call
+        if call is None or call.sent or len(events.datas) >= self._max_per_call:  # type: ignore[union-attr]
             events = _Events(self, key)
-            events.call = batcher.submit(bus.script_keys(key), [*bus.script_fixed_args(key), head, body], events,
-                                         check=self._refusal)
+            events.call = bus.publisher.submit(bus.script_keys(key), [*bus.script_fixed_args(key), head, body],
+                                               events, check=self._refusal)
             self._open[key] = events
         else:
-            events.call.args += (head, body)
+            call.args.append(head)
+            call.args.append(body)
         events.datas.append(data)
         self.pending += 1
-        await self._yield.spend()
+        if self._yield.due():  # YieldBudget.spend, without a coroutine per event
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         return None
 
     async def flush(self) -> None:
