@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             async def worker() -> None:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(run_worker, settings)
-                    log.info("start-up heap settled: %d objects frozen", heap.settle())
+                    log.info("start-up heap settled: %d objects frozen; young generation collected every %d",
+                             heap.settle(young=heap.WORKER_YOUNG_THRESHOLD), heap.WORKER_YOUNG_THRESHOLD)
 
             trio.run(worker)
     except BundleLoadError as exc:

@@ -29,6 +29,8 @@ def test_serve_and_worker_freeze_their_start_up_heap():
         # the code itself: modules, classes, functions (tens of thousands of objects)
         assert _frozen(gw) > 20_000
         assert _frozen(worker) > 20_000
+        # a producer's envelopes in flight are not walked by a young collection every ~80 events
+        assert "young generation collected every 10000" in worker.output()
 
 
 def test_settle_leaves_later_objects_to_the_collector():
@@ -38,3 +40,11 @@ def test_settle_leaves_later_objects_to_the_collector():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True", "the frozen objects are no longer in the collected generations"
+
+
+def test_settle_can_collect_the_young_generation_less_often():
+    code = ("import gc; from kdc_trio.util import heap; before = gc.get_threshold(); heap.settle(young=12345);"
+            "print(gc.get_threshold() == (12345, *before[1:]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

@@ -41,10 +41,16 @@ class YieldBudget:
     def __init__(self) -> None:
         self._last = 0.0
 
-    async def spend(self) -> None:
+    def due(self) -> bool:
+        """The budget is spent: yield to the scheduler now (the budget starts again)."""
         now = time.perf_counter()
         if now - self._last >= YIELD_BUDGET_S:
             self._last = now
+            return True
+        return False
+
+    async def spend(self) -> None:
+        if self.due():
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()

@@ -139,9 +139,11 @@ class ChatCommunicator:
         if not self._allowed(envelope, broadcast):
             return None
         target = None if broadcast or self.origin_sid is None else self.origin_sid
-        seq = await self._send(self.key, env.socket_event_for(envelope), envelope, target)
-        if self.poster is None:  # a poster's events count once Redis confirmed them (see flush)
-            self.emitted += 1
+        if self.poster is not None:  # its events count once Redis confirmed them (see flush)
+            return await self.poster.post(self.key, event=env.socket_event_for(envelope), data=envelope,
+                                          target_sid=target)
+        seq = await self._publish(self.key, event=env.socket_event_for(envelope), data=envelope, target_sid=target)
+        self.emitted += 1
         return seq
 
     async def _send(self, key: SessionKey, event: str, data: dict, target: str | None) -> int | None:

@@ -150,3 +150,33 @@ async def test_a_bundle_run_is_pipelined_and_flushed_by_the_runner():
             assert log[-1]["type"] == "conv.status", "the end is told after every delta"
             assert proc.completed == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_answered_events_are_freed_without_the_cyclic_collector():
+    """Once Redis answered, a call's events (and their envelopes) go by reference counting: left
+    in a cycle, a turn's envelopes outlived their publish until a collection of the older
+    generations walked them all."""
+    import gc
+
+    from kdc_trio.relay.pipelined_poster import _Events
+
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            poster = bus.poster(64)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for i in range(200):
+                    await poster.post(KEY, event="chat_delta", data={"n": i})
+                await poster.flush()
+                gc.collect()
+                cyclic = [o for o in gc.garbage if isinstance(o, _Events)]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+            assert poster.confirmed == 200
+            assert cyclic == [], f"{len(cyclic)} answered calls were left to the cyclic collector"
+            nursery.cancel_scope.cancel()
