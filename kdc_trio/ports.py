@@ -9,7 +9,7 @@ composer back (tests/test_structure.py holds that line).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncContextManager, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import trio
@@ -45,9 +45,13 @@ class Publisher(Protocol):
 @runtime_checkable
 class SessionChannels(Publisher, Protocol):
     """The relay as a connection uses it (relay/chat_relay.py): membership of its session's
-    channel for the block's life, and a replay from the session log."""
+    channel (`join` once live, `leave` in a `finally` with what `join` returned), and a replay
+    from the session log."""
 
-    def session_channel(self, key: "SessionKey", outbox: "Outbox") -> AsyncContextManager[None]:
+    async def join(self, key: "SessionKey", outbox: "Outbox") -> object:
+        ...
+
+    def leave(self, membership: object, outbox: "Outbox") -> None:
         ...
 
     async def replay(self, key: "SessionKey", outbox: "Outbox", after_seq: int) -> int:

@@ -118,16 +118,17 @@ class ChatRelayCommunicator:
         Entering returns once the session's subscription is live (or raises RelayUnavailable);
         leaving — normally, by an error or by cancellation — releases it, whatever happened.
         """
-        entry = await self._acquire(key, outbox)
+        membership = await self.join(key, outbox)
         try:
             yield
         finally:
-            self._release(entry, outbox)
+            self.leave(membership, outbox)
 
     async def join(self, key: SessionKey, outbox: Outbox) -> object:
-        """`session_channel` without a context manager object (an idle connection's bytes count):
-        returns once live (or raises RelayUnavailable, having left); the caller must `leave`
-        with what this returned, in a `finally`."""
+        """Membership of the session's channel without a context manager object (what the
+        transports use: an idle connection's bytes count): returns once live (or raises
+        RelayUnavailable, having left); the caller must `leave` with what this returned, in a
+        `finally`. `session_channel` is the same as a block."""
         return await self._acquire(key, outbox)
 
     def leave(self, membership: object, outbox: Outbox) -> None:
