@@ -175,7 +175,9 @@ class RedisCluster:
             try:
                 if ready():
                     return
-            except (OSError, RuntimeError):
+            # LookupError: mid-failover a live node can list the slot with no owner for a moment
+            # (the dead master dropped, its replica not promoted yet): not ready, not a failure
+            except (OSError, RuntimeError, LookupError):
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Redis Cluster: gave up waiting for {what} after {timeout}s")
