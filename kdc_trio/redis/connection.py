@@ -16,6 +16,12 @@ from kdc_trio.errors import Unavailable
 from kdc_trio.redis.url import RedisURL
 
 READ_SIZE = 256 * 1024
+# hiredis' reader moves what it has not parsed yet to the front of its buffer each time a reply is
+# taken past its first KiB of parsed bytes: fed a whole 256 KiB read, a stream of small replies
+# (pub/sub messages of ~300 B) pays a move of the read's remainder every few replies, ~30 times
+# the read's size in copying (23 % of a relaying gateway's CPU). Fed in pieces of this size, each
+# move is short: 1.2 -> 0.38 us per message parsed (`receive` + `feed_piece`, the pub/sub reader).
+FEED_SIZE = 8 * 1024
 
 
 class RedisError(Exception):
@@ -96,6 +102,12 @@ class Connection:
 
     async def fill(self) -> None:
         """One network read into the parser."""
+        self.reader.feed(await self.receive())
+
+    async def receive(self) -> bytes:
+        """One network read, not yet fed to the parser: a caller that takes many replies from it
+        feeds it FEED_SIZE at a time (`reader.feed(data, offset, length)`), taking the replies of
+        each piece before the next."""
         try:
             data = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -104,7 +116,7 @@ class Connection:
         if not data:
             self.broken = True
             raise RedisConnectionError("connection closed by the server")
-        self.reader.feed(data)
+        return data
 
     async def read_reply(self) -> Any:
         while True:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Collection
 
 import trio
 
-from kdc_trio.redis.connection import Connection, RedisConnectionError, RedisError
+from kdc_trio.redis.connection import FEED_SIZE, Connection, RedisConnectionError, RedisError
 from kdc_trio.redis.retry import Backoff
 from kdc_trio.redis.sentinel import Connector, connector_for
 from kdc_trio.redis.url import RedisURL, SentinelURL
@@ -272,27 +272,30 @@ class PubSub(WantedChannels):
         reader = conn.reader
         verbs = self.verbs
         while True:
-            await conn.fill()
+            data = await conn.receive()
             batch: Batch = []
             confirmed = False
             pongs = self._pongs
-            while (reply := reader.gets()) is not False:
-                if isinstance(reply, RedisError):
-                    self._error_reply(reply)
-                    continue
-                if isinstance(reply, bytes):  # +PONG: a PING while no channel is subscribed
-                    self._pongs += 1
-                    continue
-                kind = reply[0]
-                if kind == verbs.message:
-                    batch.append((reply[1], reply[2]))
-                elif kind == verbs.subscribed:
-                    self._confirmed.add(reply[1].decode())
-                    confirmed = True
-                elif kind == verbs.unsubscribed:
-                    self._unsubscribed(reply[1].decode())
-                elif kind == b"pong":
-                    self._pongs += 1
+            size = len(data)
+            for offset in range(0, size, FEED_SIZE):  # in pieces: see FEED_SIZE
+                reader.feed(data, offset, min(FEED_SIZE, size - offset))
+                while (reply := reader.gets()) is not False:
+                    if isinstance(reply, RedisError):
+                        self._error_reply(reply)
+                        continue
+                    if isinstance(reply, bytes):  # +PONG: a PING while no channel is subscribed
+                        self._pongs += 1
+                        continue
+                    kind = reply[0]
+                    if kind == verbs.message:
+                        batch.append((reply[1], reply[2]))
+                    elif kind == verbs.subscribed:
+                        self._confirmed.add(reply[1].decode())
+                        confirmed = True
+                    elif kind == verbs.unsubscribed:
+                        self._unsubscribed(reply[1].decode())
+                    elif kind == b"pong":
+                        self._pongs += 1
             if self._pongs != pongs:
                 self._pong.unpark_all()
             if confirmed:

@@ -1,0 +1,37 @@
+"""The pub/sub reader feeds each network read to hiredis in FEED_SIZE pieces (a whole 256 KiB
+read fed at once made hiredis move its unparsed rest after every few replies). A read's replies
+must come out whole and in order wherever the piece boundaries fall: inside a message, inside a
+length header, between a subscribe confirmation and a message."""
+
+from __future__ import annotations
+
+import trio
+
+from kdc_trio.redis.client import RedisClient
+from kdc_trio.redis.connection import FEED_SIZE
+from kdc_trio.redis.pubsub import PubSub
+from tests.support.redis_server import redis_server
+
+
+async def test_reads_larger_than_a_piece_yield_every_message_whole_and_in_order():
+    # sizes around and across the piece size: tiny, a few hundred bytes, one larger than a piece
+    sizes = [1, 7, 300, FEED_SIZE - 30, FEED_SIZE + 1, 3 * FEED_SIZE + 5, 280]
+    payloads = [(b"%06d:" % i) + bytes([97 + i % 26]) * sizes[i % len(sizes)] for i in range(3000)]
+    with redis_server() as srv:
+        client = RedisClient(srv.url)
+        batches: list[list[tuple[bytes, bytes]]] = []
+        pubsub = PubSub(srv.url, on_batch=batches.append)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pubsub.run)
+            await pubsub.subscribe("a", "b")
+            # pipelined: Redis writes many messages per read, of both channels, interleaved
+            await client.pipeline([("PUBLISH", "ab"[i % 2], p) for i, p in enumerate(payloads)])
+            with trio.fail_after(20):
+                while sum(map(len, batches)) < len(payloads):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        await client.aclose()
+    got = [m for b in batches for m in b]
+    assert got == [(b"ab"[i % 2:i % 2 + 1], p) for i, p in enumerate(payloads)]
+    assert len(batches) < len(payloads) / 10, "a batch per network read, not per message or piece"
+    assert pubsub.gaps == 0
