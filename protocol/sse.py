@@ -29,6 +29,8 @@ __all__ = [
     "Comment",
     "SSEDecoder",
     "encode_event",
+    "encode_event_line",
+    "encode_json_event",
     "encode_comment",
     "parse_last_event_id",
 ]
@@ -57,6 +59,7 @@ _MAX_RETRY_DIGITS = 18
 _UTF8_BOM = b"\xef\xbb\xbf"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_END = re.compile(rb"[\r\n]")
+_LINE_BREAK_B = re.compile(rb"\r\n|\r|\n")
 _ASCII_DIGITS = frozenset("0123456789")
 
 
@@ -155,6 +158,31 @@ def encode_event(
         return "".join(parts).encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates: not text we can send
         raise LocalProtocolError(f"SSE event is not encodable as UTF-8: {exc}") from None
+
+
+def encode_event_line(event: str) -> bytes:
+    """The `event:` line of an event named `event`, for `encode_json_event` (made once per name,
+    not per event). CR, LF or NUL in `event` raise LocalProtocolError: they would split the field."""
+    if "\n" in event or "\r" in event or "\0" in event:
+        raise LocalProtocolError(f"SSE event name contains CR, LF or NUL: {event!r}")
+    try:
+        return b"event: %b\n" % event.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"SSE event name is not encodable as UTF-8: {exc}") from None
+
+
+def encode_json_event(event_line: bytes, id: int | None, data: bytes) -> bytes:  # noqa: A002
+    """`encode_event` for data that is already UTF-8 bytes (a relayed event's JSON as it came off
+    the wire): one format, no decode and no re-encode. `event_line` is `encode_event_line(name)`.
+    As `encode_event`, a `data` with line breaks gets a `data:` line per line. The caller vouches
+    that `data` is valid UTF-8."""
+    # `find`, not `in`: `b"\n" in x` first tries the needle as an integer, and that failed
+    # attempt (an exception made and dropped) costs more than the whole format.
+    if data.find(b"\n") >= 0 or data.find(b"\r") >= 0:
+        data = b"\ndata: ".join(_LINE_BREAK_B.split(data))
+    if id is None:
+        return b"%bdata: %b\n\n" % (event_line, data)
+    return b"%bid: %d\ndata: %b\n\n" % (event_line, id, data)
 
 
 def encode_comment(text: str = "") -> bytes:

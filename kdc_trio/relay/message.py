@@ -9,8 +9,9 @@ from typing import Any, Callable
 import orjson
 
 from kdc_trio.relay.keys import PROJECT_SESSION
+from protocol.errors import LocalProtocolError
 from protocol.socketio import encode_event_text
-from protocol.sse import encode_event
+from protocol.sse import encode_event, encode_event_line, encode_json_event
 
 
 def dumps(obj: Any) -> str:
@@ -46,6 +47,51 @@ _FIXED = re.compile(r'\{"seq":(\d{1,18}),"fmt":"kdc2","event":' + _STR + r',"tar
                     r'"data":(?=\{)')
 _fixed_match = _FIXED.match
 
+# The same pattern on the published bytes (from_raws), its head (event, target, session: the
+# text between the seq and the timestamp) taken whole: within one session's stream it repeats
+# message after message, so its parts are read once (`_HEAD_PARTS`) and remembered, and a message
+# costs one match and no decode (its data goes out as the bytes it came in).
+_NOESC = rb'"[^"\\\x00-\x1f]*"'  # a JSON string without escapes or control characters
+_FIXED_B = re.compile(rb'\{"seq":(\d{1,18})(,"fmt":"kdc2","event":' + _NOESC + rb',"target_sid":(?:null|' + _NOESC
+                      + rb'),"session_id":' + _NOESC + rb',"timestamp":)(-?\d[\d.eE+-]*),"host_id":' + _NOESC
+                      + rb',"data":(?=\{)')
+_fixed_match_b = _FIXED_B.match
+# A whole batch at once (from_raws): its messages joined, each after a NUL (a NUL is in no JSON
+# text: a control character, escaped in strings and no whitespace), split by one C call on the
+# pattern into [between, seq, head, timestamp, data] * n + [after]. Every `between` and `after`
+# empty means the batch is n matches end to end, each from a NUL to the next (a match holds one
+# NUL, its first byte): match i is message i, and every message is ours in the fixed layout.
+_FIXED_ALL = re.compile(b"\x00" + _FIXED_B.pattern.replace(b"(?=\\{)", b"") + rb"(\{[^\x00]*)\}")
+_fixed_split = _FIXED_ALL.split
+_HEAD_PARTS = re.compile(rb',"fmt":"kdc2","event":"(.*)","target_sid":(?:null|"(.*)"),"session_id":"(.*)",')
+# Heads remembered (one per live session, event and target); past this many the memory starts
+# over (a read of the parts each, not a leak).
+KNOWN_HEADS = 4096
+_heads: dict[bytes, tuple[str, str | None, str, bytes]] = {}  # head -> event, target, session, SSE event line
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether `data` is UTF-8 (relayed as the bytes that came, it must be)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _head(head: bytes) -> tuple[str, str | None, str, bytes]:
+    """A head's parts (it matched _FIXED_B: its strings hold no quote, no escape), remembered."""
+    m = _HEAD_PARTS.match(head)
+    if m is None:  # cannot be (it matched _FIXED_B); said as the parser's error, not an assert
+        raise ValueError(f"unreadable message head {head[:80]!r}")
+    event_b, target, session = m.groups()
+    event = event_b.decode()
+    if len(_heads) >= KNOWN_HEADS:
+        _heads.clear()
+    parts = _heads[head] = (event, None if target is None else target.decode() or None, session.decode(),
+                            encode_event_line(event))
+    return parts
+
 
 def head_prefix(*, event: str, target_sid: str | None, session_id: str, host_id: str) -> tuple[str, str]:
     """A "kdc2" message is `{"seq":N` + before + its timestamp + after + N + the rest of its data
@@ -61,7 +107,8 @@ class RelayMessage:
     Either `data` or its JSON text is known; the other is made on first use, at most once.
     """
 
-    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio", "_sio_off")
+    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_jb", "_eb", "_sse",
+                 "_sio", "_sio_off")
 
     def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
                  target_sid: str | None = None, data_json: str | None = None) -> None:
@@ -72,19 +119,24 @@ class RelayMessage:
         self.timestamp = timestamp
         self.seq = seq
         self._json = data_json
+        self._jb: bytes | None = None  # the data's JSON as it came off the wire (UTF-8), when read from it
+        self._eb: bytes | None = None  # the event's SSE line (protocol.sse.encode_event_line), beside _jb
         self._sse: bytes | None = None
         self._sio: str | None = None
         self._sio_off: str | None = None
 
     @property
     def data(self) -> Any:
-        if self._data is None and self._json is not None:
-            self._data = json.loads(self._json)
+        if self._data is None:
+            if self._json is not None:
+                self._data = loads(self._json)
+            elif self._jb is not None:
+                self._data = loads(self._jb)
         return self._data
 
     def data_json(self) -> str:
         if self._json is None:
-            self._json = dumps(self.data)
+            self._json = self._jb.decode() if self._jb is not None else dumps(self.data)
         return self._json
 
     @property
@@ -95,8 +147,12 @@ class RelayMessage:
 
     def sse_bytes(self) -> bytes:
         if self._sse is None:
-            self._sse = encode_event(event=self.event, id=self.seq if self.resumable else None,
-                                     data=self.data_json())
+            if self._jb is not None:  # the bytes as they came: no decode, no re-encode
+                self._sse = encode_json_event(self._eb, self.seq if self.resumable else None,  # type: ignore[arg-type]
+                                              self._jb)
+            else:
+                self._sse = encode_event(event=self.event, id=self.seq if self.resumable else None,
+                                         data=self.data_json())
         return self._sse
 
     def sio_text(self, offsets: bool = False) -> str:
@@ -118,31 +174,55 @@ class RelayMessage:
     @classmethod
     def from_raws(cls, raws: list[bytes], on_error: Callable[[Exception], None]) -> list["RelayMessage"]:
         """`from_raw` over one network read's messages of a channel (the relay's hot path: ours
-        in the fixed layout cost one match and one object each); what cannot be read goes to
-        `on_error` and is left out."""
+        in the fixed layout are read by one `findall` for the batch, cost one object each and
+        keep their data as the bytes that came); what cannot be read goes to `on_error` and is
+        left out."""
+        if raws and type(raws[0]) is not bytes:  # e.g. a pub/sub client that decodes: as published
+            raws = [r.encode("utf-8", "surrogatepass") if isinstance(r, str) else bytes(r) for r in raws]
+        if len(raws) > 1:
+            blob = b"\x00" + b"\x00".join(raws)
+            parts = _fixed_split(blob)
+            if len(parts) == 5 * len(raws) + 1 and not any(parts[::5]) and (blob.isascii() or _utf8(blob)):
+                heads = _heads
+                new = object.__new__
+                out = []
+                append = out.append
+                try:
+                    for seq, head, stamp, data in zip(parts[1::5], parts[2::5], parts[3::5], parts[4::5]):
+                        msg = new(cls)
+                        msg.event, msg.target_sid, msg.session_id, msg._eb = heads.get(head) or _head(head)
+                        msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = None
+                        msg.timestamp = float(stamp)
+                        msg.seq = int(seq)
+                        msg._jb = data
+                        append(msg)
+                    return out
+                except (ValueError, KeyError, TypeError, AttributeError, LocalProtocolError):
+                    pass  # e.g. a timestamp only the pattern took for a number: one by one says which
+        return cls._from_raws_one_by_one(raws, on_error)
+
+    @classmethod
+    def _from_raws_one_by_one(cls, raws: list[bytes], on_error: Callable[[Exception], None]) -> list["RelayMessage"]:
         out = []
         append = out.append
-        match = _fixed_match
+        match = _fixed_match_b
+        heads = _heads
         new = object.__new__
         for raw in raws:
             try:
-                text = raw.decode("utf-8")
-                m = match(text)
-                if m is None or text[-1] != "}":
-                    append(cls.from_raw(text))
+                m = match(raw)
+                if m is None or raw[-1] != 125 or not (raw.isascii() or _utf8(raw)):  # 125: "}"
+                    append(cls.from_raw(raw))
                     continue
-                seq, event, target, session, ts = m.groups()
+                seq, head, stamp = m.groups()
                 msg = new(cls)
-                msg.session_id = session
-                msg.target_sid = target or None
-                msg.event = event
-                msg._data = None
-                msg.timestamp = float(ts)
+                msg.event, msg.target_sid, msg.session_id, msg._eb = heads.get(head) or _head(head)
+                msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = None
+                msg.timestamp = float(stamp)
                 msg.seq = int(seq)
-                msg._json = text[m.end():-1]
-                msg._sse = msg._sio = msg._sio_off = None
+                msg._jb = raw[m.end():-1]
                 append(msg)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError, LocalProtocolError) as exc:
                 on_error(exc)
         return out
 

@@ -97,3 +97,107 @@ def test_from_raws_leaves_out_garbage_and_says_so():
     errors: list = []
     got = RelayMessage.from_raws([b"not json", _fixed(5), b'{"fmt":"kdc2","data":', _fixed(6)[:40]], errors.append)
     assert [m.seq for m in got] == [5] and len(errors) == 3
+
+
+# ---- from_raws: one split for a whole batch, one by one when the batch is not all ours -------------
+def _same(a: RelayMessage, b: RelayMessage) -> None:
+    assert (a.seq, a.event, a.target_sid, a.session_id, a.timestamp) == \
+        (b.seq, b.event, b.target_sid, b.session_id, b.timestamp)
+    assert a.data_json() == b.data_json() and a.sse_bytes() == b.sse_bytes()
+    assert a.sio_text(True) == b.sio_text(True) and a.data == b.data
+
+
+_VARIED = [
+    _fixed(1), _fixed(2, target="sid-1"), _fixed(3, event="chat_step", data='"type":"x"}'), _fixed(0),
+    _fixed(4, session="é-ü"),  # UTF-8 in the head
+    _fixed(5, data='"t":"line\\nbreak \\u2028 ✓"}'),  # escapes and UTF-8 in the data
+    _fixed(6, session='a"b'),  # an escape in the head: not the fixed pattern, read as JSON
+    _fixed(7, target=""),  # an empty target is the session
+    b'{"target_sid":null,"session_id":"x","event":"chat_step","data":{"a":1},"timestamp":0}',  # KDCube's
+]
+
+
+def test_a_batch_reads_as_each_message_alone_would():
+    errors: list = []
+    got = RelayMessage.from_raws(_VARIED, errors.append)
+    assert not errors and len(got) == len(_VARIED)
+    for m, raw in zip(got, _VARIED):
+        _same(m, RelayMessage.from_raw(raw))
+    assert got[3].sse_bytes().startswith(b"event: chat_delta\ndata: "), "seq 0: no id line"
+    assert got[1].sse_bytes().startswith(b"event: chat_delta\nid: 2\ndata: {")
+
+
+def test_a_batch_of_ours_keeps_every_message_and_its_order():
+    raws = [_fixed(i, target=None if i % 3 else f"t{i}") for i in range(1, 400)]
+    got = RelayMessage.from_raws(raws, pytest.fail)
+    assert [m.seq for m in got] == list(range(1, 400))
+    assert [m.target_sid for m in got] == [None if i % 3 else f"t{i}" for i in range(1, 400)]
+    for m, raw in zip(got, raws):
+        _same(m, RelayMessage.from_raw(raw))
+
+
+@pytest.mark.parametrize("bad", [
+    b"", b"{", b"not json", _fixed(9)[:-1], _fixed(9)[:60], _fixed(9) + b"x", _fixed(9) + b"}",
+    _fixed(9).replace(b"a", b"\xff"),  # not UTF-8
+    _fixed(9).replace(b'"index"', b'"\x00index"'),  # a NUL inside
+])
+def test_a_bad_message_in_a_batch_is_told_and_the_rest_delivered(bad):
+    errors: list = []
+    got = RelayMessage.from_raws([_fixed(1), bad, _fixed(2)], errors.append)
+    alone: list = []
+    try:
+        alone.append(RelayMessage.from_raw(bad))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    assert [m.seq for m in got] == [1, *(m.seq for m in alone), 2]
+    assert len(errors) == 1 - len(alone)
+    assert all(isinstance(e, (ValueError, KeyError, TypeError, AttributeError)) for e in errors)
+
+
+def test_a_nul_cannot_make_one_message_pass_for_two():
+    # joined after NULs, "one\x00two" + garbage would split into two matches: the count must not fool it
+    errors: list = []
+    raws = [_fixed(1) + b"\x00" + _fixed(2), b"garbage"]
+    got = RelayMessage.from_raws(raws, errors.append)
+    assert len(got) + len(errors) == 2 and len(errors) == 1
+
+
+def test_random_damage_gives_what_each_message_alone_gives_and_only_our_errors():
+    import random
+
+    rng = random.Random(11)
+    base = [_fixed(i, target=rng.choice([None, "t"])) for i in range(1, 30)]
+    for _ in range(300):
+        raws = list(base)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(raws))
+            raw = bytearray(raws[i])
+            op = rng.randrange(3)
+            pos = rng.randrange(len(raw))
+            if op == 0:
+                raw[pos] = rng.randrange(256)
+            elif op == 1:
+                del raw[pos:pos + rng.randint(1, 40)]
+            else:
+                raw[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+            raws[i] = bytes(raw)
+        errors: list = []
+        got = RelayMessage.from_raws(raws, errors.append)
+        expected = []
+        for raw in raws:
+            try:
+                expected.append(RelayMessage.from_raw(raw))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass
+        assert len(got) == len(expected) and len(errors) == len(raws) - len(expected)
+        for a, b in zip(got, expected):
+            assert (a.seq, a.event, a.target_sid, a.session_id, a.timestamp) == \
+                (b.seq, b.event, b.target_sid, b.session_id, b.timestamp)
+            assert a.data_json() == b.data_json()
+
+
+def test_text_from_a_decoding_client_reads_as_its_bytes():
+    raws = [_fixed(1).decode(), _fixed(2, session="é").decode(), "\ud800 not json"]
+    errors: list = []
+    got = RelayMessage.from_raws(raws, errors.append)
+    assert [(m.seq, m.session_id) for m in got] == [(1, "x"), (2, "é")] and len(errors) == 1

@@ -18,6 +18,8 @@ from protocol.sse import (
     SSEEvent,
     encode_comment,
     encode_event,
+    encode_event_line,
+    encode_json_event,
     parse_last_event_id,
 )
 
@@ -457,3 +459,22 @@ def test_fuzz_mutated_stream(pos: int, junk: bytes) -> None:
     raw = MULTI[:pos] + junk + MULTI[pos + len(junk) :]
     _only_protocol_errors([raw])
     _only_protocol_errors([raw[i : i + 1] for i in range(len(raw))], max_line_bytes=40)
+
+
+# ---- encode_json_event: the relay's bytes in, the same bytes out as encode_event -----------------
+@given(event=st.text(min_size=1, max_size=20).filter(lambda e: not set(e) & set("\r\n\0")),
+       id=st.one_of(st.none(), st.integers(min_value=0, max_value=2**63)),
+       data=st.text(max_size=200))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_encode_json_event_is_encode_event_on_bytes(event: str, id: int | None, data: str) -> None:
+    try:
+        expected = encode_event(event=event, id=id, data=data)
+    except LocalProtocolError:  # lone surrogates: not UTF-8, never relayed as bytes
+        return
+    assert encode_json_event(encode_event_line(event), id, data.encode("utf-8")) == expected
+
+
+@pytest.mark.parametrize("event", ["a\nb", "a\rb", "a\0b", "\ud800"])
+def test_encode_event_line_rejects(event: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_event_line(event)
