@@ -3,7 +3,9 @@
 `post` encodes the event and queues it for the PUBLISH script (relay/redis_bus.py) and returns
 at once; the bus's ScriptBatcher sends every waiting call in one pipeline while the previous
 batch's replies come back. Consecutive events of one session from one poster ride in one script
-call (up to MAX_EVENTS_PER_CALL), which takes their seqs in posting order.
+call (up to MAX_EVENTS_PER_CALL), which takes their seqs in posting order; a call's events share
+one head (event name, target, timestamp: passed once), so a change of name or target starts the
+next call.
 
 What `post` promises (the README's "Publishing through Redis"):
 - order: a poster's events of one session are published in posting order, with increasing
@@ -35,13 +37,15 @@ if TYPE_CHECKING:
 
 
 class _Events:
-    """The events of one script call, to hand each its seq when the call's reply comes."""
+    """The events of one script call, to hand each its seq when the call's reply comes. They
+    share one head (the PUBLISH script's): their event name and target (`kind`)."""
 
-    __slots__ = ("poster", "key", "datas", "call")
+    __slots__ = ("poster", "key", "kind", "datas", "call")
 
-    def __init__(self, poster: "PipelinedPoster", key: SessionKey) -> None:
+    def __init__(self, poster: "PipelinedPoster", key: SessionKey, kind: tuple[str, str | None]) -> None:
         self.poster = poster
         self.key = key
+        self.kind = kind
         self.datas: list[dict] = []
         self.call: Call | None = None
 
@@ -73,16 +77,18 @@ class PipelinedPoster(Poster):
             await self._wait()
             if self.error is not None:
                 raise self.error
-        head, body = bus.encode_event(key, event=event, data=data, target_sid=target_sid)
+        body = bus.encode_body(data)
         events = self._open.get(key)
         call = None if events is None else events.call
-        if call is None or call.sent or len(events.datas) >= self._max_per_call:  # type: ignore[union-attr]
-            events = _Events(self, key)
-            events.call = bus.publisher.submit(bus.script_keys(key), [*bus.script_fixed_args(key), head, body],
-                                               events, check=self._refusal)
+        if (call is None or call.sent or len(events.datas) >= self._max_per_call  # type: ignore[union-attr]
+                or events.kind[0] != event or events.kind[1] != target_sid):  # type: ignore[union-attr]
+            # a new call: its head (see PUBLISH) is this event's name, target and time
+            events = _Events(self, key, (event, target_sid))
+            events.call = bus.publisher.submit(
+                bus.script_keys(key), [*bus.script_fixed_args(key), bus.event_head(key, event, target_sid), body],
+                events, check=self._refusal)
             self._open[key] = events
         else:
-            call.args.append(head)
             call.args.append(body)
         events.datas.append(data)
         self.pending += 1

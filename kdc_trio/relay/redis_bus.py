@@ -43,12 +43,18 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # KEYS: seq key, log key, log sizes (zset: log key -> bytes), log write times (zset: log key ->
 # Redis TIME s), total bytes of all logs. ARGV: channel, log size (events), log TTL s, seq TTL s,
 # the session's share (bytes), the budget of all logs (bytes), the publish command (PUBLISH, or
-# SPUBLISH for the sharded relay), then one or more events of that session, each as two
-# arguments, the pieces of its text around its seq (`RedisBus.encode_event`). Returns the last
-# event's seq; the K events of one call took the K seqs up to it, in argument order. Each event's
-# published/logged text is `{"seq":N,<head>,"data":{"seq":N,<data>}}` (head: scalars only; data:
-# the envelope), made in one concatenation `'{"seq":' N piece1 N piece2`: no JSON is decoded in
-# Redis, and receivers take the data's text as it is (RelayMessage.from_raw).
+# SPUBLISH for the sharded relay), the head that every event of the call shares (its text
+# between the seq and the data's seq: event, target, session, timestamp, host; `RedisBus.event_head`),
+# then one or more events of that session, each one argument: its data's text after the data's
+# seq (`RedisBus.encode_body`). Returns the last event's seq; the K events of one call took the
+# K seqs up to it, in argument order. Each event's published/logged text is
+# `{"seq":N,<head>,"data":{"seq":N,<data>}}` (head: scalars only; data: the envelope), made in one
+# concatenation `'{"seq":' N head N body`: no JSON is decoded in Redis, and receivers take the
+# data's text as it is (RelayMessage.from_raws). The head is passed once per call, not once per
+# event (the worker encodes, and Redis reads and keeps, ~150 bytes less per event): the events of
+# one call share their event name, target and timestamp (the time the call's first event was
+# posted; a poster starts a new call when the name or target changes). The published text is
+# the "kdc2" layout gateways of every version read.
 # Each event is PUBLISHed on its own (a subscriber, ours or KDCube's, reads one event per message).
 #
 # Bounds, as in memory (relay/session_log.py): the session's log keeps at most `size` events and
@@ -63,16 +69,17 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # SPUBLISH in the script is local), and the accounting keys are per slot (`slot_tag(slot)`) with
 # the per-slot budget (see `RedisBus.__init__`). On a single Redis the accounting keys are global.
 PUBLISH = Script("""
-local k = (#ARGV - 7) / 2
+local k = #ARGV - 8
 local last = redis.call('INCRBY', KEYS[1], k)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 local first = last - k + 1
+local head = ARGV[8]
 local msgs = {}
 local n = 0
-for i = 0, k - 1 do
-  local seq = tostring(first + i)
-  local msg = '{"seq":' .. seq .. ARGV[8 + 2 * i] .. seq .. ARGV[9 + 2 * i]
-  msgs[i + 1] = msg
+for i = 1, k do
+  local seq = tostring(first + i - 1)
+  local msg = '{"seq":' .. seq .. head .. seq .. ARGV[8 + i]
+  msgs[i] = msg
   n = n + #msg
 end
 local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -137,7 +144,7 @@ return last
 # Events of one session one script call carries at most: bounds the call's arguments (Lua's
 # `unpack` of the log push) and how long Redis runs it (~ a few us per event).
 MAX_EVENTS_PER_CALL = 256
-# (session, event, target) heads whose text a publishing process keeps (RedisBus.encode_event):
+# (session, event, target) heads whose text a publishing process keeps (RedisBus.event_head):
 # a few per running turn; past this many the cache starts over (an encode each, not a leak).
 HEAD_CACHE = 4096
 
@@ -209,7 +216,7 @@ class RedisBus(Bus):
         self._reading: set[str] = set()    # a _resync task runs for the channel
         self._read_again: set[str] = set()  # reconnected while it read: it reads once more
         self._nursery: trio.Nursery | None = None
-        self._heads: dict[tuple[str, str, str | None], tuple[str, str]] = {}  # see encode_event
+        self._heads: dict[tuple[str, str, str | None], tuple[str, str]] = {}  # see event_head
         self.publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
@@ -263,24 +270,28 @@ class RedisBus(Bus):
     def publish_script_args(self, key: SessionKey, *, event: str, data: dict,
                             target_sid: str | None = None) -> tuple[list[str], list]:
         """KEYS and ARGV of the PUBLISH script for one event."""
-        return self.script_keys(key), [*self.script_fixed_args(key),
-                                       *self.encode_event(key, event=event, data=data, target_sid=target_sid)]
+        return self.script_keys(key), [*self.script_fixed_args(key), self.event_head(key, event, target_sid),
+                                       self.encode_body(data)]
 
-    def encode_event(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None) -> tuple[str, str]:
-        """An event's two script arguments: its text before and after the data's seq, the script
-        putting `{"seq":N` before the first and N between them (see PUBLISH). The head is in the
-        fixed "kdc2" layout (relay/message.py), its text cached per (session, event, target)."""
+    def event_head(self, key: SessionKey, event: str, target_sid: str | None) -> str:
+        """The head argument of a script call (see PUBLISH): the message's text between its seq and
+        its data's seq, in the fixed "kdc2" layout (relay/message.py), with the time now. Its text
+        but the time is cached per (session, event, target)."""
         parts = self._heads.get((key.session_id, event, target_sid))
         if parts is None:
             if len(self._heads) >= HEAD_CACHE:
                 self._heads.clear()
             parts = self._heads[(key.session_id, event, target_sid)] = head_prefix(
                 event=event, target_sid=target_sid, session_id=key.session_id, host_id=self.service.host_id)
-        body = dumps({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
         # The publish time in seconds, to the microsecond, formatted from integers: a float's
         # repr (its shortest round-trip digits) cost more than the envelope's JSON encode.
-        stamp = "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000)
-        return parts[0] + stamp + parts[1], ("}}" if body == "{}" else "," + body[1:] + "}")
+        return parts[0] + "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000) + parts[1]
+
+    @staticmethod
+    def encode_body(data: dict) -> str:
+        """An event's script argument (see PUBLISH): its data's JSON after the data's seq."""
+        body = dumps({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
+        return "}}" if body == "{}" else f",{body[1:]}}}"
 
     def script_keys(self, key: SessionKey) -> list[str]:
         return [self._seq_key(key), self._log_key(key), *self._accounting_keys(key)]

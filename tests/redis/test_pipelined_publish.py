@@ -180,3 +180,44 @@ async def test_answered_events_are_freed_without_the_cyclic_collector():
             assert poster.confirmed == 200
             assert cyclic == [], f"{len(cyclic)} answered calls were left to the cyclic collector"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_call_passes_its_head_once_and_a_new_name_or_target_starts_the_next_call():
+    from kdc_trio.relay.message import RelayMessage
+
+    # events interleaved over names and targets: each keeps its place, its seq and its own head
+    kinds = [("chat_delta", None)] * 5 + [("chat_step", None), ("chat_delta", "sid-1"), ("chat_delta", "sid-1"),
+                                          ("chat_delta", None), ("chat_complete", "sid-2")] + [("chat_delta", None)] * 5
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            poster = bus.poster(1024)
+
+            class NeverDue:  # post without yielding: the batcher sends nothing until flush
+                def due(self) -> bool:
+                    return False
+
+            poster._yield = NeverDue()
+            calls_before = bus.publisher.calls
+            datas = [{"i": i, "text": "é\n\"q\""} for i in range(len(kinds))]
+            for (event, target), d in zip(kinds, datas):
+                await poster.post(KEY, event=event, data=d, target_sid=target)
+            await poster.flush()
+            assert [d["seq"] for d in datas] == list(range(1, len(kinds) + 1))
+            # one call per run of equal (name, target): 6 runs here
+            calls = bus.publisher.calls - calls_before
+            assert calls == 6, calls
+            raws = await bus.redis.execute("LRANGE", bus._log_key(KEY), 0, -1)
+            errors: list = []
+            got = RelayMessage.from_raws(list(raws), errors.append)
+            assert not errors
+            assert [(m.event, m.target_sid, m.seq) for m in got] == \
+                [(e, t, i) for i, (e, t) in enumerate(kinds, start=1)]
+            assert [json.loads(m.data_json()) for m in got] == [{**d} for d in datas]
+            for raw in raws:  # plain JSON with the same keys: what KDCube's subscribers read
+                obj = json.loads(raw)
+                assert set(obj) == {"seq", "fmt", "event", "target_sid", "session_id", "timestamp", "host_id", "data"}
+                assert obj["data"]["seq"] == obj["seq"] and obj["session_id"] == KEY.session_id
+            # a call's events share its head, timestamp included
+            assert len({m.timestamp for m in got[:5]}) == 1 and len({m.timestamp for m in got[-5:]}) == 1
+            nursery.cancel_scope.cancel()
