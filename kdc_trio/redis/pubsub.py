@@ -130,6 +130,7 @@ class PubSub(WantedChannels):
         self._pong = trio.lowlevel.ParkingLot()
         self.connected = False
         self.pings_missed = 0
+        self.reads = 0                      # network reads (the pinger: bytes came, the connection lives)
         self.gaps = 0
         self.received = 0
         self.batches = 0
@@ -225,6 +226,7 @@ class PubSub(WantedChannels):
         while True:
             await trio.sleep(self.ping_interval)
             seen = self._pongs
+            reads = self.reads
             self._ping_due = True
             self._changed.set()
             with trio.move_on_after(self.ping_timeout):
@@ -236,6 +238,12 @@ class PubSub(WantedChannels):
                 # is readable) and this task (its deadline passed) in the same batch, in either
                 # order. One checkpoint lets the reader take what is in the socket before we judge.
                 await trio.lowlevel.checkpoint()
+            if self._pongs == seen and self.reads != reads:
+                # No PONG yet, but bytes came: the connection is alive, the PONG is queued behind
+                # messages this process has not read yet (a backlog longer than ping_timeout, e.g.
+                # a burst relayed slower than Redis took it). Dropping the connection would lose
+                # that backlog; the next PING asks again.
+                continue
             if self._pongs == seen:
                 self.pings_missed += 1
                 raise RedisConnectionError(f"no PONG within {self.ping_timeout}s: the connection is half-open "
@@ -273,6 +281,7 @@ class PubSub(WantedChannels):
         verbs = self.verbs
         while True:
             data = await conn.receive()
+            self.reads += 1
             batch: Batch = []
             confirmed = False
             pongs = self._pongs

@@ -35,3 +35,47 @@ async def test_reads_larger_than_a_piece_yield_every_message_whole_and_in_order(
     assert got == [(b"ab"[i % 2:i % 2 + 1], p) for i, p in enumerate(payloads)]
     assert len(batches) < len(payloads) / 10, "a batch per network read, not per message or piece"
     assert pubsub.gaps == 0
+
+
+def _publish_blocking(port: int, channel: bytes, payload: bytes, n: int) -> None:
+    import socket
+
+    import hiredis
+
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(hiredis.pack_command(("PUBLISH", channel, payload)) * n)
+        reader, replies = hiredis.Reader(), 0
+        while replies < n:
+            reader.feed(sock.recv(65536))
+            while reader.gets() is not False:
+                replies += 1
+
+
+async def test_a_backlog_longer_than_the_ping_timeout_is_not_a_lost_connection():
+    # The PONG waits in Redis behind every message published before it: a process that reads a
+    # burst slower than Redis took it sees no PONG within ping_timeout, yet bytes keep coming.
+    # Calling that a lost connection would drop the whole backlog (a gap) for nothing.
+    import time
+
+    payload = b"p" * 2000
+    n = 6000
+    with redis_server() as srv:
+        got = 0
+
+        def slow(batch: list) -> None:  # a busy relay: ~2.5 s for the whole backlog
+            nonlocal got
+            got += len(batch)
+            time.sleep(0.02)
+
+        pubsub = PubSub(srv.url, on_batch=slow, ping_interval=0.2, ping_timeout=0.3)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pubsub.run)
+            await pubsub.subscribe("burst")
+            # published from another thread all at once: Redis queues it faster than we read
+            await trio.to_thread.run_sync(_publish_blocking, srv.port, b"burst", payload, n)
+            with trio.fail_after(30):
+                while got < n:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    assert pubsub.gaps == 0 and pubsub.pings_missed == 0, (pubsub.gaps, pubsub.pings_missed)
+    assert got == n
