@@ -201,3 +201,20 @@ def test_text_from_a_decoding_client_reads_as_its_bytes():
     errors: list = []
     got = RelayMessage.from_raws(raws, errors.append)
     assert [(m.seq, m.session_id) for m in got] == [(1, "x"), (2, "é")] and len(errors) == 1
+
+
+@pytest.mark.parametrize("session", ['a\\\\"b', "a\\\\b", "a\x01b", "a\\u0041"])
+def test_a_head_the_batch_takes_loosely_is_checked_once_before_it_is_used(session):
+    # the batch's pattern takes a head's strings as "[^"]*"; a head with an escape or a control
+    # character is then read one by one, as each message alone would be
+    raw = _fixed(3).replace(b'"session_id":"x"', b'"session_id":"' + session.encode() + b'"')
+    errors: list = []
+    got = RelayMessage.from_raws([_fixed(1), raw, _fixed(2)], errors.append)
+    alone: list = []
+    try:
+        alone.append(RelayMessage.from_raw(raw))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    assert [m.seq for m in got] == [1, *(m.seq for m in alone), 2] and len(errors) == 1 - len(alone)
+    for a, b in zip(got[1:-1], alone):
+        assert a.session_id == b.session_id
