@@ -23,6 +23,19 @@ def dumps(obj: Any) -> str:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def dumpb(obj: Any) -> bytes:
+    """`dumps` as UTF-8 bytes (what goes to Redis: no decode here and no encode in the command
+    packer). Text that is not UTF-8 (a lone surrogate) is escaped, as JSON allows."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
 def loads(text: str) -> Any:
     try:
         return orjson.loads(text)

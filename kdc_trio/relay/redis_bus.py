@@ -33,7 +33,7 @@ from kdc_trio.redis.commands import Commands, Script, text
 from kdc_trio.redis.slots import SLOTS, key_slot, slot_tag, tagged
 from kdc_trio.relay.bus import SUBSCRIPTION_BUFFER, Bus, Poster, Subscription, SubscriptionOverflow
 from kdc_trio.relay.keys import SessionKey
-from kdc_trio.relay.message import RelayMessage, dumps, head_prefix
+from kdc_trio.relay.message import RelayMessage, dumpb, head_prefix
 from kdc_trio.relay.pipelined_poster import PipelinedPoster
 from kdc_trio.relay.service import ServiceCommunicator
 from kdc_trio.relay.session_log import LogSlice, gap_notice
@@ -288,10 +288,10 @@ class RedisBus(Bus):
         return parts[0] + "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000) + parts[1]
 
     @staticmethod
-    def encode_body(data: dict) -> str:
+    def encode_body(data: dict) -> bytes:
         """An event's script argument (see PUBLISH): its data's JSON after the data's seq."""
-        body = dumps({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
-        return "}}" if body == "{}" else f",{body[1:]}}}"
+        body = dumpb({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
+        return b"}}" if body == b"{}" else b"," + body[1:] + b"}"
 
     def script_keys(self, key: SessionKey) -> list[str]:
         return [self._seq_key(key), self._log_key(key), *self._accounting_keys(key)]

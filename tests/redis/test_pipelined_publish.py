@@ -221,3 +221,19 @@ async def test_a_call_passes_its_head_once_and_a_new_name_or_target_starts_the_n
             # a call's events share its head, timestamp included
             assert len({m.timestamp for m in got[:5]}) == 1 and len({m.timestamp for m in got[-5:]}) == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_what_orjson_refuses_is_published_as_json_too():
+    with redis_server() as srv:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            bus = await open_bus(stack, srv.url, nursery)
+            poster = bus.poster(8)
+            odd = [{"big": 2**70}, {1: "int key"}, {"lone": "\ud800 surrogate"}, {}]
+            for d in odd:
+                await poster.post(KEY, event="chat_step", data=d)
+            await poster.flush()
+            raws = await bus.redis.execute("LRANGE", bus._log_key(KEY), 0, -1)
+            got = [json.loads(r)["data"] for r in raws]
+            assert got == [{"seq": 1, "big": 2**70}, {"seq": 2, "1": "int key"}, {"seq": 3, "lone": "\ud800 surrogate"},
+                           {"seq": 4}]
+            nursery.cancel_scope.cancel()
