@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+from operator import itemgetter
 from typing import Any, Callable, Collection, Protocol
 
 import trio
@@ -27,6 +28,7 @@ ReconnectHook = Callable[[Collection[str] | None], None]
 # Channel names whose text on_batch keeps (bytes -> str), not decoded per message: one per
 # subscribed session; past this many it starts over.
 CHANNEL_NAMES = 65_536
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class PubSubLike(Protocol):
@@ -101,6 +103,13 @@ class ServiceCommunicator:
 
     # ---- from the pub/sub connection ----------------------------------------------------------
     def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
+        if len(batch) > 1:  # a read of one channel (one session's stream): its payloads in C loops
+            channel_raw = batch[0][0]
+            if batch[-1][0] == channel_raw and len(set(map(_first, batch))) == 1:
+                channel = self._names.get(channel_raw) if type(channel_raw) is bytes else None
+                if channel is not None and channel in self._raw and channel in self._listeners:
+                    self._listeners[channel](list(map(_second, batch)))
+                    return
         per_channel: dict[str, list[Any]] = {}
         names = self._names
         last_raw: Any = None

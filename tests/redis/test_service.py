@@ -58,3 +58,15 @@ async def test_one_message_is_decoded_once_for_all_local_connections_of_a_sessio
                 await st.wait_event("chat_service", count=10)
             assert gw.bus.received - before == 10, "decoded once per process, not once per connection"
             nursery.cancel_scope.cancel()
+
+
+def test_a_batch_of_one_channel_and_a_mixed_one_reach_each_listener_in_order():
+    service = ServiceCommunicator(None, host_id="h")  # type: ignore[arg-type]
+    got: dict[str, list] = {"a": [], "b": []}
+    service._listeners = {"a": got["a"].extend, "b": got["b"].extend}
+    service._raw = {"a", "b"}
+    service.on_batch([(b"a", b"1")])  # learns the name
+    service.on_batch([(b"a", b"%d" % i) for i in range(2, 6)])  # one channel: the fast way
+    service.on_batch([(b"a", b"6"), (b"b", b"x"), (b"a", b"7"), (b"c", b"unsubscribed"), (b"b", b"y")])
+    service.on_batch([(b"b", b"z"), (b"a", b"8"), (b"b", b"w")])  # first and last equal, not all
+    assert got == {"a": [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8"], "b": [b"x", b"y", b"z", b"w"]}
