@@ -85,8 +85,9 @@ class Settings:
         "Deadline for one write to a client; a client that stops reading is dropped when it passes")
     write_through: bool = setting(
         "KDC_WRITE_THROUGH", True, _bool,
-        "The relay writes an event to an idle connection's socket itself (one non-blocking send; what does "
-        "not fit goes to the connection's writer, under KDC_WRITE_TIMEOUT_S); 0 = every event through the writer")
+        "The relay writes events to an idle connection's socket itself, once the producers running now have "
+        "yielded (what they emitted meanwhile shares one non-blocking send); what does not fit goes to the "
+        "connection's writer, under KDC_WRITE_TIMEOUT_S; 0 = every event through the writer")
     shutdown_grace_s: float = setting(
         "KDC_SHUTDOWN_GRACE_S", 5.0, float, "On SIGINT/SIGTERM: time streams get to end before they are cancelled")
     reuse_port: bool = setting(

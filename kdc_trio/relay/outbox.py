@@ -29,6 +29,7 @@ from kdc_trio.relay.keys import PROJECT_SESSION
 from kdc_trio.relay.merge import DELTA, compact, merge_into
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.util.batch_queue import BatchQueue
+from kdc_trio.util.soon import Soon
 
 
 class CloseReason(Enum):
@@ -70,7 +71,7 @@ class Closed:
 
 class Outbox:
     __slots__ = ("sid", "maxlen", "closed_reason", "last_seq", "merge_depth", "merged", "_q", "_put",
-                 "_held", "_replaying", "on_close", "write_through", "written_through")
+                 "_held", "_replaying", "on_close", "write_through", "written_through", "_through")
 
     def __init__(self, sid: str, maxlen: int, *, merge_at: float = 0.5) -> None:
         self.sid = sid
@@ -89,9 +90,14 @@ class Outbox:
         # at once, without blocking, or returns False (the writer is busy: queue it).
         self.write_through: Callable[[list[RelayMessage]], bool] | None = None
         self.written_through = 0
+        # Offered for write-through, to be written once the producers running now have yielded
+        # (util/soon.py): what they emit meanwhile goes out in one write. Never beside a queue:
+        # whatever queues first puts these ahead of it (`_spill`).
+        self._through: list[RelayMessage] | None = None
 
     def hold(self) -> None:
         """Keep live messages aside while a replay from the session log is queued first."""
+        self._spill()
         self._held = []
 
     def offer_replayed(self, msg: RelayMessage) -> None:
@@ -116,28 +122,66 @@ class Outbox:
 
     def offer_batch(self, msgs: list[RelayMessage]) -> None:
         """Offer each of `msgs` in order (the relay's call). When nothing is queued or held and
-        the writer is idle, they skip the queue: `write_through` writes them in this call (one
-        write for the batch) and the writer task is not woken; otherwise as `offer`."""
+        the writer is idle, they skip the queue: `write_through` writes them, together with
+        whatever else is offered before the producers running now yield (util/soon.py), and the
+        writer task is not woken; otherwise as `offer`."""
         wt = self.write_through
         if wt is not None and not self._q and self._held is None and self.closed_reason is None:
+            through = self._through
+            if through is not None and len(through) + len(msgs) > self.maxlen:
+                self._write_through()  # what waits makes a whole outbox: written (or queued) now
+                if self._q or self.write_through is None:
+                    for m in msgs:
+                        self.offer(m)
+                    return
+                through = None
             last = self.last_seq
-            fresh = []
+            fresh = [] if through is None else through
             for m in msgs:
                 if m.seq > 0 and m.session_id != PROJECT_SESSION:  # m.resumable, inline: per event
                     if m.seq <= last:  # the replay had it: as `offer`, skipped
                         continue
                     last = m.seq
                 fresh.append(m)
-            if not fresh:
-                return
-            if wt(fresh):
-                self.last_seq = last
-                self.written_through += len(fresh)
-                return
+            self.last_seq = last
+            if through is None and fresh:
+                self._through = fresh
+                soon = Soon.shared()
+                if soon is None or not soon.call(self._write_through):
+                    self._write_through()
+            return
         for m in msgs:
             self.offer(m)
 
+    def _write_through(self) -> None:
+        """Write what waits for write-through, or queue it when the writer became busy meanwhile."""
+        through, self._through = self._through, None
+        if not through or self.closed_reason is not None:
+            return
+        wt = self.write_through
+        if wt is not None and self._held is None and not self._q and wt(through):
+            self.written_through += len(through)
+            return
+        self._enqueue(through)
+
+    def _spill(self) -> None:
+        """Queue what waits for write-through (something else is about to queue: it goes behind)."""
+        through, self._through = self._through, None
+        if through:
+            self._enqueue(through)
+
+    def _enqueue(self, msgs: list[RelayMessage]) -> None:
+        """Queue messages already counted in `last_seq` (bounded as `offer`)."""
+        for m in msgs:
+            if self.closed_reason is not None:
+                return
+            if not self._put(m) and not (self._compact() and self._put(m)):
+                self.close(CloseReason.OUTBOX_FULL, f"more than {self.maxlen} events waiting (SSE_CLIENT_QUEUE)")
+                return
+
     def offer(self, msg: RelayMessage) -> None:
+        if self._through is not None:
+            self._spill()
         held = self._held
         if held is not None:
             if len(held) >= self.maxlen:  # the log read outlasted a whole outbox of live events
@@ -191,6 +235,7 @@ class Outbox:
     def close(self, reason: CloseReason, detail: str = "") -> None:
         if self.closed_reason is None:
             self.closed_reason = Closed(reason, detail)
+            self._through = None
             self._q.close()
             if self.on_close is not None:
                 self.on_close()
@@ -222,8 +267,8 @@ class Outbox:
         return self._q.taken + self.written_through
 
     def depth(self) -> int:
-        return len(self._q)
+        return len(self._q) + (len(self._through) if self._through else 0)
 
     def statistics(self) -> dict:
-        return {"queued": len(self._q), "maxlen": self.maxlen, "delivered": self.delivered, "merged": self.merged,
+        return {"queued": self.depth(), "maxlen": self.maxlen, "delivered": self.delivered, "merged": self.merged,
                 "closed_reason": None if self.closed_reason is None else str(self.closed_reason)}

@@ -114,23 +114,81 @@ async def test_offer_batch_writes_through_an_idle_outbox_and_queues_behind_a_bus
         return True
 
     ob.write_through = write
-    ob.offer_batch([msg(1), msg(2)])
+    ob.offer_batch([msg(1)])
+    ob.offer_batch([msg(2)])  # before the producer yields: one write for both
+    assert written == [] and ob.depth() == 2 and ob.last_seq == 2
+    await trio.testing.wait_all_tasks_blocked()
     assert written == [[1, 2]] and ob.depth() == 0 and ob.last_seq == 2 and ob.delivered == 2
     ob.offer_batch([msg(2), msg(3)])  # seq 2 went already: skipped, as offer skips it
+    await trio.testing.wait_all_tasks_blocked()
     assert written == [[1, 2], [3]]
-    busy[0] = True
+    busy[0] = True  # the writer became busy before the write: they queue for it instead
     ob.offer_batch([msg(4)])
+    await trio.testing.wait_all_tasks_blocked()
     busy[0] = False
     ob.offer_batch([msg(5)])  # something is queued: it goes behind it, never ahead
+    await trio.testing.wait_all_tasks_blocked()
     assert written == [[1, 2], [3]] and [m.seq for m in await ob.take()] == [4, 5]
     ob.hold()  # a replay in progress: live messages are held, not written
     ob.offer_batch([msg(6)])
+    await trio.testing.wait_all_tasks_blocked()
     assert written == [[1, 2], [3]]
     ob.release()
     assert [m.seq for m in await ob.take()] == [6]
     ob.close(CloseReason.CLIENT_GONE)
     ob.offer_batch([msg(7)])
+    await trio.testing.wait_all_tasks_blocked()
     assert written == [[1, 2], [3]] and ob.delivered == 6  # 3 written through, 3 taken
+
+
+async def test_what_waits_for_write_through_goes_ahead_of_anything_queued_after_it():
+    ob = Outbox("c1", 10)
+    written: list[list[int]] = []
+    ob.write_through = lambda batch: written.append([m.seq for m in batch]) or True
+    ob.offer_batch([msg(1), msg(2)])
+    ob.hold()  # a replay starts before the write: the waiting live events are queued first
+    ob.offer_replayed(msg(3))
+    ob.release()
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == [] and [m.seq for m in await ob.take()] == [1, 2, 3]
+    ob.offer_batch([msg(4)])
+    ob.write_through = None  # the writer ended: a plain offer queues behind what waits
+    ob.offer(msg(5))
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == [] and [m.seq for m in await ob.take()] == [4, 5]
+
+
+async def test_waiting_for_write_through_is_bounded_by_the_outbox():
+    ob = Outbox("c1", 3)
+    written: list[list[int]] = []
+    ob.write_through = lambda batch: written.append([m.seq for m in batch]) or True
+    ob.offer_batch([msg(1), msg(2)])
+    ob.offer_batch([msg(3)])
+    assert written == [] and ob.depth() == 3
+    ob.offer_batch([msg(4)])  # a whole outbox waits: it is written now, the new one waits
+    assert written == [[1, 2, 3]] and ob.depth() == 1
+    ob.offer_batch([msg(5), msg(6), msg(7), msg(8)])  # one relay batch is written whole, as before
+    assert written == [[1, 2, 3], [4]]
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == [[1, 2, 3], [4], [5, 6, 7, 8]] and ob.closed_reason is None and ob.written_through == 8
+
+
+async def test_a_closed_outbox_drops_what_waits_for_write_through():
+    ob = Outbox("c1", 10)
+    written = []
+    ob.write_through = lambda batch: written.append(batch) or True
+    ob.offer_batch([msg(1)])
+    ob.close(CloseReason.CLIENT_GONE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == [] and ob.depth() == 0
+
+
+def test_outside_a_trio_run_write_through_is_at_once():
+    ob = Outbox("c1", 10)
+    written = []
+    ob.write_through = lambda batch: written.append([m.seq for m in batch]) or True
+    ob.offer_batch([msg(1), msg(2)])
+    assert written == [[1, 2]] and ob.depth() == 0
 
 
 # ---- the SSE stream end to end ------------------------------------------------------------------
