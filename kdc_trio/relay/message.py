@@ -11,6 +11,7 @@ import orjson
 from kdc_trio.relay.keys import PROJECT_SESSION
 from protocol.socketio import encode_event_text
 from protocol.sse import encode_event
+from protocol.wsframe import text_frame
 
 
 def dumps(obj: Any) -> str:
@@ -61,7 +62,8 @@ class RelayMessage:
     Either `data` or its JSON text is known; the other is made on first use, at most once.
     """
 
-    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio", "_sio_off")
+    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_sse", "_sio", "_sio_off",
+                 "_ws", "_ws_off")
 
     def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
                  target_sid: str | None = None, data_json: str | None = None) -> None:
@@ -75,6 +77,8 @@ class RelayMessage:
         self._sse: bytes | None = None
         self._sio: str | None = None
         self._sio_off: str | None = None
+        self._ws: bytes | None = None
+        self._ws_off: bytes | None = None
 
     @property
     def data(self) -> Any:
@@ -111,6 +115,18 @@ class RelayMessage:
             self._sio = "4" + encode_event_text(self.event, self.data_json())
         return self._sio
 
+    def sio_frame(self, offsets: bool = False) -> bytes:
+        """`sio_text` as one server WebSocket text frame (protocol/wsframe.py), made once per
+        message: the same bytes for every WebSocket connection of the session (the text itself
+        is not kept; polling connections use `sio_text`)."""
+        if offsets and self.resumable:
+            if self._ws_off is None:
+                self._ws_off = text_frame("4" + encode_event_text(self.event, self.data_json(), str(self.seq)))
+            return self._ws_off
+        if self._ws is None:
+            self._ws = text_frame("4" + encode_event_text(self.event, self.data_json()))
+        return self._ws
+
     def to_wire(self) -> dict:
         return {"target_sid": self.target_sid, "session_id": self.session_id, "event": self.event,
                 "data": self.data, "timestamp": self.timestamp, "seq": self.seq}
@@ -140,7 +156,7 @@ class RelayMessage:
                 msg.timestamp = float(ts)
                 msg.seq = int(seq)
                 msg._json = text[m.end():-1]
-                msg._sse = msg._sio = msg._sio_off = None
+                msg._sse = msg._sio = msg._sio_off = msg._ws = msg._ws_off = None
                 append(msg)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 on_error(exc)

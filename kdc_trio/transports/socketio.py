@@ -30,6 +30,7 @@ from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
 from kdc_trio.server import Router
+from kdc_trio.server.websocket import Framed
 from kdc_trio.sessions.model import Session
 from kdc_trio.sessions.store import RecoveryRecord
 from kdc_trio.transports.eio_server import EIOLimits, EIOServer
@@ -200,8 +201,9 @@ class ChatSocketIO(SocketIOApp):
 
     @staticmethod
     def _write_through(sock, offsets: bool):
-        """The relay writes a batch to an idle upgraded socket itself (server/wire.py): the same
-        frames the pump would queue, one non-blocking send; what does not fit wakes the writer."""
+        """The relay writes a batch to an idle upgraded socket itself (server/wire.py): the
+        message's frames, made once per event for all the session's sockets
+        (`RelayMessage.sio_frame`), in one non-blocking send; what does not fit wakes the writer."""
         writable_now = sock.writable_now
 
         def write(batch: list) -> bool:
@@ -209,10 +211,11 @@ class ChatSocketIO(SocketIOApp):
             if ws is None:
                 return False
             try:
-                frames = [m.sio_text(offsets) for m in batch]
+                data = batch[0].sio_frame(offsets) if len(batch) == 1 else \
+                    b"".join([m.sio_frame(offsets) for m in batch])
             except Exception:  # an event that cannot be encoded: the pump meets it as before
                 return False
-            ws.write_nowait(frames)
+            ws.write_nowait(data)
             return True
 
         return write
@@ -224,7 +227,17 @@ class ChatSocketIO(SocketIOApp):
             batch = await outbox.take()
             if batch:
                 offsets = conn.state.offsets
-                sock.send_many([m.sio_text(offsets) for m in batch])
+                if sock.ws is not None and sock.transport == "websocket":
+                    # Upgraded: the shared frames; written at once when the socket is idle (as
+                    # a write-through), else queued already framed for its writer.
+                    data = b"".join([m.sio_frame(offsets) for m in batch])
+                    ws = sock.writable_now()
+                    if ws is not None:
+                        ws.write_nowait(data)
+                    else:
+                        sock.send(Framed(data))
+                else:
+                    sock.send_many([m.sio_text(offsets) for m in batch])
             closed = outbox.closed_reason
             if closed is not None:
                 if closed.reason.slow:
