@@ -73,6 +73,40 @@ async def test_a_stalled_client_behind_a_write_through_still_meets_the_write_dea
     await client.aclose()
 
 
+async def test_a_slow_steady_reader_of_a_long_write_is_not_dropped_a_reader_that_stops_is():
+    """The deadline covers each PROGRESS_BYTES of a write: 1 MiB read at ~320 KiB/s takes ~3 s,
+    six write deadlines, and arrives whole; the same reader stopping halfway gets WriteDeadline."""
+    from kdc_trio.server.wire import PROGRESS_BYTES
+
+    for stops in (False, True):
+        server, client = await tcp_pair()
+        wire = Wire(server, timeout=0.5)
+        big = pattern(1 << 20)
+        got = bytearray()
+
+        async def read() -> None:  # 32 KiB, then a pause of 0.1 s: a piece takes ~0.2 s
+            ticks = 0
+            while len(got) < len(big) and not (stops and len(got) > len(big) // 2):
+                got.extend(await client.receive_some(1 << 16))
+                if len(got) // (PROGRESS_BYTES // 2) > ticks:
+                    ticks += 1
+                    await trio.sleep(0.1)
+
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            if stops:
+                with pytest.raises(WriteDeadline):
+                    await wire.send(big)
+            else:
+                await wire.send(big)
+                assert trio.current_time() - t0 > 3 * wire.timeout, "longer than one deadline in all"
+        if not stops:
+            assert bytes(got) == big
+        await server.aclose()
+        await client.aclose()
+
+
 async def test_no_write_through_while_a_send_is_under_way():
     server, client = await tcp_pair()
     wire = Wire(server, timeout=5)
