@@ -82,7 +82,7 @@ class Settings:
         "KDC_KEEPALIVE_TIMEOUT_S", 15.0, float, "Idle time allowed between requests on a kept-alive connection")
     write_timeout_s: float = setting(
         "KDC_WRITE_TIMEOUT_S", 10.0, float,
-        "Deadline for one write to a client; a client that stops reading is dropped when it passes")
+        "Deadline for a client to take each 64 KiB of a write; a client that stops reading is dropped when it passes")
     write_through: bool = setting(
         "KDC_WRITE_THROUGH", True, _bool,
         "The relay writes events to an idle connection's socket itself, once the producers running now have "

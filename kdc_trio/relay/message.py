@@ -12,6 +12,7 @@ from kdc_trio.relay.keys import PROJECT_SESSION
 from protocol.errors import LocalProtocolError
 from protocol.socketio import encode_event_text
 from protocol.sse import encode_event, encode_event_line, encode_json_event
+from protocol.wsframe import text_frame
 
 
 def dumps(obj: Any) -> str:
@@ -126,7 +127,7 @@ class RelayMessage:
     """
 
     __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_jb", "_eb", "_sse",
-                 "_sio", "_sio_off")
+                 "_sio", "_sio_off", "_ws", "_ws_off")
 
     def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
                  target_sid: str | None = None, data_json: str | None = None) -> None:
@@ -142,6 +143,8 @@ class RelayMessage:
         self._sse: bytes | None = None
         self._sio: str | None = None
         self._sio_off: str | None = None
+        self._ws: bytes | None = None
+        self._ws_off: bytes | None = None
 
     @property
     def data(self) -> Any:
@@ -185,6 +188,18 @@ class RelayMessage:
             self._sio = "4" + encode_event_text(self.event, self.data_json())
         return self._sio
 
+    def sio_frame(self, offsets: bool = False) -> bytes:
+        """`sio_text` as one server WebSocket text frame (protocol/wsframe.py), made once per
+        message: the same bytes for every WebSocket connection of the session (the text itself
+        is not kept; polling connections use `sio_text`)."""
+        if offsets and self.resumable:
+            if self._ws_off is None:
+                self._ws_off = text_frame("4" + encode_event_text(self.event, self.data_json(), str(self.seq)))
+            return self._ws_off
+        if self._ws is None:
+            self._ws = text_frame("4" + encode_event_text(self.event, self.data_json()))
+        return self._ws
+
     def to_wire(self) -> dict:
         return {"target_sid": self.target_sid, "session_id": self.session_id, "event": self.event,
                 "data": self.data, "timestamp": self.timestamp, "seq": self.seq}
@@ -209,7 +224,7 @@ class RelayMessage:
                     for seq, head, stamp, data in zip(parts[1::5], parts[2::5], parts[3::5], parts[4::5]):
                         msg = new(cls)
                         msg.event, msg.target_sid, msg.session_id, msg._eb = heads.get(head) or _head(head)
-                        msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = None
+                        msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = msg._ws = msg._ws_off = None
                         msg.timestamp = float(stamp)
                         msg.seq = int(seq)
                         msg._jb = data
@@ -235,7 +250,7 @@ class RelayMessage:
                 seq, head, stamp = m.groups()
                 msg = new(cls)
                 msg.event, msg.target_sid, msg.session_id, msg._eb = heads.get(head) or _head(head)
-                msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = None
+                msg._data = msg._json = msg._sse = msg._sio = msg._sio_off = msg._ws = msg._ws_off = None
                 msg.timestamp = float(stamp)
                 msg.seq = int(seq)
                 msg._jb = raw[m.end():-1]

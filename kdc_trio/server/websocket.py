@@ -20,6 +20,7 @@ from wsproto.frame_protocol import CloseReason
 
 from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import HTTPError, Request
+from protocol.wsframe import data_frame
 
 if TYPE_CHECKING:
     from kdc_trio.server.connection import HTTPConnection
@@ -64,22 +65,18 @@ async def accept(conn: "HTTPConnection", request: Request, *, max_message_bytes:
     return ws
 
 
-_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
+class Framed:
+    """Messages already framed as this server's data frames (protocol/wsframe.py: the same bytes
+    for every connection without an extension), queued and written as they are."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
-def data_frame(message: str | bytes) -> bytes:
-    """One unfragmented, unmasked (server) data frame, as wsproto would write it (RFC 6455 §5.2;
-    wsproto stays the encoder of control frames and the test oracle of this one)."""
-    if isinstance(message, str):
-        payload, head = message.encode("utf-8"), _TEXT
-    else:
-        payload, head = bytes(message), _BINARY
-    n = len(payload)
-    if n < 126:
-        return bytes((head, n)) + payload
-    if n < 65536:
-        return bytes((head, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((head, 127)) + n.to_bytes(8, "big") + payload
+def _frame(message: "str | bytes | Framed") -> bytes:
+    return message.data if type(message) is Framed else data_frame(message)  # type: ignore[union-attr, arg-type]
 
 
 class WebSocket:
@@ -117,10 +114,10 @@ class WebSocket:
         if self.closed:
             raise ClientGone(str(self.closed))
         if self._ws.state is ConnectionState.OPEN:  # data frames need no wsproto state: framed here
-            out = b"".join([data_frame(m) for m in messages])
+            out = b"".join([_frame(m) for m in messages])
         else:  # wsproto raises its LocalProtocolError
             send = self._ws.send
-            out = b"".join(send(Message(data=m)) for m in messages)
+            out = b"".join(send(Message(data=m.data if type(m) is Framed else m)) for m in messages)
         try:
             await self._write(out)
         except ClientGone:
@@ -136,10 +133,11 @@ class WebSocket:
         return (self.closed is None and not self._lock.locked() and self._ws.state is ConnectionState.OPEN
                 and self._conn.wire.can_write_now())
 
-    def write_nowait(self, messages: list[str]) -> None:
-        """Only when `can_write_now()`: the messages' frames in one non-blocking send; the rest
-        is pending for the next write (`send_many`, even of nothing), under the write deadline."""
-        self._conn.wire.write_nowait(b"".join([data_frame(m) for m in messages]))
+    def write_nowait(self, frames: bytes) -> None:
+        """Only when `can_write_now()`: data frames already made (protocol/wsframe.py) in one
+        non-blocking send; the rest is pending for the next write (`send_many`, even of
+        nothing), under the write deadline."""
+        self._conn.wire.write_nowait(frames)
 
     @property
     def pending(self) -> bool:
@@ -202,4 +200,4 @@ class WebSocket:
             await self._write_close(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
 
 
-__all__ = ["WebSocket", "WebSocketClosed", "accept", "accept_token", "CloseReason"]
+__all__ = ["Framed", "WebSocket", "WebSocketClosed", "accept", "accept_token", "data_frame", "CloseReason"]

@@ -3,8 +3,8 @@
 Every write of a connection goes through its `Wire`, in order. Two ways in:
 
 - `send` (async): the connection's own tasks (a writer loop, a reply) — under
-  `KDC_WRITE_TIMEOUT_S`; a client that stops reading gets WriteDeadline, one that went away
-  ClientGone. Bytes a write-through left behind go out first.
+  `KDC_WRITE_TIMEOUT_S` for every PROGRESS_BYTES of it; a client that stops reading gets
+  WriteDeadline, one that went away ClientGone. Bytes a write-through left behind go out first.
 - `write_nowait` (sync, never blocks): write-through, for a caller that is not the connection's
   task (the relay fanning an event out, in the producer's own call). Allowed only while
   `can_write_now()`: no send under way and nothing pending, so bytes keep their order. It makes
@@ -26,6 +26,13 @@ from typing import Callable
 import trio
 
 from kdc_trio.server.io import ClientGone, WriteDeadline
+
+# The write deadline covers each piece of this size of a write, not the whole write: a client
+# that keeps reading, only slower than its backlog drains (a fan-out burst to a slow reader), is
+# not dropped because its backlog is long; one that stops reading still is, one deadline after
+# the last piece it took. 64 KiB: well under a socket's send buffer, so a stalled reader is found
+# about one deadline after its buffers fill; large enough that a piece costs nothing per event.
+PROGRESS_BYTES = 64 << 10
 
 
 def _raw_socket(stream: object) -> socket.socket | None:
@@ -69,23 +76,30 @@ class Wire:
                 self.on_pending()
 
     async def send(self, data: bytes) -> None:
-        """Write `data` (after anything pending) within the write deadline; raises WriteDeadline
-        when it passes, ClientGone when the connection is lost."""
+        """Write `data` (after anything pending); raises WriteDeadline when the client takes no
+        piece of it (PROGRESS_BYTES) within the write deadline, ClientGone when the connection is
+        lost."""
         if not data and self.pending is None:
             return
         self._busy = True
         try:
+            if self.pending is not None:
+                await self._send_all(self.pending)
+                self.pending = None
+            if data:
+                await self._send_all(data)
+        finally:
+            self._busy = False
+
+    async def _send_all(self, data: bytes) -> None:
+        n = len(data)
+        view = memoryview(data) if n > PROGRESS_BYTES else None
+        for at in range(0, n, PROGRESS_BYTES):
             # A bare CancelScope: trio.move_on_after's wrapper costs more than the send.
             with trio.CancelScope(deadline=trio.current_time() + self.timeout) as scope:
                 try:
-                    if self.pending is not None:
-                        await self._stream.send_all(self.pending)
-                        self.pending = None
-                    if data:
-                        await self._stream.send_all(data)
+                    await self._stream.send_all(data if view is None else view[at:at + PROGRESS_BYTES])
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ClientGone("connection lost") from exc
-        finally:
-            self._busy = False
-        if scope.cancelled_caught:
-            raise WriteDeadline(f"write deadline ({self.timeout}s) passed: client not reading")
+            if scope.cancelled_caught:
+                raise WriteDeadline(f"write deadline ({self.timeout}s) passed: client not reading")

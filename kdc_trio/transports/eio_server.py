@@ -4,7 +4,8 @@ One `EIOSocket` per Engine.IO session. Its lifetime is a task (`_session_task`) 
 server's nursery, owning the heartbeat and the application's per-socket task; HTTP requests
 (polls, posts) and the WebSocket connection are I/O endpoints that feed it and drain it.
 The outgoing queue holds Engine.IO frames already encoded for the WebSocket (`str` text
-frames such as `42["chat_delta",{...}]`, `bytes` binary frames); a writer takes everything
+frames such as `42["chat_delta",{...}]`, `bytes` binary frames, and on an upgraded socket
+`Framed` WebSocket bytes made once for all of a session's sockets); a writer takes everything
 queued in one go, so a busy socket gets one write per batch.
 
 Overflow policy: the queue is bounded (`max_queue`); a socket whose queue is full is closed

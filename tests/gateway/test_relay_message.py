@@ -218,3 +218,39 @@ def test_a_head_the_batch_takes_loosely_is_checked_once_before_it_is_used(sessio
     assert [m.seq for m in got] == [1, *(m.seq for m in alone), 2] and len(errors) == 1 - len(alone)
     for a, b in zip(got[1:-1], alone):
         assert a.session_id == b.session_id
+
+
+def test_socketio_frame_is_the_text_framed_once_for_every_connection():
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import Message
+
+    from kdc_trio.relay.keys import PROJECT_SESSION
+
+    data = '{"seq":12,"type":"chat.delta","delta":{"text":"é ✓","index":0}}'
+    m = RelayMessage(session_id="x", event="chat_delta", data=None, data_json=data, seq=12, timestamp=0.0)
+    oracle = Connection(ConnectionType.SERVER)
+    assert m.sio_frame() == oracle.send(Message(data=m.sio_text()))
+    assert m.sio_frame(True) == oracle.send(Message(data=m.sio_text(True)))
+    assert m.sio_frame(True) != m.sio_frame(False)
+    assert m.sio_frame(True) is m.sio_frame(True) and m.sio_frame() is m.sio_frame(), "made once, shared"
+    project = RelayMessage(session_id=PROJECT_SESSION, event="chat_step", data={"seq": 3}, seq=3, timestamp=0.0)
+    assert project.sio_frame(True) == project.sio_frame(False) == oracle.send(Message(data=project.sio_text(True)))
+    (fast,) = RelayMessage.from_raws([(
+        '{"seq":12,"fmt":"kdc2","event":"chat_delta","target_sid":null,"session_id":"x","timestamp":1.5,'
+        f'"host_id":"h","data":{data}}}').encode()], on_error=pytest.fail)
+    assert fast.sio_frame(True) == m.sio_frame(True)
+
+
+def test_a_merged_delta_is_framed_with_its_joined_text():
+    from kdc_trio.relay.merge import merge_into
+
+    def delta(seq: int, text: str) -> RelayMessage:
+        env = {"seq": seq, "type": "chat.delta", "text": text, "delta": {"text": text, "index": seq, "marker": "answer"}}
+        return RelayMessage(session_id="x", event="chat_delta", data=env, seq=seq, timestamp=0.0)
+
+    first = delta(1, "a")
+    first.sio_frame(True)  # framed for another connection before this one's outbox merged it
+    merged = merge_into(first, delta(2, "b"))
+    assert merged is not None and merged is not first
+    assert b'"text":"ab"' in merged.sio_frame(True) and merged.sio_frame(True).endswith(b',"2"]')
+    assert b'"text":"a"' in first.sio_frame(True), "the shared message is untouched"

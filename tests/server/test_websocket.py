@@ -152,3 +152,27 @@ async def test_a_close_frame_waits_at_most_one_write_deadline_even_cancelled_and
             await ws.close(1001, "going away")
         assert 0.15 <= trio.current_time() - start < 1.0
         nursery.cancel_scope.cancel()
+
+
+async def test_framed_messages_go_out_as_they_are_between_ours():
+    """`Framed` bytes (made once per event for every connection, protocol/wsframe.py) are written
+    as they are, in order with messages framed here; a wsproto client reads them all."""
+    from kdc_trio.server.websocket import Framed
+    from protocol.wsframe import text_frame
+
+    r = Router()
+
+    async def burst(req, ex):
+        ws = await ex.accept_websocket(max_message_bytes=LIMIT)
+        await ws.send_many(["one", Framed(text_frame("two") + text_frame("é" * 200)), b"\x03",
+                            Framed(text_frame("four"))])
+        await ws.close()
+
+    r.add("GET", "/ws", burst)
+    async with serving(r) as (_, port):
+        ws = await RawWS.connect(f"http://127.0.0.1:{port}", "/ws")
+        got = [await ws.recv() for _ in range(5)]
+        closed = await ws.recv()
+        await ws.aclose()
+    assert got == ["one", "two", "é" * 200, b"\x03", "four"]
+    assert isinstance(closed, Closed) and closed.code == 1000

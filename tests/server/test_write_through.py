@@ -73,6 +73,40 @@ async def test_a_stalled_client_behind_a_write_through_still_meets_the_write_dea
     await client.aclose()
 
 
+async def test_a_slow_steady_reader_of_a_long_write_is_not_dropped_a_reader_that_stops_is():
+    """The deadline covers each PROGRESS_BYTES of a write: 1 MiB read at ~320 KiB/s takes ~3 s,
+    six write deadlines, and arrives whole; the same reader stopping halfway gets WriteDeadline."""
+    from kdc_trio.server.wire import PROGRESS_BYTES
+
+    for stops in (False, True):
+        server, client = await tcp_pair()
+        wire = Wire(server, timeout=0.5)
+        big = pattern(1 << 20)
+        got = bytearray()
+
+        async def read() -> None:  # 32 KiB, then a pause of 0.1 s: a piece takes ~0.2 s
+            ticks = 0
+            while len(got) < len(big) and not (stops and len(got) > len(big) // 2):
+                got.extend(await client.receive_some(1 << 16))
+                if len(got) // (PROGRESS_BYTES // 2) > ticks:
+                    ticks += 1
+                    await trio.sleep(0.1)
+
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            if stops:
+                with pytest.raises(WriteDeadline):
+                    await wire.send(big)
+            else:
+                await wire.send(big)
+                assert trio.current_time() - t0 > 3 * wire.timeout, "longer than one deadline in all"
+        if not stops:
+            assert bytes(got) == big
+        await server.aclose()
+        await client.aclose()
+
+
 async def test_no_write_through_while_a_send_is_under_way():
     server, client = await tcp_pair()
     wire = Wire(server, timeout=5)
@@ -262,6 +296,46 @@ async def test_socketio_events_are_written_through_and_a_stalled_reader_is_dropp
                 await trio.sleep(0.05)
         assert outbox.written_through > 0, "events went out by write-through before the socket filled"
         assert "write deadline" in sock.close_reason, sock.close_reason
+        await ws.aclose()
+
+
+class Burst:
+    """Deltas back to back, with no pause of its own (the bus yields on its budget)."""
+
+    N = 2000
+
+    async def run(self, turn, comm):
+        for i in range(self.N):
+            await comm.delta(str(i), index=i)
+
+
+async def test_a_producers_burst_is_partly_written_through_and_arrives_whole_and_in_order():
+    """Past BURST_WRITES write-throughs within BURST_S a socket's events queue and its pump sends
+    the rest of the burst: every delta arrives once, in order, with its recovery offset; fewer
+    than all went by write-through (2,000 would need each publish to take > BURST_S / 4)."""
+    import json
+
+    from tests.support.raw_ws import RawWS
+
+    async with running_gateway(test_settings(client_queue=100_000), bundle=Burst()) as gw:
+        ws = await RawWS.connect(gw.base_url, "/socket.io/?EIO=4&transport=websocket")
+        assert (await ws.recv()).startswith("0{")
+        await ws.send("40")
+        while not (m := await ws.recv()).startswith('42["session_info"'):
+            pass
+        outbox = gw.relay.outboxes()[0]
+        await ws.send('42["chat_message",{"message":{"text":"go"}}]')
+        texts, seqs = [], []
+        with trio.fail_after(30):
+            while len(texts) < Burst.N:
+                m = await ws.recv()
+                if isinstance(m, str) and m.startswith('42["chat_delta"'):
+                    _, env, *_ = json.loads(m[2:])
+                    texts.append(env["delta"]["text"])
+                    seqs.append(env["seq"])
+        assert texts == [str(i) for i in range(Burst.N)]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert 0 < outbox.written_through < Burst.N, outbox.written_through
         await ws.aclose()
 
 
