@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from time import perf_counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -27,7 +26,6 @@ from kdc_trio.ingress.errors import IngressError
 from kdc_trio.ingress.limits import Limits
 from kdc_trio.ingress.message import RawFile, build_message
 from kdc_trio.processor.submit import admit_turn, submit_turn
-from kdc_trio.relay.bus import YIELD_BUDGET_S
 from kdc_trio.relay.chat_relay import RelayUnavailable
 from kdc_trio.relay.keys import SessionKey
 from kdc_trio.relay.outbox import CloseReason, Outbox
@@ -48,12 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kdc_trio.socketio")
 
 PATH = "/socket.io/"
-# Write-throughs per socket within BURST_S: one syscall each. A producer emitting back to back
-# (one event per publish, YIELD_BUDGET_S between its yields) would cost a send per event; past
-# BURST_WRITES in the window the events queue and the pump sends the rest of the burst in one
-# write, a task wake-up later. A fan-out's event reaches each socket far less often than that.
-BURST_S = YIELD_BUDGET_S
-BURST_WRITES = 4
 # Largest JSON arguments of conv_status.get / ping: they hold an id or nothing.
 SMALL_EVENT = 4096
 
@@ -213,19 +205,11 @@ class ChatSocketIO(SocketIOApp):
         message's frames, made once per event for all the session's sockets
         (`RelayMessage.sio_frame`), in one non-blocking send; what does not fit wakes the writer."""
         writable_now = sock.writable_now
-        window = [0.0, 0]  # start of the current burst window, write-throughs made in it
 
         def write(batch: list) -> bool:
             ws = writable_now()
             if ws is None:
                 return False
-            now = perf_counter()
-            if now - window[0] < BURST_S:
-                if window[1] >= BURST_WRITES:
-                    return False  # a producer's burst: the rest queues, the pump sends it in one write
-                window[1] += 1
-            else:
-                window[0], window[1] = now, 1
             try:
                 data = batch[0].sio_frame(offsets) if len(batch) == 1 else \
                     b"".join([m.sio_frame(offsets) for m in batch])

@@ -299,46 +299,6 @@ async def test_socketio_events_are_written_through_and_a_stalled_reader_is_dropp
         await ws.aclose()
 
 
-class Burst:
-    """Deltas back to back, with no pause of its own (the bus yields on its budget)."""
-
-    N = 2000
-
-    async def run(self, turn, comm):
-        for i in range(self.N):
-            await comm.delta(str(i), index=i)
-
-
-async def test_a_producers_burst_is_partly_written_through_and_arrives_whole_and_in_order():
-    """Past BURST_WRITES write-throughs within BURST_S a socket's events queue and its pump sends
-    the rest of the burst: every delta arrives once, in order, with its recovery offset; fewer
-    than all went by write-through (2,000 would need each publish to take > BURST_S / 4)."""
-    import json
-
-    from tests.support.raw_ws import RawWS
-
-    async with running_gateway(test_settings(client_queue=100_000), bundle=Burst()) as gw:
-        ws = await RawWS.connect(gw.base_url, "/socket.io/?EIO=4&transport=websocket")
-        assert (await ws.recv()).startswith("0{")
-        await ws.send("40")
-        while not (m := await ws.recv()).startswith('42["session_info"'):
-            pass
-        outbox = gw.relay.outboxes()[0]
-        await ws.send('42["chat_message",{"message":{"text":"go"}}]')
-        texts, seqs = [], []
-        with trio.fail_after(30):
-            while len(texts) < Burst.N:
-                m = await ws.recv()
-                if isinstance(m, str) and m.startswith('42["chat_delta"'):
-                    _, env, *_ = json.loads(m[2:])
-                    texts.append(env["delta"]["text"])
-                    seqs.append(env["seq"])
-        assert texts == [str(i) for i in range(Burst.N)]
-        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-        assert 0 < outbox.written_through < Burst.N, outbox.written_through
-        await ws.aclose()
-
-
 def test_the_cached_event_names_encode_as_json_dumps_does():
     from protocol.socketio import dumps, encode_event_text
 
