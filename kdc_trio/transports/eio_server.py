@@ -1,11 +1,16 @@
 """The Engine.IO v4 server on our HTTP server: polling, WebSocket, the upgrade, heartbeats.
 
-One `EIOSocket` per Engine.IO session. Its lifetime is a task (`_session_task`) in the
-server's nursery, owning the heartbeat and the application's per-socket task; HTTP requests
-(polls, posts) and the WebSocket connection are I/O endpoints that feed it and drain it.
+One `EIOSocket` per Engine.IO session. A session opened on a WebSocket lives in that
+connection's task, which is all it holds while idle: the task writes, and reads only when the
+process's hang-up watch says the socket is readable (server/hangup.py `notify`; a reader task
+where it cannot). A polling session lives in a task (`_session_task`) in the server's nursery;
+HTTP requests (polls, posts) and, after an upgrade, the WebSocket connection feed it and drain
+it. The heartbeat (ping every pingInterval, close without a pong within pingTimeout) and the
+polling handshake deadline are alarms on the process timer (util/timers.py), not tasks.
 The outgoing queue holds Engine.IO frames already encoded for the WebSocket (`str` text
-frames such as `42["chat_delta",{...}]`, `bytes` binary frames); a writer takes everything
-queued in one go, so a busy socket gets one write per batch.
+frames such as `42["chat_delta",{...}]`, `bytes` binary frames); a writer first has the app
+`pull` what it has ready (a Socket.IO outbox), then takes everything queued in one go, so a
+busy socket gets one write per batch.
 
 Overflow policy: the queue is bounded (`max_queue`); a socket whose queue is full is closed
 with a logged reason, never blocks its producers.
@@ -22,6 +27,7 @@ from kdc_trio.server import ClientGone, Exchange, Request
 from kdc_trio.server.websocket import WebSocket, WebSocketClosed
 from kdc_trio.transports.eio_types import EIOApp, EIOLimits, client_host
 from kdc_trio.util.batch_queue import BatchQueue
+from kdc_trio.util.timers import Alarm, Timers
 from protocol.eio_state import EIOEvent, EIOState, initial_state, transition
 from protocol.engineio import (
     PROBE,
@@ -43,6 +49,8 @@ log = logging.getLogger("kdc_trio.engineio")
 
 # Records of a polling payload decoded between two checkpoints: decoding a record costs ~1 µs.
 DECODE_BATCH = 256
+# WebSocket messages one read round handles before the writer's turn and a checkpoint.
+READ_BATCH = 64
 # How long a poll that arrives mid-upgrade waits for the upgrade to settle before its noop.
 UPGRADE_SETTLE_S = 0.05
 # How long the sid of a session the client closed over polling stays known for a poll that was
@@ -61,6 +69,11 @@ def frames_to_payload(frames: list[str | bytes]) -> bytes:
 
 
 class EIOSocket:
+    __slots__ = ("server", "sid", "request", "transport", "state", "app_state", "close_reason", "_closed", "_out",
+                 "opened_at", "upgrade_settled", "used", "address", "_poll_pending", "_noop_pending_poll",
+                 "_send_close_packet", "poll_after_close", "ws", "ws_close_code", "_alarm", "_ping_at", "_pong_by",
+                 "_ended")
+
     def __init__(self, server: "EIOServer", request: Request, transport: str) -> None:
         self.server = server
         self.sid = secrets.token_urlsafe(15)
@@ -69,20 +82,22 @@ class EIOSocket:
         self.state = initial_state(transport)
         self.app_state: object = None
         self.close_reason: str | None = None
-        self.closed = trio.Event()
+        self._closed: trio.Event | None = None  # made by wait_closed (a polling session's task)
         self._out: BatchQueue[str | bytes] = BatchQueue(server.max_queue)
-        self._pong = trio.Event()
         self.opened_at = trio.current_time()
-        self.upgrade_settled = trio.Event()  # set when a probe ends, upgraded or not
-        self.used = trio.Event()  # set by the first poll, post or upgrade after the handshake
+        self.upgrade_settled: trio.Event | None = None  # made by an upgrade; set when its probe ends
+        self.used = transport == "websocket"  # polled, posted to or upgraded since the handshake
         self.address = client_host(request.client)
         self._poll_pending = False
         self._noop_pending_poll = False
         self._send_close_packet = False
         self.poll_after_close: trio.Event | None = None  # see close(await_poll=True)
         self.ws: WebSocket | None = None
-        self.nursery: trio.Nursery | None = None  # the session task's: per-socket tasks live here
         self.ws_close_code = 1000
+        self._alarm: Alarm | None = None  # the heartbeat's (start_heartbeat)
+        self._ping_at = self.opened_at  # when the next ping is due
+        self._pong_by: float | None = None  # a ping is out: the pong is due by then
+        self._ended = False  # the app was told (on_close)
 
     # ---- sending -------------------------------------------------------------------------
     def send(self, frame: str | bytes) -> None:
@@ -119,6 +134,12 @@ class EIOSocket:
         socket closes, or `wake` is called."""
         await self._out.wait_empty()
 
+    async def wait_closed(self) -> None:
+        if self.close_reason is None:
+            if self._closed is None:
+                self._closed = trio.Event()
+            await self._closed.wait()
+
     def wake(self) -> None:
         self._out.wake()
 
@@ -138,8 +159,10 @@ class EIOSocket:
             self.close_reason = reason
             self._send_close_packet = send_close_packet
             self.state = transition(self.state, EIOEvent.CLOSE)
-            self.closed.set()
-            self._pong.set()  # the heartbeat waiting for a pong ends (EIOServer._heartbeat)
+            if self._closed is not None:
+                self._closed.set()
+            if self._alarm is not None:
+                Timers.cancel_alarm(self._alarm)
             self._out.close()
             # Gone for every later request at once (a poll already waiting still gets its
             # answer), not when the session task gets to its teardown.
@@ -148,8 +171,36 @@ class EIOSocket:
             else:
                 self.poll_after_close = trio.Event()
 
+    # ---- heartbeat (an alarm on the process timer) ------------------------------------------
+    def start_heartbeat(self) -> None:
+        """Ping every pingInterval, counted from the handshake (so the close lands at
+        pingInterval + pingTimeout after the open packet, as clients expect); a pong not back
+        within pingTimeout closes the socket."""
+        self._alarm = Alarm(self._heartbeat)
+        self._ping_at = self.opened_at + self.server.ping_interval_ms / 1000
+        Timers.shared().set_alarm(self._alarm, self._ping_at)
+
+    def _heartbeat(self) -> None:
+        if self.close_reason is not None or self._alarm is None:
+            return
+        now = trio.current_time()
+        if self._pong_by is None:
+            if now < self._ping_at:  # the grid woke it early
+                Timers.shared().set_alarm(self._alarm, self._ping_at)
+                return
+            self._pong_by = self._ping_at + self.server.ping_timeout_ms / 1000
+            self.send("2")
+            Timers.shared().set_alarm(self._alarm, self._pong_by)
+        elif now < self._pong_by:
+            Timers.shared().set_alarm(self._alarm, self._pong_by)
+        else:
+            self.close("ping timeout", send_close_packet=False)
+
     def pong(self) -> None:
-        self._pong.set()
+        if self._pong_by is not None and self._alarm is not None and self.close_reason is None:
+            self._pong_by = None
+            self._ping_at = trio.current_time() + self.server.ping_interval_ms / 1000
+            Timers.shared().set_alarm(self._alarm, self._ping_at)
 
 
 class EIOServer:
@@ -248,14 +299,21 @@ class EIOServer:
         return True
 
     def _new_socket(self, req: Request, transport: str) -> EIOSocket:
+        """A new session. A polling one gets its task in the server's nursery; a WebSocket one
+        lives in the task of the connection that opened it (`_open_websocket`)."""
         assert self._nursery is not None
         sock = EIOSocket(self, req, transport)
         self.sockets[sock.sid] = sock
         self.per_address[sock.address] = self.per_address.get(sock.address, 0) + 1
         self.opened += 1
-        if transport == "websocket":
-            sock.used.set()
-        self._nursery.start_soon(self._session_task, sock)
+        sock.start_heartbeat()
+        if transport == "polling":
+            self._nursery.start_soon(self._session_task, sock)
+        try:
+            self.app.on_open(sock)
+        except Exception:
+            log.exception("Engine.IO socket %s: on_open failed", sock.sid)
+            sock.close("internal error")
         return sock
 
     def _forget(self, sock: EIOSocket) -> None:
@@ -272,65 +330,33 @@ class EIOServer:
         assert isinstance(packet.data, str)
         return "0" + packet.data
 
-    # ---- the session task ----------------------------------------------------------------
-    async def _session_task(self, sock: EIOSocket) -> None:
-        try:
-            await self._run_session(sock)
-            if sock.poll_after_close is not None:  # the sid lingers for the poll on its way
-                with trio.move_on_after(CLOSE_POLL_GRACE_S):
-                    await sock.poll_after_close.wait()
-        finally:
-            self._forget(sock)
-
-    async def _run_session(self, sock: EIOSocket) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                sock.nursery = nursery
-                nursery.start_soon(self.app.run_socket, sock)
-                if not sock.used.is_set():
-                    nursery.start_soon(self._handshake_deadline, sock)
-                await self._heartbeat(sock)  # this task's own wait, until the socket closes
-                nursery.cancel_scope.cancel()
-        except Exception:
-            log.exception("Engine.IO socket %s failed", sock.sid)
-            sock.close("internal error")
-        finally:
+    def _end(self, sock: EIOSocket) -> None:
+        """Tell the app the socket is gone (once), when whoever owns its life lets it go."""
+        if not sock._ended:
+            sock._ended = True
             try:
                 self.app.on_close(sock, sock.close_reason or "closed")
             except Exception:
                 log.exception("on_close failed for %s", sock.sid)
 
-    async def _handshake_deadline(self, sock: EIOSocket) -> None:
-        # Its own task: the session's teardown must not wait for it (a ping timeout before
-        # the first poll left the closed session answering polls until this deadline).
-        with trio.move_on_after(self.limits.handshake_timeout_s):
-            await sock.used.wait()
-            return
-        sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
-
-    async def _heartbeat(self, sock: EIOSocket) -> None:
-        """Ping, wait for the pong, until the socket closes (returns then): the session task's
-        own loop, not a task of its own (an idle socket's bytes count)."""
-        # Deadlines count from the handshake, not from when this task got scheduled, so the
-        # close lands at pingInterval + pingTimeout after the open packet, as clients expect.
-        interval, timeout = self.ping_interval_ms / 1000, self.ping_timeout_ms / 1000
-        ping_at = sock.opened_at
-        while sock.close_reason is None:
-            ping_at += interval
-            with trio.move_on_at(ping_at):
-                await sock.closed.wait()
-            if sock.close_reason is not None:
-                return
-            sock._pong = trio.Event()
-            sock.send("2")
-            with trio.move_on_at(ping_at + timeout):
-                await sock._pong.wait()  # close() sets it too
-            if sock.close_reason is not None:
-                return
-            if sock._pong.is_set():
-                ping_at = trio.current_time()
-                continue
-            sock.close("ping timeout", send_close_packet=False)
+    # ---- the polling session's task ---------------------------------------------------------
+    async def _session_task(self, sock: EIOSocket) -> None:
+        """A polling session's life (it may upgrade meanwhile): until it closes; the sid then
+        lingers for a poll on its way (close(await_poll=True))."""
+        deadline = Alarm(lambda: sock.used or sock.close("handshake not followed by a poll or an upgrade",
+                                                          send_close_packet=False))
+        Timers.shared().set_alarm(deadline, sock.opened_at + self.limits.handshake_timeout_s)
+        try:
+            try:
+                await sock.wait_closed()
+            finally:
+                Timers.cancel_alarm(deadline)
+                self._end(sock)
+            if sock.poll_after_close is not None:  # the sid lingers for the poll on its way
+                with trio.move_on_after(CLOSE_POLL_GRACE_S):
+                    await sock.poll_after_close.wait()
+        finally:
+            self._forget(sock)
 
     # ---- messages from the client ---------------------------------------------------------
     async def _on_packet(self, sock: EIOSocket, packet: Packet) -> None:
@@ -356,22 +382,27 @@ class EIOServer:
         await ex.respond(200, self._open_frame(sock, ["websocket"]).encode(), headers=POLL_HEADERS)
 
     async def _poll(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         if sock._poll_pending:
             sock.close("duplicate poll")
             return await self._refuse(ex, EIOError.BAD_REQUEST)
         if sock.state is EIOState.UPGRADING:
             # The client may have sent `5` just before this request: give the WebSocket reader
             # a moment so the answer reflects the finished upgrade (400) rather than a noop.
-            with trio.move_on_after(UPGRADE_SETTLE_S):
-                await sock.upgrade_settled.wait()
+            settled = sock.upgrade_settled
+            if settled is not None:
+                with trio.move_on_after(UPGRADE_SETTLE_S):
+                    await settled.wait()
             if sock.state is EIOState.UPGRADING:
                 return await ex.respond(200, NOOP.encode(), headers=POLL_HEADERS)
             if sock.transport != "polling" or sock.close_reason is not None:
                 return await self._refuse(ex, EIOError.BAD_REQUEST)
         sock._poll_pending = True
         try:
-            while not sock._out and sock.close_reason is None and not sock._noop_pending_poll:
+            while True:
+                self.app.pull(sock)  # what the app has ready (a Socket.IO outbox) goes in this answer
+                if sock._out or sock.close_reason is not None or sock._noop_pending_poll:
+                    break
                 await sock.wait_output()
             if sock._noop_pending_poll:
                 sock._noop_pending_poll = False
@@ -394,7 +425,7 @@ class EIOServer:
             raise
 
     async def _post(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         try:
             body = await ex.read_body(self.max_payload)
         except Exception:
@@ -429,11 +460,16 @@ class EIOServer:
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         sock = self._new_socket(req, "websocket")
         sock.ws = ws
-        await ws.send(self._open_frame(sock, []))
-        await self._run_websocket(sock, ws)
+        try:  # this task is the session's life: no session task, no exit stack
+            await ws.send(self._open_frame(sock, []))
+            await self._serve_websocket(sock, ws)
+        finally:
+            sock.close("connection ended", send_close_packet=False)
+            self._end(sock)
+            self._forget(sock)
 
     async def _upgrade(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         try:
             sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)
@@ -441,6 +477,7 @@ class EIOServer:
             # Already upgraded or being upgraded: as the reference server does, the WebSocket
             # handshake completes and the connection is closed at once; the session is untouched.
             return await ws.close(1008, exc.msg)
+        settled = sock.upgrade_settled = trio.Event()
         upgraded = False
         try:
             with trio.move_on_after(self.upgrade_timeout_s):
@@ -456,9 +493,9 @@ class EIOServer:
             elif sock.state in (EIOState.PROBING, EIOState.UPGRADING):
                 # the upgrade failed: the socket stays on polling
                 sock.state = transition(sock.state, EIOEvent.PROBE_FAILED)
-            sock.upgrade_settled.set()
+            settled.set()
         if upgraded:
-            return await self._run_websocket(sock, ws)
+            return await self._serve_websocket(sock, ws)
         log.info("upgrade of %s did not complete", sock.sid)
         await ws.close(1002, "upgrade failed")
 
@@ -479,34 +516,76 @@ class EIOServer:
                 continue
             return False
 
-    async def _run_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+    async def _serve_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Read and write the socket's WebSocket until the socket closes. Where the hang-up watch
+        tells this task that the socket is readable (`ws.notify`), it is the only task: it
+        parks on the socket's queue, and a read, a frame to send, the app's output, the
+        heartbeat or the close wakes it. Elsewhere a reader task reads beside it."""
         ws.set_on_pending(sock.wake)  # a write-through's rest: the writer below sends it
+        if ws.notify(sock.wake):
+            try:
+                await self._ws_loop(sock, ws)
+            finally:
+                ws.unnotify()
+            return
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ws_reader, sock, ws, nursery.cancel_scope)
-            await self._ws_writer(sock, ws)
+            nursery.start_soon(self._ws_reader, sock, ws)
+            await self._ws_loop(sock, ws)
             nursery.cancel_scope.cancel()
 
-    async def _ws_reader(self, sock: EIOSocket, ws: WebSocket, scope: trio.CancelScope) -> None:
+    async def _ws_reader(self, sock: EIOSocket, ws: WebSocket) -> None:
         try:
             while sock.close_reason is None:
                 frame = await ws.receive()
                 await self._on_packet(sock, decode_ws(frame))
-        except WebSocketClosed as exc:
+        except (WebSocketClosed, ProtocolError) as exc:
+            self._read_failed(sock, exc)
+
+    async def _read_round(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Handle, in order, the messages that have arrived (at most READ_BATCH before the
+        loop's other work and a checkpoint), reading the socket without blocking."""
+        try:
+            for _ in range(READ_BATCH):
+                frame = ws.receive_nowait()
+                if frame is None:
+                    return
+                await self._on_packet(sock, decode_ws(frame))
+                if sock.close_reason is not None:
+                    return
+        except (WebSocketClosed, ProtocolError) as exc:
+            self._read_failed(sock, exc)
+            return
+        await trio.lowlevel.checkpoint()  # a client that keeps sending shares the loop
+
+    def _read_failed(self, sock: EIOSocket, exc: Exception) -> None:
+        if isinstance(exc, WebSocketClosed):
             sock.close(f"websocket closed ({exc.code})", send_close_packet=False)
-        except ProtocolError as exc:
+        else:
+            assert isinstance(exc, ProtocolError)
             log.info("closing Engine.IO socket %s: %s", sock.sid, exc.msg)
             sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
             sock.ws_close_code = exc.close_code_hint
 
-    async def _ws_writer(self, sock: EIOSocket, ws: WebSocket) -> None:
+    async def _ws_loop(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Read what has arrived (when told so), have the app queue what it has ready, write
+        everything queued in one send; park when there is nothing to do."""
+        pull = self.app.pull
         try:
             while True:
-                await sock.wait_output()
+                if ws.readable and sock.close_reason is None:
+                    await self._read_round(sock, ws)
+                    await ws.flush_replies()  # pongs, a close reply
+                if sock.close_reason is None:
+                    pull(sock)
                 frames = sock.take()
                 if frames or ws.pending:  # pending: what a write-through left (server/wire.py)
                     await ws.send_many(frames)
                 if sock.close_reason is not None:
+                    if sock._out:
+                        continue
                     break
+                if not frames and not ws.readable:
+                    await sock.wait_output()
             await ws.close(sock.ws_close_code, (sock.close_reason or "")[:100])
         except (ClientGone, WebSocketClosed) as exc:
             sock.close(f"write failed: {exc}", send_close_packet=False)
