@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Awaitable
 
 import trio
 
@@ -125,9 +126,10 @@ class EIOSocket:
                 except (ClientGone, WebSocketClosed) as exc:
                     self.close(f"write failed: {exc}")
 
-    async def wait_output(self) -> None:
-        """Until frames are queued, the socket closes, or its transport state changes (`wake`)."""
-        await self._out.wait_nonempty()
+    def wait_output(self) -> Awaitable[None]:
+        """Until frames are queued, the socket closes, or its transport state changes (`wake`);
+        the queue's own coroutine (an idle writer's stack holds one frame less)."""
+        return self._out.wait_nonempty()
 
     async def wait_taken(self) -> None:
         """Until the queued frames are taken by a transport (a WebSocket send, a poll), the
@@ -241,49 +243,53 @@ class EIOServer:
             sock.close("server_shutdown")
 
     # ---- HTTP entry point ----------------------------------------------------------------
-    async def handle(self, req: Request, ex: Exchange) -> None:
+    def handle(self, req: Request, ex: Exchange) -> Awaitable[None]:
+        """The request's handler call, returned rather than awaited (as the router's): a
+        WebSocket session's stack holds no frame of this dispatch for its whole life."""
         q = req.query
         if q.get("EIO") != "4":
-            return await self._refuse(ex, EIOError.UNSUPPORTED_PROTOCOL_VERSION)
+            return self._refuse(ex, EIOError.UNSUPPORTED_PROTOCOL_VERSION)
         transport = q.get("transport")
         if transport not in ("polling", "websocket"):
-            return await self._refuse(ex, EIOError.UNKNOWN_TRANSPORT)
+            return self._refuse(ex, EIOError.UNKNOWN_TRANSPORT)
         if self._nursery is None or (self.draining is not None and self.draining.is_set()):
-            return await ex.json(503, {"code": EIOError.FORBIDDEN, "message": "server is shutting down"})
+            return ex.json(503, {"code": EIOError.FORBIDDEN, "message": "server is shutting down"})
         sid = q.get("sid")
         is_ws = (req.headers.get("upgrade") or "").lower() == "websocket"
         if transport == "websocket":
             if not is_ws or req.method != "GET":
-                return await self._refuse(ex, EIOError.BAD_REQUEST)
+                return self._refuse(ex, EIOError.BAD_REQUEST)
             if sid is None:
-                if await self._over_capacity(req, ex):
-                    return
-                return await self._open_websocket(req, ex)
+                refusal = self._over_capacity(req, ex)
+                if refusal is not None:
+                    return refusal
+                return self._open_websocket(req, ex)
             sock = self.sockets.get(sid)
             if sock is None:
-                return await self._refuse(ex, EIOError.UNKNOWN_SID)
-            return await self._upgrade(sock, ex)
+                return self._refuse(ex, EIOError.UNKNOWN_SID)
+            return self._upgrade(sock, ex)
         if sid is None:
             if req.method != "GET":
-                return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
-            if await self._over_capacity(req, ex):
-                return
-            return await self._open_polling(req, ex)
+                return self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            refusal = self._over_capacity(req, ex)
+            if refusal is not None:
+                return refusal
+            return self._open_polling(req, ex)
         sock = self.sockets.get(sid)
         if sock is None or sock.transport != "polling":
-            return await self._refuse(ex, EIOError.UNKNOWN_SID if sock is None else EIOError.BAD_REQUEST)
+            return self._refuse(ex, EIOError.UNKNOWN_SID if sock is None else EIOError.BAD_REQUEST)
         if req.method == "GET":
-            return await self._poll(sock, ex)
+            return self._poll(sock, ex)
         if req.method == "POST":
-            return await self._post(sock, ex)
-        return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            return self._post(sock, ex)
+        return self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
 
     async def _refuse(self, ex: Exchange, code: EIOError) -> None:
         await ex.json(400, error_json(code))
 
-    async def _over_capacity(self, req: Request, ex: Exchange) -> bool:
-        """Answer a handshake past a session cap (503 for the process, 429 for the address,
-        with Retry-After and the Engine.IO error body); False when it may open."""
+    def _over_capacity(self, req: Request, ex: Exchange) -> Awaitable[None] | None:
+        """The answer to a handshake past a session cap (503 for the process, 429 for the
+        address, with Retry-After and the Engine.IO error body); None when it may open."""
         lim = self.limits
         if lim.max_sessions and len(self.sockets) >= lim.max_sessions:
             status, message = 503, f"Too many sessions: {lim.max_sessions} open (KDC_EIO_MAX_SESSIONS)"
@@ -292,11 +298,10 @@ class EIOServer:
             status, message = 429, (f"Too many sessions from this address: {lim.max_sessions_per_address} open "
                                     "(KDC_EIO_MAX_SESSIONS_PER_ADDRESS)")
         else:
-            return False
+            return None
         self.refused += 1
-        await ex.json(status, {"code": int(EIOError.FORBIDDEN), "message": message},
-                      headers=[("retry-after", str(max(1, round(lim.handshake_timeout_s))))])
-        return True
+        return ex.json(status, {"code": int(EIOError.FORBIDDEN), "message": message},
+                       headers=[("retry-after", str(max(1, round(lim.handshake_timeout_s))))])
 
     def _new_socket(self, req: Request, transport: str) -> EIOSocket:
         """A new session. A polling one gets its task in the server's nursery; a WebSocket one
@@ -460,10 +465,18 @@ class EIOServer:
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         sock = self._new_socket(req, "websocket")
         sock.ws = ws
-        try:  # this task is the session's life: no session task, no exit stack
+        notified = False
+        try:  # this task is the session's life: no session task, no exit stack, no helper frame
             await ws.send(self._open_frame(sock, []))
-            await self._serve_websocket(sock, ws)
+            ws.set_on_pending(sock.wake)  # a write-through's rest: the loop sends it
+            notified = ws.notify(sock.wake)
+            if notified:
+                await self._ws_loop(sock, ws)
+            else:
+                await self._ws_loop_with_reader(sock, ws)
         finally:
+            if notified:
+                ws.unnotify()
             sock.close("connection ended", send_close_packet=False)
             self._end(sock)
             self._forget(sock)
@@ -527,7 +540,10 @@ class EIOServer:
                 await self._ws_loop(sock, ws)
             finally:
                 ws.unnotify()
-            return
+        else:
+            await self._ws_loop_with_reader(sock, ws)
+
+    async def _ws_loop_with_reader(self, sock: EIOSocket, ws: WebSocket) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ws_reader, sock, ws)
             await self._ws_loop(sock, ws)
