@@ -62,8 +62,7 @@ async def accept(conn: "HTTPConnection", request: Request, *, max_message_bytes:
     conn.h11 = None  # no more HTTP on this connection: an idle WebSocket holds no h11 state
     ws = WebSocket(conn, max_message_bytes=max_message_bytes)
     if trailing:
-        ws._ws.receive_data(bytes(trailing))
-        ws._events = ws._ws.events()
+        ws._feed(bytes(trailing))
     return ws
 
 
@@ -87,6 +86,27 @@ def data_frame(message: str | bytes) -> bytes:
 
 _NO_EVENTS = iter(())  # what a WebSocket holds instead of wsproto's drained events generator
 
+# wsproto Connections lent back by WebSockets between messages, for the next one to read with.
+# Between two messages an open Connection holds nothing a fresh one would not (no partial frame
+# or message, nothing queued), yet ~1.6 KiB (its event deque, decoders, parser generator): an
+# idle WebSocket (10,000 of them) holds none, and takes one when bytes arrive. Bounded: how many
+# WebSockets of a process read at the same moment, not how many are open.
+SPARE_PARSERS = 64
+_spare: list[Connection] = []
+
+
+def _lendable(c: Connection) -> bool:
+    """Whether `c` is as a fresh server Connection would be (wsproto 1.x internals, pinned by
+    tests/server/test_websocket.py)."""
+    p = c._proto
+    fd = p._frame_decoder
+    return (c._state is ConnectionState.OPEN and not c._events and fd.header is None and not len(fd.buffer)
+            and p._message_decoder.opcode is None and p._outbound_opcode is None and not p.extensions)
+
+
+def _parser() -> Connection:
+    return _spare.pop() if _spare else Connection(ConnectionType.SERVER)
+
 
 class WebSocket:
     """One WebSocket connection. Read either by a task parked in `receive` or, when the process's
@@ -99,7 +119,7 @@ class WebSocket:
 
     def __init__(self, conn: "HTTPConnection", *, max_message_bytes: int) -> None:
         self._conn = conn
-        self._ws = Connection(ConnectionType.SERVER)
+        self._ws: Connection | None = None  # wsproto's, while a message is being read (see SPARE_PARSERS)
         self._lock = trio.StrictFIFOLock()
         self._max = max_message_bytes
         self._parts: list[bytes | str] | None = None  # a fragmented message's parts so far
@@ -134,10 +154,10 @@ class WebSocket:
         """Several messages in one write: the coalesced path of a busy connection."""
         if self.closed:
             raise ClientGone(str(self.closed))
-        if self._ws.state is ConnectionState.OPEN:  # data frames need no wsproto state: framed here
+        if self.state is ConnectionState.OPEN:  # data frames need no wsproto state: framed here
             out = b"".join([data_frame(m) for m in messages])
         else:  # wsproto raises its LocalProtocolError
-            send = self._ws.send
+            send = self._wsproto().send
             out = b"".join(send(Message(data=m)) for m in messages)
         try:
             await self._write(out)
@@ -151,7 +171,7 @@ class WebSocket:
         self._conn.wire.on_pending = wake
 
     def can_write_now(self) -> bool:
-        return (self.closed is None and not self._lock.locked() and self._ws.state is ConnectionState.OPEN
+        return (self.closed is None and not self._lock.locked() and self.state is ConnectionState.OPEN
                 and self._conn.wire.can_write_now())
 
     def write_nowait(self, messages: list[str]) -> None:
@@ -237,8 +257,9 @@ class WebSocket:
         if not data:
             self.closed = WebSocketClosed(1006, "connection lost")
             raise self.closed
-        self._ws.receive_data(data)
-        self._events = self._ws.events()
+        ws = self._wsproto()
+        ws.receive_data(data)
+        self._events = ws.events()
 
     def _next_buffered(self) -> str | bytes | None:
         for event in self._events:
@@ -248,7 +269,22 @@ class WebSocket:
             if self.closed:
                 return None
         self._events = _NO_EVENTS  # drained: no generator held while idle
+        ws = self._ws
+        if ws is not None and len(_spare) < SPARE_PARSERS and _lendable(ws):
+            self._ws = None
+            _spare.append(ws)
         return None
+
+    def _wsproto(self) -> Connection:
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = _parser()
+        return ws
+
+    @property
+    def state(self) -> ConnectionState:
+        ws = self._ws
+        return ConnectionState.OPEN if ws is None else ws.state
 
     def _on_event(self, event) -> str | bytes | None:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -269,17 +305,18 @@ class WebSocket:
         if isinstance(event, Ping):
             if self._replies is None:
                 self._replies = []
-            self._replies.append(self._ws.send(event.response()))
+            self._replies.append(self._wsproto().send(event.response()))
             return None
         if isinstance(event, CloseConnection):
-            state = self._ws.state
+            ws = self._wsproto()
+            state = ws.state
             # Closed before the reply's write awaits: a writer sending meanwhile gets ClientGone,
             # not wsproto's LocalProtocolError for a message in a closing connection.
             self.closed = WebSocketClosed(event.code, event.reason or "")
             if state is ConnectionState.REMOTE_CLOSING:
-                self._close_reply = self._ws.send(event.response())
+                self._close_reply = ws.send(event.response())
             elif state is ConnectionState.OPEN:  # a frame wsproto could not parse: close with its code
-                self._close_reply = self._ws.send(CloseConnection(code=event.code, reason=event.reason or ""))
+                self._close_reply = ws.send(CloseConnection(code=event.code, reason=event.reason or ""))
             return None
         return None  # Pong and anything else
 
@@ -296,8 +333,8 @@ class WebSocket:
         if self.closed:
             return
         self.closed = WebSocketClosed(code, reason)
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self._close_reply = self._ws.send(CloseConnection(code=code, reason=reason[:120]))
+        if self.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self._close_reply = self._wsproto().send(CloseConnection(code=code, reason=reason[:120]))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._closing(code, reason)
