@@ -594,13 +594,16 @@ class EIOServer:
                 if sock.close_reason is None:
                     pull(sock)
                 frames = sock.take()
-                if frames or ws.pending:  # pending: what a write-through left (server/wire.py)
+                wrote = bool(frames) or ws.pending  # pending: what a write-through left (server/wire.py)
+                if wrote:
                     await ws.send_many(frames)
                 if sock.close_reason is not None:
                     if sock._out:
                         continue
                     break
-                if not frames and not ws.readable:
+                # Park only when this round found nothing to write: what became ready during a
+                # write (its wake-up found this task busy) is pulled on the next round.
+                if not wrote and not ws.readable:
                     await sock.wait_output()
             await ws.close(sock.ws_close_code, (sock.close_reason or "")[:100])
         except (ClientGone, WebSocketClosed) as exc:

@@ -106,3 +106,30 @@ async def test_an_idle_socketio_websocket_that_stops_answering_pings_is_closed()
             while gw.counters.sio_sockets or gw.engineio.sockets:
                 await trio.sleep(0.01)
         await ws.aclose()
+
+
+async def test_events_that_arrive_while_the_one_task_writes_a_write_through_rest_are_not_left_waiting():
+    """A write-through that did not fit leaves bytes for the socket's task; an event offered
+    while that task writes them (its wake-up finds the task busy) goes out when the write ends,
+    not at the next heartbeat ping (pingInterval 25 s here)."""
+    from kdc_trio.relay.keys import SessionKey
+
+    async with running_gateway(test_settings(), with_worker=False) as gw:
+        ws = await RawWS.connect(gw.base_url, SIO, rcvbuf=4096)
+        assert (await ws.recv()).startswith("0{")
+        await ws.send("40")
+        got = await ws.recv_until(lambda m: isinstance(m, str) and m.startswith('42["session_info"'))
+        session_id = json.loads(got[-1][2:])[1]["session_id"]
+        s = gw.settings
+        key = SessionKey(s.default_tenant, s.default_project, session_id)
+        await gw.relay.publish(key, event="chat_delta", data={"text": "x" * 4_000_000})  # does not fit
+        await trio.sleep(0.2)  # the socket's task is now writing the rest, blocked on the client
+        await gw.relay.publish(key, event="chat_delta", data={"text": "after"})
+        texts = []
+        with trio.fail_after(5):
+            while "after" not in texts:
+                m = await ws.recv(timeout=5, max_bytes=1 << 20)
+                if isinstance(m, str) and m.startswith('42["chat_delta"'):
+                    texts.append(json.loads(m[2:])[1]["text"][:5])
+        assert texts == ["xxxxx", "after"]
+        await ws.aclose()
