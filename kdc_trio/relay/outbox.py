@@ -257,6 +257,12 @@ class Outbox:
         self._q.maxlen = self.maxlen  # a replay's room ends once the writer has taken it
         return batch
 
+    def notify(self, wake: Callable[[], None] | None) -> None:
+        """Have `wake()` called, instead of waking a parked `take`, when events become ready
+        (the first of a batch), the outbox closes or is woken: for a writer that parks on
+        something else (an Engine.IO socket's frames) and takes with `take_nowait`."""
+        self._q.notify = wake
+
     def wake(self) -> None:
         """Wake the writer parked in `take` without an item (it returns with what is queued,
         maybe nothing): e.g. a write-through left bytes for it to send."""

@@ -8,8 +8,14 @@ for that set to be readable in trio's loop, then reads each ready socket without
 an error or more than `max_stray` stray bytes calls the stream's `on_gone` (which closes its
 outbox: the stream's writer wakes and ends) at once, as the reader task did.
 
+A WebSocket's client does send (pings, pongs, events), so its socket must be read and its frames
+parsed: `notify` registers it to be told instead (one-shot): when the socket is readable,
+`on_readable` is called (it wakes the connection's one task, which reads it without blocking)
+and the socket is not watched again until that task, having read all there was, calls `rearm`.
+An idle Socket.IO socket so holds no reader task parked in `receive_some`.
+
 Where there is no epoll (not Linux) or no plain socket (TLS, a test's memory stream), `watch`
-returns False and the caller keeps its own reader task.
+and `notify` return False and the caller keeps its own reader task.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ log = logging.getLogger("kdc_trio.server")
 # Readiness events one poll takes at most; the rest are taken on the next round.
 POLL_BATCH = 1024
 _EVENTS = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLRDHUP", 0)
+_ONESHOT = _EVENTS | getattr(select, "EPOLLONESHOT", 0)
 
 
 class _Watched:
@@ -39,13 +46,21 @@ class _Watched:
         self.stray = 0  # bytes read from a client that should send none
 
 
+class _Notified:
+    __slots__ = ("sock", "on_readable")
+
+    def __init__(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
+        self.sock = sock
+        self.on_readable = on_readable
+
+
 class HangupWatch:
     __slots__ = ("max_stray", "_ep", "_watched", "_running")
 
     def __init__(self, max_stray: int) -> None:
         self.max_stray = max_stray
         self._ep = select.epoll() if hasattr(select, "epoll") else None
-        self._watched: dict[int, _Watched] = {}
+        self._watched: dict[int, _Watched | _Notified] = {}
         self._running = False
 
     def watch(self, sock: socket.socket | None, on_gone: Callable[[], None]) -> bool:
@@ -62,6 +77,33 @@ class HangupWatch:
             return False
         self._watched[fd] = _Watched(sock, on_gone)
         return True
+
+    def notify(self, sock: socket.socket | None, on_readable: Callable[[], None]) -> bool:
+        """Call `on_readable` when `sock` is readable (data, EOF or an error), once: `rearm` for
+        the next time. False when this cannot (the caller reads the socket in a task of its own).
+        Call `unwatch` before the socket is closed."""
+        if self._ep is None or not self._running or sock is None:
+            return False
+        fd = sock.fileno()
+        if fd < 0 or fd in self._watched:
+            return False
+        try:
+            self._ep.register(fd, _ONESHOT)
+        except OSError:
+            return False
+        self._watched[fd] = _Notified(sock, on_readable)
+        return True
+
+    def rearm(self, sock: socket.socket) -> None:
+        """Watch a `notify` socket again (its reader found it drained): a socket readable by
+        now is reported at once (level-triggered)."""
+        fd = sock.fileno()
+        w = self._watched.get(fd)
+        if w is not None and w.sock is sock and self._ep is not None:
+            try:
+                self._ep.modify(fd, _ONESHOT)
+            except OSError:  # closed meanwhile: its owner finds out by reading
+                pass
 
     def unwatch(self, sock: socket.socket) -> None:
         w = self._watched.get(sock.fileno())
@@ -102,6 +144,12 @@ class HangupWatch:
     def _readable(self, fd: int) -> None:
         w = self._watched.get(fd)
         if w is None:
+            return
+        if type(w) is _Notified:  # disarmed (one-shot) until its reader calls rearm
+            try:
+                w.on_readable()
+            except Exception:
+                log.exception("readable callback failed")
             return
         try:
             data = w.sock.recv(RECV_SIZE)

@@ -28,10 +28,11 @@ class HTTPError(ClientError):
 class Headers:
     """Case-insensitive view of request headers; repeated headers are joined with ', '."""
 
-    __slots__ = ("_d", "raw")
+    __slots__ = ("_d",)
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.raw = raw
+        # Only the decoded dict is kept: a long-lived request (an idle stream's, a WebSocket's
+        # handshake kept for auth) holds no second copy of its headers as bytes.
         d: dict[str, str] = {}
         for k, v in raw:
             name = k.decode("latin-1").lower()

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import trio
 
@@ -36,8 +35,11 @@ CONNECT_REPLY_GAP_S = 0.02
 class EchoEngineIO:
     """`/engine.io/`: every message straight back."""
 
-    async def run_socket(self, sock: EIOSocket) -> None:
-        await trio.sleep_forever()
+    def on_open(self, sock: EIOSocket) -> None:
+        pass
+
+    def pull(self, sock: EIOSocket) -> None:
+        pass
 
     async def on_message(self, sock: EIOSocket, data: str | bytes) -> None:
         sock.send("4" + data if isinstance(data, str) else data)
@@ -53,10 +55,8 @@ class ConformanceSocketIO(SocketIOApp):
         super().__init__(connect_timeout_s=CONNECT_TIMEOUT_S, max_attachments=16, max_payload=MAX_PAYLOAD,
                          connect_reply_gap_s=CONNECT_REPLY_GAP_S)
 
-    @asynccontextmanager
-    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
+    async def connect(self, conn: NamespaceConn, auth: Any) -> None:
         conn.state = auth if isinstance(auth, dict) else {}
-        yield
 
     async def after_connect(self, conn: NamespaceConn) -> None:
         conn.emit("auth", conn.state)

@@ -1,29 +1,34 @@
 """The Engine.IO v4 server on our HTTP server: polling, WebSocket, the upgrade, heartbeats.
 
-One `EIOSocket` per Engine.IO session. Its lifetime is a task (`_session_task`) in the
-server's nursery, owning the heartbeat and the application's per-socket task; HTTP requests
-(polls, posts) and the WebSocket connection are I/O endpoints that feed it and drain it.
+One `EIOSocket` per Engine.IO session. A session opened on a WebSocket lives in that
+connection's task, which is all it holds while idle: the task writes, and reads only when the
+process's hang-up watch says the socket is readable (server/hangup.py `notify`; a reader task
+where it cannot). A polling session lives in a task (`_session_task`) in the server's nursery;
+HTTP requests (polls, posts) and, after an upgrade, the WebSocket connection feed it and drain
+it. The heartbeat (ping every pingInterval, close without a pong within pingTimeout) and the
+polling handshake deadline are alarms on the process timer (util/timers.py), not tasks.
 The outgoing queue holds Engine.IO frames already encoded for the WebSocket (`str` text
 frames such as `42["chat_delta",{...}]`, `bytes` binary frames, and on an upgraded socket
-`Framed` WebSocket bytes made once for all of a session's sockets); a writer takes everything
-queued in one go, so a busy socket gets one write per batch.
+`Framed` WebSocket bytes made once for all of a session's sockets); a writer first has the app
+`pull` what it has ready (a Socket.IO outbox), then takes everything queued in one go, so a
+busy socket gets one write per batch.
 
-Overflow policy: the queue is bounded (`max_queue`); a socket whose queue is full is closed
-with a logged reason, never blocks its producers.
+The socket's own state (queue, close, heartbeat): transports/eio_socket.py.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
+from typing import Awaitable
 
 import trio
 
 from kdc_trio.server import ClientGone, Exchange, Request
 from kdc_trio.server.websocket import WebSocket, WebSocketClosed
+from kdc_trio.transports.eio_socket import EIOSocket
 from kdc_trio.transports.eio_types import EIOApp, EIOLimits, client_host
-from kdc_trio.util.batch_queue import BatchQueue
-from protocol.eio_state import EIOEvent, EIOState, initial_state, transition
+from kdc_trio.util.timers import Alarm, Timers
+from protocol.eio_state import EIOEvent, EIOState, transition
 from protocol.engineio import (
     PROBE,
     EIOError,
@@ -44,6 +49,8 @@ log = logging.getLogger("kdc_trio.engineio")
 
 # Records of a polling payload decoded between two checkpoints: decoding a record costs ~1 µs.
 DECODE_BATCH = 256
+# WebSocket messages one read round handles before the writer's turn and a checkpoint.
+READ_BATCH = 64
 # How long a poll that arrives mid-upgrade waits for the upgrade to settle before its noop.
 UPGRADE_SETTLE_S = 0.05
 # How long the sid of a session the client closed over polling stays known for a poll that was
@@ -59,98 +66,6 @@ POLL_HEADERS = [("content-type", "text/plain; charset=UTF-8"), ("cache-control",
 def frames_to_payload(frames: list[str | bytes]) -> bytes:
     """Frames queued for the WebSocket, as one polling payload."""
     return encode_payload([decode_ws(f) for f in frames])
-
-
-class EIOSocket:
-    def __init__(self, server: "EIOServer", request: Request, transport: str) -> None:
-        self.server = server
-        self.sid = secrets.token_urlsafe(15)
-        self.request = request  # the handshake request: headers and cookies for auth
-        self.transport = transport
-        self.state = initial_state(transport)
-        self.app_state: object = None
-        self.close_reason: str | None = None
-        self.closed = trio.Event()
-        self._out: BatchQueue[str | bytes] = BatchQueue(server.max_queue)
-        self._pong = trio.Event()
-        self.opened_at = trio.current_time()
-        self.upgrade_settled = trio.Event()  # set when a probe ends, upgraded or not
-        self.used = trio.Event()  # set by the first poll, post or upgrade after the handshake
-        self.address = client_host(request.client)
-        self._poll_pending = False
-        self._noop_pending_poll = False
-        self._send_close_packet = False
-        self.poll_after_close: trio.Event | None = None  # see close(await_poll=True)
-        self.ws: WebSocket | None = None
-        self.nursery: trio.Nursery | None = None  # the session task's: per-socket tasks live here
-        self.ws_close_code = 1000
-
-    # ---- sending -------------------------------------------------------------------------
-    def send(self, frame: str | bytes) -> None:
-        """Queue one Engine.IO frame (WebSocket encoding: `4…` text, raw bytes binary)."""
-        self.send_many((frame,))
-
-    def send_many(self, frames) -> None:
-        if self.close_reason is not None:
-            return
-        if not self._out.extend_nowait(frames):
-            self.close(f"outbox_full: more than {self.server.max_queue} frames waiting (SSE_CLIENT_QUEUE)")
-
-    def take(self) -> list[str | bytes]:
-        return self._out.take_nowait()
-
-    async def flush(self) -> None:
-        """Write what is queued now, on a WebSocket (a reply that must not share a TCP read
-        with what follows it); polling sockets wait for their next poll."""
-        ws = self.ws
-        if ws is not None and self.transport == "websocket":
-            frames = self.take()
-            if frames:
-                try:
-                    await ws.send_many(frames)
-                except (ClientGone, WebSocketClosed) as exc:
-                    self.close(f"write failed: {exc}")
-
-    async def wait_output(self) -> None:
-        """Until frames are queued, the socket closes, or its transport state changes (`wake`)."""
-        await self._out.wait_nonempty()
-
-    async def wait_taken(self) -> None:
-        """Until the queued frames are taken by a transport (a WebSocket send, a poll), the
-        socket closes, or `wake` is called."""
-        await self._out.wait_empty()
-
-    def wake(self) -> None:
-        self._out.wake()
-
-    def writable_now(self) -> WebSocket | None:
-        """The WebSocket a write-through may write to now (server/wire.py): upgraded, nothing
-        queued here, its writer idle; else None (queue as usual)."""
-        ws = self.ws
-        if ws is None or self.transport != "websocket" or self._out or self.close_reason is not None \
-                or not ws.can_write_now():
-            return None
-        return ws
-
-    def close(self, reason: str, *, send_close_packet: bool = True, await_poll: bool = False) -> None:
-        """End the socket (idempotent): its session task ends, its transports are told.
-        `await_poll`: the sid stays known until one more poll is answered (or CLOSE_POLL_GRACE_S)."""
-        if self.close_reason is None:
-            self.close_reason = reason
-            self._send_close_packet = send_close_packet
-            self.state = transition(self.state, EIOEvent.CLOSE)
-            self.closed.set()
-            self._pong.set()  # the heartbeat waiting for a pong ends (EIOServer._heartbeat)
-            self._out.close()
-            # Gone for every later request at once (a poll already waiting still gets its
-            # answer), not when the session task gets to its teardown.
-            if not await_poll:
-                self.server._forget(self)
-            else:
-                self.poll_after_close = trio.Event()
-
-    def pong(self) -> None:
-        self._pong.set()
 
 
 class EIOServer:
@@ -191,49 +106,53 @@ class EIOServer:
             sock.close("server_shutdown")
 
     # ---- HTTP entry point ----------------------------------------------------------------
-    async def handle(self, req: Request, ex: Exchange) -> None:
+    def handle(self, req: Request, ex: Exchange) -> Awaitable[None]:
+        """The request's handler call, returned rather than awaited (as the router's): a
+        WebSocket session's stack holds no frame of this dispatch for its whole life."""
         q = req.query
         if q.get("EIO") != "4":
-            return await self._refuse(ex, EIOError.UNSUPPORTED_PROTOCOL_VERSION)
+            return self._refuse(ex, EIOError.UNSUPPORTED_PROTOCOL_VERSION)
         transport = q.get("transport")
         if transport not in ("polling", "websocket"):
-            return await self._refuse(ex, EIOError.UNKNOWN_TRANSPORT)
+            return self._refuse(ex, EIOError.UNKNOWN_TRANSPORT)
         if self._nursery is None or (self.draining is not None and self.draining.is_set()):
-            return await ex.json(503, {"code": EIOError.FORBIDDEN, "message": "server is shutting down"})
+            return ex.json(503, {"code": EIOError.FORBIDDEN, "message": "server is shutting down"})
         sid = q.get("sid")
         is_ws = (req.headers.get("upgrade") or "").lower() == "websocket"
         if transport == "websocket":
             if not is_ws or req.method != "GET":
-                return await self._refuse(ex, EIOError.BAD_REQUEST)
+                return self._refuse(ex, EIOError.BAD_REQUEST)
             if sid is None:
-                if await self._over_capacity(req, ex):
-                    return
-                return await self._open_websocket(req, ex)
+                refusal = self._over_capacity(req, ex)
+                if refusal is not None:
+                    return refusal
+                return self._open_websocket(req, ex)
             sock = self.sockets.get(sid)
             if sock is None:
-                return await self._refuse(ex, EIOError.UNKNOWN_SID)
-            return await self._upgrade(sock, ex)
+                return self._refuse(ex, EIOError.UNKNOWN_SID)
+            return self._upgrade(sock, ex)
         if sid is None:
             if req.method != "GET":
-                return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
-            if await self._over_capacity(req, ex):
-                return
-            return await self._open_polling(req, ex)
+                return self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            refusal = self._over_capacity(req, ex)
+            if refusal is not None:
+                return refusal
+            return self._open_polling(req, ex)
         sock = self.sockets.get(sid)
         if sock is None or sock.transport != "polling":
-            return await self._refuse(ex, EIOError.UNKNOWN_SID if sock is None else EIOError.BAD_REQUEST)
+            return self._refuse(ex, EIOError.UNKNOWN_SID if sock is None else EIOError.BAD_REQUEST)
         if req.method == "GET":
-            return await self._poll(sock, ex)
+            return self._poll(sock, ex)
         if req.method == "POST":
-            return await self._post(sock, ex)
-        return await self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
+            return self._post(sock, ex)
+        return self._refuse(ex, EIOError.BAD_HANDSHAKE_METHOD)
 
     async def _refuse(self, ex: Exchange, code: EIOError) -> None:
         await ex.json(400, error_json(code))
 
-    async def _over_capacity(self, req: Request, ex: Exchange) -> bool:
-        """Answer a handshake past a session cap (503 for the process, 429 for the address,
-        with Retry-After and the Engine.IO error body); False when it may open."""
+    def _over_capacity(self, req: Request, ex: Exchange) -> Awaitable[None] | None:
+        """The answer to a handshake past a session cap (503 for the process, 429 for the
+        address, with Retry-After and the Engine.IO error body); None when it may open."""
         lim = self.limits
         if lim.max_sessions and len(self.sockets) >= lim.max_sessions:
             status, message = 503, f"Too many sessions: {lim.max_sessions} open (KDC_EIO_MAX_SESSIONS)"
@@ -242,21 +161,27 @@ class EIOServer:
             status, message = 429, (f"Too many sessions from this address: {lim.max_sessions_per_address} open "
                                     "(KDC_EIO_MAX_SESSIONS_PER_ADDRESS)")
         else:
-            return False
+            return None
         self.refused += 1
-        await ex.json(status, {"code": int(EIOError.FORBIDDEN), "message": message},
-                      headers=[("retry-after", str(max(1, round(lim.handshake_timeout_s))))])
-        return True
+        return ex.json(status, {"code": int(EIOError.FORBIDDEN), "message": message},
+                       headers=[("retry-after", str(max(1, round(lim.handshake_timeout_s))))])
 
     def _new_socket(self, req: Request, transport: str) -> EIOSocket:
+        """A new session. A polling one gets its task in the server's nursery; a WebSocket one
+        lives in the task of the connection that opened it (`_open_websocket`)."""
         assert self._nursery is not None
         sock = EIOSocket(self, req, transport)
         self.sockets[sock.sid] = sock
         self.per_address[sock.address] = self.per_address.get(sock.address, 0) + 1
         self.opened += 1
-        if transport == "websocket":
-            sock.used.set()
-        self._nursery.start_soon(self._session_task, sock)
+        sock.start_heartbeat()
+        if transport == "polling":
+            self._nursery.start_soon(self._session_task, sock)
+        try:
+            self.app.on_open(sock)
+        except Exception:
+            log.exception("Engine.IO socket %s: on_open failed", sock.sid)
+            sock.close("internal error")
         return sock
 
     def _forget(self, sock: EIOSocket) -> None:
@@ -273,65 +198,33 @@ class EIOServer:
         assert isinstance(packet.data, str)
         return "0" + packet.data
 
-    # ---- the session task ----------------------------------------------------------------
-    async def _session_task(self, sock: EIOSocket) -> None:
-        try:
-            await self._run_session(sock)
-            if sock.poll_after_close is not None:  # the sid lingers for the poll on its way
-                with trio.move_on_after(CLOSE_POLL_GRACE_S):
-                    await sock.poll_after_close.wait()
-        finally:
-            self._forget(sock)
-
-    async def _run_session(self, sock: EIOSocket) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                sock.nursery = nursery
-                nursery.start_soon(self.app.run_socket, sock)
-                if not sock.used.is_set():
-                    nursery.start_soon(self._handshake_deadline, sock)
-                await self._heartbeat(sock)  # this task's own wait, until the socket closes
-                nursery.cancel_scope.cancel()
-        except Exception:
-            log.exception("Engine.IO socket %s failed", sock.sid)
-            sock.close("internal error")
-        finally:
+    def _end(self, sock: EIOSocket) -> None:
+        """Tell the app the socket is gone (once), when whoever owns its life lets it go."""
+        if not sock._ended:
+            sock._ended = True
             try:
                 self.app.on_close(sock, sock.close_reason or "closed")
             except Exception:
                 log.exception("on_close failed for %s", sock.sid)
 
-    async def _handshake_deadline(self, sock: EIOSocket) -> None:
-        # Its own task: the session's teardown must not wait for it (a ping timeout before
-        # the first poll left the closed session answering polls until this deadline).
-        with trio.move_on_after(self.limits.handshake_timeout_s):
-            await sock.used.wait()
-            return
-        sock.close("handshake not followed by a poll or an upgrade", send_close_packet=False)
-
-    async def _heartbeat(self, sock: EIOSocket) -> None:
-        """Ping, wait for the pong, until the socket closes (returns then): the session task's
-        own loop, not a task of its own (an idle socket's bytes count)."""
-        # Deadlines count from the handshake, not from when this task got scheduled, so the
-        # close lands at pingInterval + pingTimeout after the open packet, as clients expect.
-        interval, timeout = self.ping_interval_ms / 1000, self.ping_timeout_ms / 1000
-        ping_at = sock.opened_at
-        while sock.close_reason is None:
-            ping_at += interval
-            with trio.move_on_at(ping_at):
-                await sock.closed.wait()
-            if sock.close_reason is not None:
-                return
-            sock._pong = trio.Event()
-            sock.send("2")
-            with trio.move_on_at(ping_at + timeout):
-                await sock._pong.wait()  # close() sets it too
-            if sock.close_reason is not None:
-                return
-            if sock._pong.is_set():
-                ping_at = trio.current_time()
-                continue
-            sock.close("ping timeout", send_close_packet=False)
+    # ---- the polling session's task ---------------------------------------------------------
+    async def _session_task(self, sock: EIOSocket) -> None:
+        """A polling session's life (it may upgrade meanwhile): until it closes; the sid then
+        lingers for a poll on its way (close(await_poll=True))."""
+        deadline = Alarm(lambda: sock.used or sock.close("handshake not followed by a poll or an upgrade",
+                                                          send_close_packet=False))
+        Timers.shared().set_alarm(deadline, sock.opened_at + self.limits.handshake_timeout_s)
+        try:
+            try:
+                await sock.wait_closed()
+            finally:
+                Timers.cancel_alarm(deadline)
+                self._end(sock)
+            if sock.poll_after_close is not None:  # the sid lingers for the poll on its way
+                with trio.move_on_after(CLOSE_POLL_GRACE_S):
+                    await sock.poll_after_close.wait()
+        finally:
+            self._forget(sock)
 
     # ---- messages from the client ---------------------------------------------------------
     async def _on_packet(self, sock: EIOSocket, packet: Packet) -> None:
@@ -357,22 +250,27 @@ class EIOServer:
         await ex.respond(200, self._open_frame(sock, ["websocket"]).encode(), headers=POLL_HEADERS)
 
     async def _poll(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         if sock._poll_pending:
             sock.close("duplicate poll")
             return await self._refuse(ex, EIOError.BAD_REQUEST)
         if sock.state is EIOState.UPGRADING:
             # The client may have sent `5` just before this request: give the WebSocket reader
             # a moment so the answer reflects the finished upgrade (400) rather than a noop.
-            with trio.move_on_after(UPGRADE_SETTLE_S):
-                await sock.upgrade_settled.wait()
+            settled = sock.upgrade_settled
+            if settled is not None:
+                with trio.move_on_after(UPGRADE_SETTLE_S):
+                    await settled.wait()
             if sock.state is EIOState.UPGRADING:
                 return await ex.respond(200, NOOP.encode(), headers=POLL_HEADERS)
             if sock.transport != "polling" or sock.close_reason is not None:
                 return await self._refuse(ex, EIOError.BAD_REQUEST)
         sock._poll_pending = True
         try:
-            while not sock._out and sock.close_reason is None and not sock._noop_pending_poll:
+            while True:
+                self.app.pull(sock)  # what the app has ready (a Socket.IO outbox) goes in this answer
+                if sock._out or sock.close_reason is not None or sock._noop_pending_poll:
+                    break
                 await sock.wait_output()
             if sock._noop_pending_poll:
                 sock._noop_pending_poll = False
@@ -395,7 +293,7 @@ class EIOServer:
             raise
 
     async def _post(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         try:
             body = await ex.read_body(self.max_payload)
         except Exception:
@@ -430,11 +328,24 @@ class EIOServer:
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         sock = self._new_socket(req, "websocket")
         sock.ws = ws
-        await ws.send(self._open_frame(sock, []))
-        await self._run_websocket(sock, ws)
+        notified = False
+        try:  # this task is the session's life: no session task, no exit stack, no helper frame
+            await ws.send(self._open_frame(sock, []))
+            ws.set_on_pending(sock.wake)  # a write-through's rest: the loop sends it
+            notified = ws.notify(sock.wake)
+            if notified:
+                await self._ws_loop(sock, ws)
+            else:
+                await self._ws_loop_with_reader(sock, ws)
+        finally:
+            if notified:
+                ws.unnotify()
+            sock.close("connection ended", send_close_packet=False)
+            self._end(sock)
+            self._forget(sock)
 
     async def _upgrade(self, sock: EIOSocket, ex: Exchange) -> None:
-        sock.used.set()
+        sock.used = True
         ws = await ex.accept_websocket(max_message_bytes=self.max_payload)
         try:
             sock.state = transition(sock.state, EIOEvent.PROBE_CONNECT)
@@ -442,6 +353,7 @@ class EIOServer:
             # Already upgraded or being upgraded: as the reference server does, the WebSocket
             # handshake completes and the connection is closed at once; the session is untouched.
             return await ws.close(1008, exc.msg)
+        settled = sock.upgrade_settled = trio.Event()
         upgraded = False
         try:
             with trio.move_on_after(self.upgrade_timeout_s):
@@ -457,9 +369,9 @@ class EIOServer:
             elif sock.state in (EIOState.PROBING, EIOState.UPGRADING):
                 # the upgrade failed: the socket stays on polling
                 sock.state = transition(sock.state, EIOEvent.PROBE_FAILED)
-            sock.upgrade_settled.set()
+            settled.set()
         if upgraded:
-            return await self._run_websocket(sock, ws)
+            return await self._serve_websocket(sock, ws)
         log.info("upgrade of %s did not complete", sock.sid)
         await ws.close(1002, "upgrade failed")
 
@@ -480,34 +392,82 @@ class EIOServer:
                 continue
             return False
 
-    async def _run_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+    async def _serve_websocket(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Read and write the socket's WebSocket until the socket closes. Where the hang-up watch
+        tells this task that the socket is readable (`ws.notify`), it is the only task: it
+        parks on the socket's queue, and a read, a frame to send, the app's output, the
+        heartbeat or the close wakes it. Elsewhere a reader task reads beside it."""
         ws.set_on_pending(sock.wake)  # a write-through's rest: the writer below sends it
+        if ws.notify(sock.wake):
+            try:
+                await self._ws_loop(sock, ws)
+            finally:
+                ws.unnotify()
+        else:
+            await self._ws_loop_with_reader(sock, ws)
+
+    async def _ws_loop_with_reader(self, sock: EIOSocket, ws: WebSocket) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ws_reader, sock, ws, nursery.cancel_scope)
-            await self._ws_writer(sock, ws)
+            nursery.start_soon(self._ws_reader, sock, ws)
+            await self._ws_loop(sock, ws)
             nursery.cancel_scope.cancel()
 
-    async def _ws_reader(self, sock: EIOSocket, ws: WebSocket, scope: trio.CancelScope) -> None:
+    async def _ws_reader(self, sock: EIOSocket, ws: WebSocket) -> None:
         try:
             while sock.close_reason is None:
                 frame = await ws.receive()
                 await self._on_packet(sock, decode_ws(frame))
-        except WebSocketClosed as exc:
+        except (WebSocketClosed, ProtocolError) as exc:
+            self._read_failed(sock, exc)
+
+    async def _read_round(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Handle, in order, the messages that have arrived (at most READ_BATCH before the
+        loop's other work and a checkpoint), reading the socket without blocking."""
+        try:
+            for _ in range(READ_BATCH):
+                frame = ws.receive_nowait()
+                if frame is None:
+                    return
+                await self._on_packet(sock, decode_ws(frame))
+                if sock.close_reason is not None:
+                    return
+        except (WebSocketClosed, ProtocolError) as exc:
+            self._read_failed(sock, exc)
+            return
+        await trio.lowlevel.checkpoint()  # a client that keeps sending shares the loop
+
+    def _read_failed(self, sock: EIOSocket, exc: Exception) -> None:
+        if isinstance(exc, WebSocketClosed):
             sock.close(f"websocket closed ({exc.code})", send_close_packet=False)
-        except ProtocolError as exc:
+        else:
+            assert isinstance(exc, ProtocolError)
             log.info("closing Engine.IO socket %s: %s", sock.sid, exc.msg)
             sock.close(f"bad packet: {exc.msg}", send_close_packet=False)
             sock.ws_close_code = exc.close_code_hint
 
-    async def _ws_writer(self, sock: EIOSocket, ws: WebSocket) -> None:
+    async def _ws_loop(self, sock: EIOSocket, ws: WebSocket) -> None:
+        """Read what has arrived (when told so), have the app queue what it has ready, write
+        everything queued in one send; park when there is nothing to do."""
+        pull = self.app.pull
         try:
             while True:
-                await sock.wait_output()
+                if ws.readable and sock.close_reason is None:
+                    await self._read_round(sock, ws)
+                    await ws.flush_replies()  # pongs, a close reply
+                if sock.close_reason is None:
+                    pull(sock)
                 frames = sock.take()
-                if frames or ws.pending:  # pending: what a write-through left (server/wire.py)
+                wrote = bool(frames) or ws.pending  # pending: what a write-through left (server/wire.py)
+                if wrote:
                     await ws.send_many(frames)
                 if sock.close_reason is not None:
+                    if sock._out:
+                        continue
                     break
+                # Park only when this round found nothing to write: what became ready during a
+                # write (its wake-up found this task busy) is pulled on the next round.
+                if not wrote and not ws.readable:
+                    await sock.wait_output()
             await ws.close(sock.ws_close_code, (sock.close_reason or "")[:100])
         except (ClientGone, WebSocketClosed) as exc:
             sock.close(f"write failed: {exc}", send_close_packet=False)

@@ -34,8 +34,14 @@ def client_host(client: str | None) -> str:
 class EIOApp(Protocol):
     """What runs on top of Engine.IO (Socket.IO, or the conformance echo)."""
 
-    async def run_socket(self, sock: "EIOSocket") -> None:
-        """The socket's own task (in the session nursery); return or be cancelled at close."""
+    def on_open(self, sock: "EIOSocket") -> None:
+        """A new socket (after its handshake); no task of its own: set alarms (util/timers.py)."""
+
+    def pull(self, sock: "EIOSocket") -> None:
+        """Queue on `sock` what the app has ready for it (`sock.send_many`): called by the
+        transport that is about to write (the WebSocket's task, a poll). What is not pulled yet
+        waits in the app (a Socket.IO outbox, where a slow client's deltas merge); the app
+        `sock.wake()`s the transport when it has something."""
 
     async def on_message(self, sock: "EIOSocket", data: str | bytes) -> None:
         """One Engine.IO message from the client, in order."""

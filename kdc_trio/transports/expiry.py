@@ -5,8 +5,8 @@ A connection opened with a token lives until the token's `exp` + `KDC_JWT_LEEWAY
 `type: "auth.expiring"`, with `exp` and `deadline`); a fresh token of the same subject sent
 in-band (`refresh`: Socket.IO `auth.refresh`, SSE `POST /sse/auth.refresh`) moves the deadline;
 without one the connection is closed with `CloseReason.TOKEN_EXPIRED` after a last `chat_service`
-`type: "auth.expired"`. The watcher is one task in the connection's own nursery, sleeping until
-the next notice or deadline (no sweeper polls connections); a refresh wakes it to re-plan.
+`type: "auth.expired"`. The watch is an alarm on the process timer (util/timers.py), due at the
+next notice or deadline (no task, no sweeper polling connections); a refresh re-plans it.
 
 A connection without a token (anonymous) has no deadline. `streams` finds the deadline of a live
 SSE stream of this process by its stream id (for `POST /sse/auth.refresh`).
@@ -23,27 +23,35 @@ from kdc_trio.auth.identity import Identity
 from kdc_trio.errors import ClientError
 from kdc_trio.relay.message import RelayMessage
 from kdc_trio.relay.outbox import CloseReason, Outbox
+from kdc_trio.util.timers import Alarm, Timers
 from protocol import envelope
 
 if TYPE_CHECKING:
     from kdc_trio.config import Settings
     from kdc_trio.sessions.model import Session
 
+# An alarm that rang before its wall-clock time (the two clocks drift apart) rings again this late.
+EARLY_RETRY_S = 0.01
 EXPIRING_TYPE = "auth.expiring"
 EXPIRED_TYPE = "auth.expired"
 
 
 class TokenDeadline:
-    """When a connection's token runs out, and what a refresh may change. `watch` is needed (a
-    task) only when `deadline` is set at the start: a token without `exp` keeps its connection
-    for good, and a refresh cannot give it a deadline later (it would wake no watcher)."""
+    """When a connection's token runs out, and what a refresh may change. `arm` does something
+    only when `deadline` is set at the start: a token without `exp` keeps its connection for
+    good, and a refresh cannot give it a deadline later."""
+
+    __slots__ = ("subject", "exp", "leeway_s", "notice_s", "_alarm", "_outbox", "_session", "_told_for")
 
     def __init__(self, identity: Identity | None, settings: "Settings") -> None:
         self.subject = identity.subject if identity is not None else None
         self.exp = identity.expires_at if identity is not None else None
         self.leeway_s = settings.jwt_leeway_s
         self.notice_s = settings.auth_expiring_notice_s
-        self._changed: trio.Event | None = None  # made by the watcher (only a token with exp has one)
+        self._alarm: Alarm | None = None  # armed (only a token with exp has one)
+        self._outbox: Outbox | None = None
+        self._session: "Session | None" = None
+        self._told_for: float | None = None  # the exp the expiring notice was sent for
 
     @property
     def deadline(self) -> float | None:
@@ -70,40 +78,55 @@ class TokenDeadline:
         if identity.subject != self.subject:
             raise ClientError(403, "subject_mismatch", "the fresh token names another user than the connection's")
         self.exp = identity.expires_at
-        if self._changed is not None:
-            self._changed.set()
+        self._plan()
         return self.exp or 0.0
 
-    async def _sleep_until(self, when: float) -> bool:
-        """Sleep until epoch `when`; False if a refresh came first."""
-        if self._changed is None:
-            self._changed = trio.Event()
-        with trio.move_on_after(max(0.0, when - time.time())):
-            await self._changed.wait()
-            self._changed: trio.Event | None = None  # made by the watcher (only a token with exp has one)
-            return False
-        return True
-
-    async def watch(self, outbox: Outbox, session: "Session") -> None:
-        """Run in the connection's nursery: tell `auth.expiring`, then close on expiry (see module doc)."""
-        told_for: float | None = None
-        while True:
-            deadline = self.deadline
-            if deadline is None:
-                await trio.sleep_forever()
-                return
-            if told_for != self.exp:
-                if not await self._sleep_until(deadline - self.notice_s):
-                    continue
-                told_for = self.exp
-                outbox.offer(notice(session, EXPIRING_TYPE, {"exp": self.exp, "deadline": deadline,
-                                                              "refresh_within_s": max(0.0, deadline - time.time())}))
-                continue
-            if not await self._sleep_until(deadline):
-                continue
-            outbox.offer(notice(session, EXPIRED_TYPE, {"exp": self.exp, "reason": CloseReason.TOKEN_EXPIRED.value}))
-            outbox.close(CloseReason.TOKEN_EXPIRED, f"the token expired at {self.exp} (+{self.leeway_s:g} s leeway)")
+    def arm(self, outbox: Outbox, session: "Session") -> None:
+        """Tell `outbox` `auth.expiring`, then close it on expiry (see module doc); `disarm`
+        before the connection ends. Nothing for a token without a deadline."""
+        if self.deadline is None:
             return
+        self._outbox, self._session = outbox, session
+        self._alarm = Alarm(self._ring)
+        self._plan()
+
+    def disarm(self) -> None:
+        if self._alarm is not None:
+            Timers.cancel_alarm(self._alarm)
+            self._alarm = self._outbox = self._session = None
+
+    def _next(self) -> float | None:
+        """Epoch seconds of the next step: the notice (once per exp), then the close."""
+        deadline = self.deadline
+        if deadline is None:
+            return None
+        return deadline - self.notice_s if self._told_for != self.exp else deadline
+
+    def _plan(self, least: float = 0.0) -> None:
+        when = self._next()
+        if self._alarm is None or when is None:
+            return
+        # Epoch to trio's clock; the process timer serves it on its grid.
+        Timers.shared().set_alarm(self._alarm, trio.current_time() + max(least, when - time.time()))
+
+    def _ring(self) -> None:
+        outbox, session, when = self._outbox, self._session, self._next()
+        if outbox is None or session is None or when is None:
+            return
+        if time.time() < when:  # early by the wall clock: again a little later
+            self._plan(least=EARLY_RETRY_S)
+            return
+        deadline = self.deadline
+        assert deadline is not None
+        if self._told_for != self.exp:
+            self._told_for = self.exp
+            outbox.offer(notice(session, EXPIRING_TYPE, {"exp": self.exp, "deadline": deadline,
+                                                          "refresh_within_s": max(0.0, deadline - time.time())}))
+            self._plan()
+            return
+        outbox.offer(notice(session, EXPIRED_TYPE, {"exp": self.exp, "reason": CloseReason.TOKEN_EXPIRED.value}))
+        outbox.close(CloseReason.TOKEN_EXPIRED, f"the token expired at {self.exp} (+{self.leeway_s:g} s leeway)")
+        self.disarm()
 
 
 def notice(session: "Session", type_: str, data: dict) -> RelayMessage:

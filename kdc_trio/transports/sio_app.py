@@ -5,42 +5,46 @@
 events to `on_event`. Subclasses decide what a namespace is and what its events do: the chat
 gateway (`transports/socketio.py`) and the conformance app (`transports/conformance.py`).
 
-A namespace connection is one task in the socket's nursery, from CONNECT to its end, holding
-what the namespace acquired in one `async with self.open_namespace(...)`: a refused or failed
-connect, a socket closed mid-connect, a client DISCONNECT and the socket's close all leave
-through that block, so nothing acquired outlives the connection. While a CONNECT is being
-decided the socket's later packets wait (the client's events follow its CONNECT in order).
+A namespace connection holds no task: `connect` acquires what it needs (a refusal is a
+ClientError, and a failed `connect` has released what it took), `disconnect` releases it,
+synchronously, however the connection ends (a client DISCONNECT, the server's, the socket's
+close). Its output waits in the app until the transport about to write pulls it
+(`take_output`, through `pull`). A CONNECT is decided in the task that read it, so the
+socket's later packets wait for it (the client's events follow its CONNECT in order). The
+connect timeout is an alarm on the process timer (util/timers.py).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from functools import partial
+from typing import Any
 
 import trio
 
 from kdc_trio.errors import ClientError, unavailable
 from kdc_trio.transports.eio_server import EIOSocket
+from kdc_trio.util.timers import Alarm, Timers
 from protocol.errors import ProtocolError
 from protocol.socketio import Decoder, Packet, PacketType, encode
 
 log = logging.getLogger("kdc_trio.socketio")
 
 
-@dataclass(eq=False)
 class NamespaceConn:
     """One client's membership of one namespace."""
 
-    sock: EIOSocket
-    namespace: str
-    sid: str = field(default_factory=lambda: secrets.token_urlsafe(15))
-    pid: str | None = None  # the private session id of connection-state recovery (CONNECT reply)
-    state: Any = None
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    left_reason: str | None = None  # why the namespace connection ended (set when it leaves)
+    __slots__ = ("sock", "namespace", "sid", "pid", "state", "left_reason", "live")
+
+    def __init__(self, sock: EIOSocket, namespace: str) -> None:
+        self.sock = sock
+        self.namespace = namespace
+        self.sid = secrets.token_urlsafe(15)
+        self.pid: str | None = None  # the private session id of connection-state recovery (CONNECT reply)
+        self.state: Any = None
+        self.left_reason: str | None = None  # why the namespace connection ended (set when it leaves)
+        self.live = False  # greeted (after_connect): its output is pulled from now on
 
     def emit(self, event: str, *args: Any) -> None:
         self.sock.send_many(["4" + f if isinstance(f, str) else f
@@ -51,11 +55,13 @@ class NamespaceConn:
                              for f in encode(Packet(PacketType.ACK, self.namespace, args, id=ack_id))])
 
 
-@dataclass(eq=False)
 class SioSocketState:
-    decoder: Decoder
-    connected: trio.Event = field(default_factory=trio.Event)
-    namespaces: dict[str, NamespaceConn] = field(default_factory=dict)
+    __slots__ = ("decoder", "namespaces", "connect_alarm")
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.namespaces: dict[str, NamespaceConn] = {}
+        self.connect_alarm: Alarm | None = None
 
 
 class SocketIOApp:
@@ -74,14 +80,15 @@ class SocketIOApp:
         self.max_payload = max_payload
 
     # ---- hooks -------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
-        """Accept a CONNECT to a known namespace by entering (raise a ClientError to refuse).
+    async def connect(self, conn: NamespaceConn, auth: Any) -> None:
+        """Accept a CONNECT to a known namespace by returning (raise a ClientError to refuse).
 
-        The block runs for the namespace connection's life; what it acquires, it releases on
-        the way out (`conn.left_reason` says why it ended).
+        What it acquires, `disconnect` releases; when it raises, it has released it itself.
         """
-        yield
+
+    def disconnect(self, conn: NamespaceConn) -> None:
+        """The namespace connection ended (`conn.left_reason` says why): release what
+        `connect` acquired. Synchronous, called once."""
 
     async def after_connect(self, conn: NamespaceConn) -> None:
         """Runs once the CONNECT reply has been flushed: emit greetings, join rooms."""
@@ -89,9 +96,11 @@ class SocketIOApp:
     async def on_event(self, conn: NamespaceConn, event: str, args: list, ack_id: int | None) -> None:
         """A client event."""
 
-    async def run_namespace(self, conn: NamespaceConn) -> None:
-        """The namespace connection's own work (e.g. an outbox pump); returning ends it."""
-        await trio.sleep_forever()
+    def take_output(self, conn: NamespaceConn) -> bool:
+        """Queue on `conn.sock` what the namespace connection has ready (the transport is about
+        to write); True when the connection has ended on the server's side (its DISCONNECT is
+        sent and `disconnect` called)."""
+        return False
 
     # ---- Engine.IO app interface -------------------------------------------------------------
     def _state(self, sock: EIOSocket) -> SioSocketState:
@@ -101,12 +110,15 @@ class SocketIOApp:
         assert isinstance(sock.app_state, SioSocketState)
         return sock.app_state
 
-    async def run_socket(self, sock: EIOSocket) -> None:
+    def on_open(self, sock: EIOSocket) -> None:
         state = self._state(sock)
-        with trio.move_on_after(self.connect_timeout_s):
-            await state.connected.wait()
-            return  # connected: this task's work is done (the socket's nursery lives on without it)
-        if not state.namespaces:
+        state.connect_alarm = Alarm(partial(self._connect_timeout, sock))
+        Timers.shared().set_alarm(state.connect_alarm, trio.current_time() + self.connect_timeout_s)
+
+    @staticmethod
+    def _connect_timeout(sock: EIOSocket) -> None:
+        state = sock.app_state
+        if isinstance(state, SioSocketState) and not state.namespaces:
             sock.close("no Socket.IO CONNECT within the connect timeout")
 
     async def on_message(self, sock: EIOSocket, data: str | bytes) -> None:
@@ -121,9 +133,23 @@ class SocketIOApp:
             return  # waiting for binary attachments
         await self._dispatch(sock, state, packet)
 
+    def pull(self, sock: EIOSocket) -> None:
+        state = sock.app_state
+        if not isinstance(state, SioSocketState):
+            return
+        ended = None
+        for conn in state.namespaces.values():
+            if conn.live and self.take_output(conn):
+                ended = [conn] if ended is None else [*ended, conn]
+        if ended:
+            for conn in ended:
+                self._leave(state, conn, "server namespace disconnect", tell=True)
+
     def on_close(self, sock: EIOSocket, reason: str) -> None:
         state = sock.app_state
         if isinstance(state, SioSocketState):
+            if state.connect_alarm is not None:
+                Timers.cancel_alarm(state.connect_alarm)
             for conn in list(state.namespaces.values()):
                 self._leave(state, conn, reason)
 
@@ -158,71 +184,55 @@ class SocketIOApp:
             sock.close(f"second CONNECT to {ns}", send_close_packet=False)
             return
         conn = NamespaceConn(sock, ns)
-        reply = _ConnectReply(sock)
         try:
-            if sock.nursery is None:
-                raise RuntimeError("the socket's task has not started")
-            sock.nursery.start_soon(self._namespace_task, state, conn, packet.data, reply)
-        except RuntimeError:  # the socket is closed (its nursery takes no more tasks)
-            return
-        try:
-            await reply.decided.wait()  # accepted, refused, or the socket closed meanwhile
-        finally:
-            reply.reader_done()
-
-    async def _namespace_task(self, state: SioSocketState, conn: NamespaceConn, auth: Any,
-                              reply: "_ConnectReply") -> None:
-        sock, ns = conn.sock, conn.namespace
-        try:
-            with conn.scope:
-                async with self.open_namespace(conn, auth):
-                    if sock.close_reason is not None:
-                        return  # closed while the namespace was being opened
-                    state.namespaces[ns] = conn
-                    state.connected.set()
-                    reply.decide(Packet(PacketType.CONNECT, ns, {"sid": conn.sid, "pid": conn.pid} if conn.pid
-                                      else {"sid": conn.sid}))
-                    try:
-                        await reply.sent.wait()
-                        await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
-                        if self.connect_reply_gap_s:
-                            await trio.sleep(self.connect_reply_gap_s)
-                        await self.after_connect(conn)
-                        await self.run_namespace(conn)
-                    finally:
-                        if self._forget(state, conn, "server namespace disconnect") and sock.close_reason is None:
-                            sock.send("4" + encode(Packet(PacketType.DISCONNECT, ns))[0])
+            await self.connect(conn, packet.data)
         except ClientError as exc:  # the one place a refused CONNECT is rendered
-            if reply.decided.is_set():
-                raise
             data = {"status": exc.status, "detail": exc.detail}
             if exc.retry_after:
                 data["retry_after"] = exc.retry_after
-            reply.decide(_connect_error(ns, exc.error, data))
+            sock.send("4" + encode(_connect_error(ns, exc.error, data))[0])
+            return
         except Exception as exc:
-            if reply.decided.is_set():
-                raise
             if unavailable(exc):  # a service we depend on (Redis) is down: not a bug, not the client's
                 log.warning("Socket.IO CONNECT to %s on %s: %s", ns, sock.sid, exc)
-                reply.decide(_connect_error(ns, "service_unavailable", {"status": 503, "detail": str(exc)}))
-                return
-            log.exception("Socket.IO CONNECT to %s on %s failed", ns, sock.sid)
-            reply.decide(_connect_error(ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"}))
-        finally:
-            reply.decide(None)
+                error = _connect_error(ns, "service_unavailable", {"status": 503, "detail": str(exc)})
+            else:
+                log.exception("Socket.IO CONNECT to %s on %s failed", ns, sock.sid)
+                error = _connect_error(ns, "server_error", {"detail": f"{type(exc).__name__}: {exc}"})
+            sock.send("4" + encode(error)[0])
+            return
+        if sock.close_reason is not None or ns in state.namespaces:  # closed (or connected) meanwhile
+            conn.left_reason = sock.close_reason or f"second CONNECT to {ns}"
+            self.disconnect(conn)
+            return
+        state.namespaces[ns] = conn
+        if state.connect_alarm is not None:
+            Timers.cancel_alarm(state.connect_alarm)
+            state.connect_alarm = None
+        sock.send("4" + encode(Packet(PacketType.CONNECT, ns, {"sid": conn.sid, "pid": conn.pid} if conn.pid
+                                      else {"sid": conn.sid}))[0])
+        try:
+            await sock.flush()  # the CONNECT reply travels alone: clients may read one frame per event
+            if self.connect_reply_gap_s:
+                await trio.sleep(self.connect_reply_gap_s)
+            if state.namespaces.get(ns) is conn:
+                await self.after_connect(conn)
+                conn.live = True
+                sock.wake()  # what waited for the greeting goes out now
+        except BaseException:
+            self._leave(state, conn, "interrupted while connecting", tell=True)
+            raise
 
-    def _forget(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> bool:
-        """Unregister the namespace connection; False if it already was."""
+    def _leave(self, state: SioSocketState, conn: NamespaceConn, reason: str, *, tell: bool = False) -> None:
+        """End a namespace connection (`tell`: send the client its DISCONNECT); once."""
         if state.namespaces.get(conn.namespace) is not conn:
-            return False
+            return
         del state.namespaces[conn.namespace]
         conn.left_reason = reason
-        return True
-
-    def _leave(self, state: SioSocketState, conn: NamespaceConn, reason: str) -> None:
-        """End a namespace connection from outside its task (client DISCONNECT, socket closed)."""
-        if self._forget(state, conn, reason):
-            conn.scope.cancel()
+        conn.live = False
+        if tell and conn.sock.close_reason is None:
+            conn.sock.send("4" + encode(Packet(PacketType.DISCONNECT, conn.namespace))[0])
+        self.disconnect(conn)
 
 
 def _connect_error(ns: str, message: str, data: dict | None) -> Packet:
@@ -230,37 +240,3 @@ def _connect_error(ns: str, message: str, data: dict | None) -> Packet:
     if data is not None:
         body["data"] = data
     return Packet(PacketType.CONNECT_ERROR, ns, body)
-
-
-class _ConnectReply:
-    """The answer to one CONNECT, sent by the request that carried the CONNECT when it is still
-    there (so a polling POST's `ok` goes out before its answer, as for every other packet), else
-    by the namespace task that decided it. `decide(None)`: nothing to send (the socket closed)."""
-
-    __slots__ = ("sock", "packet", "decided", "sent", "_reader_waiting")
-
-    def __init__(self, sock: EIOSocket) -> None:
-        self.sock = sock
-        self.packet: Packet | None = None
-        self.decided = trio.Event()
-        self.sent = trio.Event()
-        self._reader_waiting = True
-
-    def decide(self, packet: Packet | None) -> None:
-        if self.decided.is_set():
-            return
-        self.packet = packet
-        self.decided.set()
-        if not self._reader_waiting:
-            self._send()
-
-    def reader_done(self) -> None:
-        self._reader_waiting = False
-        if self.decided.is_set():
-            self._send()
-
-    def _send(self) -> None:
-        if not self.sent.is_set():
-            if self.packet is not None and self.sock.close_reason is None:
-                self.sock.send("4" + encode(self.packet)[0])
-            self.sent.set()

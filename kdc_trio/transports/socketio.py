@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from kdc_trio.auth.sources import extract_tokens
 from kdc_trio.errors import ClientError
@@ -50,12 +47,13 @@ PATH = "/socket.io/"
 SMALL_EVENT = 4096
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ChatConn:
     session: Session
     key: SessionKey
     outbox: Outbox
     deadline: TokenDeadline
+    membership: object  # the relay's (ChatRelayCommunicator.join): left in disconnect
     offsets: bool = False  # session events carry their seq as a last string argument (recovery)
     recovered: bool = False  # this CONNECT resumed a pid (sio_recovery.py)
 
@@ -98,9 +96,8 @@ class ChatSocketIO(SocketIOApp):
         self.limits = Limits.from_settings(s)
 
     # ---- connect / disconnect ----------------------------------------------------------------
-    @asynccontextmanager
-    async def open_namespace(self, conn: NamespaceConn, auth: Any) -> AsyncIterator[None]:
-        """The socket's session, its relay channel and its replay: held for the socket's life."""
+    async def connect(self, conn: NamespaceConn, auth: Any) -> None:
+        """The socket's session, its relay channel and its replay: held until `disconnect`."""
         gw = self.gw
         if auth is not None and not isinstance(auth, dict):
             raise ClientError(400, "bad_request", "the auth payload must be an object")
@@ -109,7 +106,7 @@ class ChatSocketIO(SocketIOApp):
         headers = req.headers.as_dict()
         asked = await recovery_request(gw, auth, headers)
         session, identity = await self._session(conn, auth, headers, asked.record)
-        headers = None  # a copy of the request's: not held by this frame for the socket's life
+        headers = None
         await gw.guard.admit("connect", session.user_type.value, session.session_id, conn.sock.address)
         is_recovered = recovered(asked.record, session.session_id, session.user_id)
         record = asked.record if is_recovered else None
@@ -123,11 +120,11 @@ class ChatSocketIO(SocketIOApp):
         if replay_after is not None or asked.offsets:
             outbox.hold()
         try:
-            membership = await gw.relay.join(key, outbox)  # left in the finally below
+            membership = await gw.relay.join(key, outbox)  # left in disconnect (or below, on failure)
         except RelayUnavailable as exc:
             log.warning("Socket.IO CONNECT of %s refused: %s", conn.sid, exc)
             raise ClientError(503, "relay_unavailable", str(exc)) from None
-        try:  # no exit stack object: an idle socket holds this frame for its whole life
+        try:
             try:
                 if replay_after is not None:
                     await gw.relay.replay(key, outbox, replay_after)
@@ -141,17 +138,26 @@ class ChatSocketIO(SocketIOApp):
                 pid = asked.pid if record is not None and asked.pid else new_pid()
                 if await keep_pid(gw, pid, RecoveryRecord(session.session_id, session.user_id, conn.sid, position)):
                     conn.pid = pid
-            conn.state = ChatConn(session, key, outbox, TokenDeadline(identity, gw.settings),
-                                  offsets=conn.pid is not None, recovered=is_recovered)
-            gw.counters.sio_sockets += 1
-            try:
-                yield
-            finally:
-                gw.counters.sio_sockets -= 1
-                conn.state = None
-                outbox.close(CloseReason.DISCONNECTED, conn.left_reason or "namespace ended")
-        finally:
+        except BaseException:
+            outbox.close(CloseReason.DISCONNECTED, "connect failed")
             gw.relay.leave(membership, outbox)
+            raise
+        conn.state = ChatConn(session, key, outbox, TokenDeadline(identity, gw.settings), membership,
+                              offsets=conn.pid is not None, recovered=is_recovered)
+        gw.counters.sio_sockets += 1
+
+    def disconnect(self, conn: NamespaceConn) -> None:
+        state = conn.state
+        if not isinstance(state, ChatConn):
+            return
+        conn.state = None
+        self.gw.counters.sio_sockets -= 1
+        state.deadline.disarm()
+        outbox = state.outbox
+        outbox.write_through = None
+        outbox.notify(None)
+        outbox.close(CloseReason.DISCONNECTED, conn.left_reason or "namespace ended")
+        self.gw.relay.leave(state.membership, outbox)
 
     async def _session(self, conn: NamespaceConn, auth: dict, headers: dict,
                        record: RecoveryRecord | None) -> tuple[Session, Identity | None]:
@@ -168,36 +174,49 @@ class ChatSocketIO(SocketIOApp):
         return await session_and_identity(gw, params=auth, **kw)
 
     async def after_connect(self, conn: NamespaceConn) -> None:
-        s: Session = conn.state.session
+        """Greet, then have the outbox's events written: the socket's writer is woken when they
+        are ready (no pump task), the relay writes to an idle WebSocket itself (write-through),
+        and the token's deadline is an alarm (transports/expiry.py) that closes the outbox."""
+        state: ChatConn = conn.state
+        s = state.session
         conn.emit("session_info", {"session_id": s.session_id, "user_type": s.user_type.value, "user_id": s.user_id,
                                    "username": s.username, "roles": list(s.roles), "tenant": s.tenant,
                                    "project": s.project, "stream_id": conn.sid,
-                                   "recovered": conn.state.recovered, "connected_at": iso_timestamp()})
+                                   "recovered": state.recovered, "connected_at": iso_timestamp()})
+        sock, outbox = conn.sock, state.outbox
+        outbox.notify(sock.wake)
+        outbox.write_through = self._write_through(sock, state.offsets)
+        state.deadline.arm(outbox, s)
 
-    async def run_namespace(self, conn: NamespaceConn) -> None:
-        """Pump the relay outbox into the socket until it closes; the token's deadline watcher
-        (transports/expiry.py) runs beside it and closes the outbox when the token runs out."""
-        state: ChatConn = conn.state
-        if state.deadline.deadline is None:  # no token deadline: no watcher task (expiry.py)
-            await self._pump(conn, state.outbox)
-            return
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(state.deadline.watch, state.outbox, state.session)
-            await self._pump(conn, state.outbox)
-            nursery.cancel_scope.cancel()
-
-    async def _pump(self, conn: NamespaceConn, outbox: Outbox) -> None:
-        """Everything ready goes out as one batch, once the socket has handed its last one to the
-        transport. Events wait in the outbox, where a slow client's deltas merge, not in the
-        Engine.IO queue, where nothing merges. A closed outbox ends the namespace connection (its
-        DISCONNECT follows the last batch, which for an expired token holds `auth.expired`)."""
-        sock = conn.sock
-        outbox.on_close = sock.wake
-        outbox.write_through = self._write_through(sock, conn.state.offsets)
-        try:
-            await self._pump_batches(conn, outbox)
-        finally:
-            outbox.write_through = None
+    def take_output(self, conn: NamespaceConn) -> bool:
+        """Everything ready in the relay outbox, as one batch, when the transport is about to
+        write (events wait in the outbox, where a slow client's deltas merge, not in the
+        Engine.IO queue, where nothing merges). A closed outbox ends the namespace connection
+        (its DISCONNECT follows the last batch, which for an expired token holds `auth.expired`);
+        a slow one closes the socket."""
+        state = conn.state
+        if not isinstance(state, ChatConn):
+            return False
+        outbox = state.outbox
+        batch = outbox.take_nowait()
+        if batch:
+            offsets = state.offsets
+            sock = conn.sock
+            if sock.ws is not None and sock.transport == "websocket":
+                # upgraded: the frames made once per event for all the session's sockets
+                sock.send(Framed(b"".join([m.sio_frame(offsets) for m in batch])))
+            else:
+                sock.send_many([m.sio_text(offsets) for m in batch])
+        closed = outbox.closed_reason
+        if closed is None:
+            return False
+        if closed.reason.slow:
+            self.gw.counters.closed_slow += 1
+            log.warning("closing Socket.IO socket %s: %s", conn.sid, closed)
+            conn.sock.close(str(closed))
+        elif closed.reason is CloseReason.TOKEN_EXPIRED:
+            log.info("disconnecting Socket.IO socket %s: %s", conn.sid, closed)
+        return True
 
     @staticmethod
     def _write_through(sock, offsets: bool):
@@ -213,40 +232,12 @@ class ChatSocketIO(SocketIOApp):
             try:
                 data = batch[0].sio_frame(offsets) if len(batch) == 1 else \
                     b"".join([m.sio_frame(offsets) for m in batch])
-            except Exception:  # an event that cannot be encoded: the pump meets it as before
+            except Exception:  # an event that cannot be encoded: the writer meets it as before
                 return False
             ws.write_nowait(data)
             return True
 
         return write
-
-    async def _pump_batches(self, conn: NamespaceConn, outbox: Outbox) -> None:
-        sock = conn.sock
-        while True:
-            await sock.wait_taken()
-            batch = await outbox.take()
-            if batch:
-                offsets = conn.state.offsets
-                if sock.ws is not None and sock.transport == "websocket":
-                    # Upgraded: the shared frames; written at once when the socket is idle (as
-                    # a write-through), else queued already framed for its writer.
-                    data = b"".join([m.sio_frame(offsets) for m in batch])
-                    ws = sock.writable_now()
-                    if ws is not None:
-                        ws.write_nowait(data)
-                    else:
-                        sock.send(Framed(data))
-                else:
-                    sock.send_many([m.sio_text(offsets) for m in batch])
-            closed = outbox.closed_reason
-            if closed is not None:
-                if closed.reason.slow:
-                    self.gw.counters.closed_slow += 1
-                    log.warning("closing Socket.IO socket %s: %s", conn.sid, closed)
-                    sock.close(str(closed))
-                elif closed.reason is CloseReason.TOKEN_EXPIRED:
-                    log.info("disconnecting Socket.IO socket %s: %s", conn.sid, closed)
-                return
 
     # ---- client events -----------------------------------------------------------------------
     async def on_event(self, conn: NamespaceConn, event: str, args: list, ack_id: int | None) -> None:

@@ -120,17 +120,18 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
         key = None
         # Write until the client goes, the outbox closes, the server drains (the drain closes
         # every live stream's outbox: `LiveStreams.close_all`, no task per stream), or the token
-        # runs out (`deadline.watch`, transports/expiry.py: it tells, then closes the outbox; a
-        # task only when the token has a deadline). The client going away closes the outbox too:
-        # the process's hang-up watch sees it (server/hangup.py, no task per stream), else a
-        # reader task.
+        # runs out (`deadline.arm`, transports/expiry.py: an alarm that tells, then closes the
+        # outbox). The client going away closes the outbox too: the process's hang-up watch sees
+        # it (server/hangup.py, no task per stream), else a reader task.
         watched = ex.watch_hangup(partial(outbox.close, CloseReason.CLIENT_GONE))
+        deadline.arm(outbox, session)
         try:
-            if watched and deadline.deadline is None:  # the idle stream's one task: this one
+            if watched:  # the idle stream's one task: this one
                 await _write_loop(ex, outbox, s.sse_heartbeat_s)
             else:
-                await _write_with_watchers(ex, outbox, deadline, session, watched, s.sse_heartbeat_s)
+                await _write_with_reader(ex, outbox, s.sse_heartbeat_s)
         finally:
+            deadline.disarm()
             if watched:
                 ex.unwatch_hangup()
         closed = outbox.closed_reason
@@ -151,15 +152,11 @@ async def stream(gw: "ChatPorts", req: Request, ex: Exchange) -> None:
             gw.counters.sse_streams -= 1
 
 
-async def _write_with_watchers(ex: Exchange, outbox: Outbox, deadline: TokenDeadline, session: Session,
-                               watched: bool, heartbeat: float) -> None:
-    """The writer beside the tasks an idle stream does without: a reader for the client going
-    away (when the hang-up watch cannot see its socket) and the token-expiry watch."""
+async def _write_with_reader(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
+    """The writer beside a reader for the client going away, when the hang-up watch cannot see
+    its socket (TLS, a memory stream)."""
     async with trio.open_nursery() as nursery:
-        if not watched:
-            nursery.start_soon(_watch_client, ex, outbox)
-        if deadline.deadline is not None:
-            nursery.start_soon(deadline.watch, outbox, session)
+        nursery.start_soon(_watch_client, ex, outbox)
         await _write_loop(ex, outbox, heartbeat)
         nursery.cancel_scope.cancel()
 

@@ -16,7 +16,10 @@ consumer pays one wake-up per batch however many items arrive meanwhile, and N i
 (`get`, e.g. 2,000 workers) are not all woken for one item. A producer that must not run ahead
 of the consumer waits with `wait_empty` (woken when a take empties the queue). A lone consumer that waits with no timeout
 (an idle connection's writer, 10,000 of them) parks without a parking lot or a cancel scope: the
-queue holds its task, and a put, `wake` or `close` reschedules it.
+queue holds its task, and a put, `wake` or `close` reschedules it. A consumer that waits on
+something else (an Engine.IO socket's writer parks on the socket's frames) sets `notify` instead:
+it is called when a put finds the queue empty (the consumer takes everything each time, so one
+call per batch), and on `wake` and `close`.
 
 Rewriting what is queued (`last` / `replace_last` / `rewrite`) is for an owner that merges
 items the consumer has not taken yet (a slow connection's deltas, relay/outbox.py).
@@ -35,7 +38,7 @@ _NOTHING: tuple = ()  # what an empty queue holds instead of a deque
 
 
 class BatchQueue(Generic[T]):
-    __slots__ = ("maxlen", "_items", "_lot", "_parked", "_waiter", "_empty_lot", "closed", "taken")
+    __slots__ = ("maxlen", "_items", "_lot", "_parked", "_waiter", "_empty_lot", "closed", "taken", "notify")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -50,6 +53,7 @@ class BatchQueue(Generic[T]):
         self._empty_lot: trio.lowlevel.ParkingLot | None = None  # wait_empty's waiters
         self.closed = False
         self.taken = 0
+        self.notify: Callable[[], None] | None = None  # told of a first item, a wake, a close
 
     def __len__(self) -> int:
         return len(self._items)
@@ -68,6 +72,8 @@ class BatchQueue(Generic[T]):
         elif self._parked:
             self._parked -= 1
             self._lot.unpark()  # type: ignore[union-attr]
+        elif self.notify is not None and len(items) == 1:
+            self.notify()
         return True
 
     def put_front_nowait(self, item: T) -> None:
@@ -83,6 +89,8 @@ class BatchQueue(Generic[T]):
         elif self._parked:
             self._parked -= 1
             self._lot.unpark()  # type: ignore[union-attr]
+        elif self.notify is not None:
+            self.notify()
 
     def extend_nowait(self, new: Iterable[T]) -> bool:
         """Queue all of `new`, or none of it (False) when they would not fit or the queue is closed."""
@@ -94,7 +102,10 @@ class BatchQueue(Generic[T]):
             return True
         if items is _NOTHING:
             items = self._items = deque()
+        was_empty = not items
         items.extend(new)
+        if was_empty and self.notify is not None:
+            self.notify()
         woke = 0
         if self._waiter is not None:
             self._wake_waiter()
@@ -134,6 +145,8 @@ class BatchQueue(Generic[T]):
             self._lot.unpark_all()
         if self._empty_lot:
             self._empty_lot.unpark_all()
+        if self.notify is not None:
+            self.notify()
 
     def _wake_waiter(self) -> None:
         task, self._waiter = self._waiter, None

@@ -176,3 +176,52 @@ async def test_framed_messages_go_out_as_they_are_between_ours():
         await ws.aclose()
     assert got == ["one", "two", "é" * 200, b"\x03", "four"]
     assert isinstance(closed, Closed) and closed.code == 1000
+
+
+def test_a_wsproto_connection_is_lent_only_between_whole_messages():
+    """websocket.py lends an idle WebSocket's wsproto Connection to the next reader: only when it
+    is as a fresh one (this pins the wsproto internals `_lendable` reads)."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import Ping
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    from kdc_trio.server.websocket import _lendable
+
+    client = FrameProtocol(client=True, extensions=[])
+    c = Connection(ConnectionType.SERVER)
+    assert _lendable(c)
+    frame = client.send_data("hello", fin=True)
+    c.receive_data(frame[:3])
+    assert list(c.events()) == [] and not _lendable(c)  # a partial frame
+    c.receive_data(frame[3:])
+    assert [e.data for e in c.events()] == ["hello"] and _lendable(c)
+    c.receive_data(client.send_data("frag", fin=False))
+    assert [e.data for e in c.events()] == ["frag"] and not _lendable(c)  # a partial message
+    c.receive_data(client.send_data("mented", fin=True))
+    assert [e.data for e in c.events()] == ["mented"] and _lendable(c)
+    c.receive_data(client._serialize_frame(Opcode.PING, b"p"))
+    assert [type(e) for e in c.events()] == [Ping] and _lendable(c)
+    c.receive_data(client.close(1000))
+    assert [type(e) for e in c.events()] == [CloseConnection] and not _lendable(c)
+
+
+async def test_messages_split_across_reads_on_two_websockets_at_once_each_arrive_whole():
+    """Two WebSockets each mid-frame and mid-message at the same time: neither's parser is lent."""
+    closes: list[int] = []
+    async with serving(router(closes)) as (_, port):
+        a = await RawWS.connect(f"http://127.0.0.1:{port}", "/ws")
+        b = await RawWS.connect(f"http://127.0.0.1:{port}", "/ws")
+        fa = a.ws.send(TextMessage(data="alpha-first", message_finished=False))
+        fb = b.ws.send(BytesMessage(data=b"beta" * 10, message_finished=True))
+        await a.stream.send_all(fa[:4])
+        await b.stream.send_all(fb[:5])
+        await trio.sleep(0.05)
+        await a.stream.send_all(fa[4:])
+        await b.stream.send_all(fb[5:])
+        await trio.sleep(0.05)
+        await b.send("gamma")  # b's parser is lent between its messages meanwhile; a's is mid-message
+        await a.stream.send_all(a.ws.send(TextMessage(data="-second", message_finished=True)))
+        assert [await b.recv(), await b.recv()] == [b"beta" * 10, "gamma"]
+        assert await a.recv() == "alpha-first-second"
+        await a.aclose()
+        await b.aclose()
