@@ -94,11 +94,15 @@ _spare: list[Connection] = []
 
 def _lendable(c: Connection) -> bool:
     """Whether `c` is as a fresh server Connection would be (wsproto 1.x internals, pinned by
-    tests/server/test_websocket.py)."""
-    p = c._proto
-    fd = p._frame_decoder
-    return (c._state is ConnectionState.OPEN and not c._events and fd.header is None and not len(fd.buffer)
-            and p._message_decoder.opcode is None and p._outbound_opcode is None and not p.extensions)
+    tests/server/test_websocket.py). A wsproto whose internals differ lends nothing: each
+    WebSocket then keeps its own Connection, as before lending."""
+    try:
+        p = c._proto
+        fd = p._frame_decoder
+        return (c._state is ConnectionState.OPEN and not c._events and fd.header is None and not len(fd.buffer)
+                and p._message_decoder.opcode is None and p._outbound_opcode is None and not p.extensions)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _parser() -> Connection:

@@ -225,3 +225,13 @@ async def test_messages_split_across_reads_on_two_websockets_at_once_each_arrive
         assert await a.recv() == "alpha-first-second"
         await a.aclose()
         await b.aclose()
+
+
+def test_a_wsproto_with_other_internals_lends_nothing():
+    """Should a wsproto release rename what `_lendable` reads, WebSockets keep their own parser."""
+    from kdc_trio.server.websocket import _lendable
+
+    class Other:
+        _state = None
+
+    assert _lendable(Other()) is False  # type: ignore[arg-type]
