@@ -66,32 +66,26 @@ class HangupWatch:
     def watch(self, sock: socket.socket | None, on_gone: Callable[[], None]) -> bool:
         """Call `on_gone` (once) when `sock`'s client goes; False when this cannot watch it (the
         caller then reads the socket itself). Call `unwatch` before the socket is closed."""
-        if self._ep is None or not self._running or sock is None:
-            return False
-        fd = sock.fileno()
-        if fd < 0 or fd in self._watched:
-            return False
-        try:
-            self._ep.register(fd, _EVENTS)
-        except OSError:
-            return False
-        self._watched[fd] = _Watched(sock, on_gone)
-        return True
+        return self._register(sock, _EVENTS, _Watched, on_gone)
 
     def notify(self, sock: socket.socket | None, on_readable: Callable[[], None]) -> bool:
         """Call `on_readable` when `sock` is readable (data, EOF or an error), once: `rearm` for
         the next time. False when this cannot (the caller reads the socket in a task of its own).
         Call `unwatch` before the socket is closed."""
+        return self._register(sock, _ONESHOT, _Notified, on_readable)
+
+    def _register(self, sock: socket.socket | None, events: int,
+                  entry: "type[_Watched] | type[_Notified]", callback: Callable[[], None]) -> bool:
         if self._ep is None or not self._running or sock is None:
             return False
         fd = sock.fileno()
         if fd < 0 or fd in self._watched:
             return False
         try:
-            self._ep.register(fd, _ONESHOT)
+            self._ep.register(fd, events)
         except OSError:
             return False
-        self._watched[fd] = _Notified(sock, on_readable)
+        self._watched[fd] = entry(sock, callback)
         return True
 
     def rearm(self, sock: socket.socket) -> None:

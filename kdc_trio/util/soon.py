@@ -20,12 +20,12 @@ from typing import Callable
 
 import trio
 
+from kdc_trio.util.per_run import PerRun
+
 log = logging.getLogger("kdc_trio.soon")
 
 
-class Soon:
-    _by_run: "dict[object, Soon]" = {}
-
+class Soon(PerRun):
     __slots__ = ("_calls", "_task", "running", "batches", "calls")
 
     def __init__(self) -> None:
@@ -42,12 +42,7 @@ class Soon:
             token = trio.lowlevel.current_trio_token()
         except RuntimeError:
             return None
-        soon = cls._by_run.get(token)
-        if soon is None:
-            soon = cls._by_run[token] = cls()
-            soon.running = True  # calls queue at once; the task runs them when it starts
-            trio.lowlevel.spawn_system_task(soon._run_shared, token, name="kdc_trio.soon")
-        return soon
+        return cls._of_run(token, "kdc_trio.soon")
 
     def call(self, fn: Callable[[], None]) -> bool:
         """Run `fn()` in the next scheduler batch; False (not queued) when the task has stopped."""
@@ -59,12 +54,6 @@ class Soon:
             self._task = None
             trio.lowlevel.reschedule(task)
         return True
-
-    async def _run_shared(self, token: object) -> None:
-        try:
-            await self.run()
-        finally:
-            self._by_run.pop(token, None)
 
     async def run(self) -> None:
         """Until cancelled; whatever is queued when it stops still runs."""

@@ -28,6 +28,8 @@ from typing import Callable
 
 import trio
 
+from kdc_trio.util.per_run import PerRun
+
 log = logging.getLogger("kdc_trio.timers")
 
 RESOLUTION_S = 0.001
@@ -52,9 +54,7 @@ class Alarm:
         self._at = math.inf  # the time its live heap entry comes due (inf: none)
 
 
-class Timers:
-    _by_run: "dict[object, Timers]" = {}
-
+class Timers(PerRun):
     def __init__(self, resolution: float = RESOLUTION_S) -> None:
         self.resolution = resolution
         self._heap: list[tuple[float, int, _Sleeper | Alarm]] = []
@@ -67,19 +67,7 @@ class Timers:
     @classmethod
     def shared(cls) -> "Timers":
         """This trio run's instance (its timer started as a system task on first use)."""
-        token = trio.lowlevel.current_trio_token()
-        timers = cls._by_run.get(token)
-        if timers is None:
-            timers = cls._by_run[token] = cls()
-            timers.running = True  # sleeps queue at once; the timer serves them when it starts
-            trio.lowlevel.spawn_system_task(timers._run_shared, token, name="kdc_trio.timers")
-        return timers
-
-    async def _run_shared(self, token: object) -> None:
-        try:
-            await self.run()
-        finally:
-            self._by_run.pop(token, None)
+        return cls._of_run(trio.lowlevel.current_trio_token(), "kdc_trio.timers")
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(trio.current_time() + seconds)
