@@ -28,6 +28,8 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kdc_trio.metrics import trio_tasks  # noqa: E402
+
 CLIENT = ROOT / "bench" / "loadgen" / "client.py"
 PER_PROCESS = 250
 
@@ -40,18 +42,8 @@ def bench_env() -> None:
                        "KDC_RATE_LIMITS": "0", "KDC_ADMISSION": "0"})
 
 
-def all_tasks() -> list[trio.lowlevel.Task]:
-    out, stack = [], [trio.lowlevel.current_root_task()]
-    while stack:
-        t = stack.pop()
-        out.append(t)
-        for n in t.child_nurseries:
-            stack.extend(n.child_tasks)
-    return out
-
-
 def task_names() -> Counter:
-    return Counter(t.name.rsplit(".", 1)[-1] for t in all_tasks())
+    return Counter(t.name.rsplit(".", 1)[-1] for t in trio_tasks())
 
 
 async def open_clients(proto: str, port: int, c: int) -> list[trio.Process]:

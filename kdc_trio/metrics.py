@@ -212,15 +212,20 @@ def _failure_counters(gw: Any) -> Iterable[Any]:
                        ps["released"])
 
 
-def trio_task_count() -> int:
-    """Tasks alive in the running trio run: a walk of the task tree from the root (scrape time only)."""
-    n, pending = 0, [trio.lowlevel.current_root_task()]
+def trio_tasks() -> list[trio.lowlevel.Task]:
+    """Tasks alive in the running trio run: a walk of the task tree from the root (scrape time,
+    tests and bench/idle_profile.py; never on a per-event path)."""
+    out, pending = [], [trio.lowlevel.current_root_task()]
     while pending:
         task = pending.pop()
-        n += 1
+        out.append(task)
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
-    return n
+    return out
+
+
+def trio_task_count() -> int:
+    return len(trio_tasks())
 
 
 def _outbox_depths(relay: Any) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 import trio
 
+from kdc_trio.metrics import trio_tasks
 from kdc_trio.relay.bus import MemoryBus
 from kdc_trio.relay.chat_relay import ChatRelayCommunicator
 from kdc_trio.relay.keys import SessionKey
@@ -55,14 +56,7 @@ def test_close_all_closes_live_streams_and_any_added_after_the_drain_began():
 
 async def _stream_tasks(gw) -> int:
     """Tasks under the server's handler nursery: one per connection and what each opened."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        t = stack.pop()
-        if t.name.endswith(("_run_connection", "_watch_client", "watch")):
-            count += 1
-        for n in t.child_nurseries:
-            stack.extend(n.child_tasks)
-    return count
+    return sum(t.name.endswith(("_run_connection", "_watch_client", "watch")) for t in trio_tasks())
 
 
 async def test_an_idle_sse_stream_is_one_task_and_a_client_that_goes_or_talks_is_noticed():

@@ -136,6 +136,14 @@ def test_a_batch_of_ours_keeps_every_message_and_its_order():
         _same(m, RelayMessage.from_raw(raw))
 
 
+def _alone(raw: bytes) -> list[RelayMessage]:
+    """What `from_raw` makes of `raw` read alone: the message, or nothing when it cannot."""
+    try:
+        return [RelayMessage.from_raw(raw)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
 @pytest.mark.parametrize("bad", [
     b"", b"{", b"not json", _fixed(9)[:-1], _fixed(9)[:60], _fixed(9) + b"x", _fixed(9) + b"}",
     _fixed(9).replace(b"a", b"\xff"),  # not UTF-8
@@ -144,11 +152,7 @@ def test_a_batch_of_ours_keeps_every_message_and_its_order():
 def test_a_bad_message_in_a_batch_is_told_and_the_rest_delivered(bad):
     errors: list = []
     got = RelayMessage.from_raws([_fixed(1), bad, _fixed(2)], errors.append)
-    alone: list = []
-    try:
-        alone.append(RelayMessage.from_raw(bad))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
+    alone = _alone(bad)
     assert [m.seq for m in got] == [1, *(m.seq for m in alone), 2]
     assert len(errors) == 1 - len(alone)
     assert all(isinstance(e, (ValueError, KeyError, TypeError, AttributeError)) for e in errors)
@@ -210,11 +214,7 @@ def test_a_head_the_batch_takes_loosely_is_checked_once_before_it_is_used(sessio
     raw = _fixed(3).replace(b'"session_id":"x"', b'"session_id":"' + session.encode() + b'"')
     errors: list = []
     got = RelayMessage.from_raws([_fixed(1), raw, _fixed(2)], errors.append)
-    alone: list = []
-    try:
-        alone.append(RelayMessage.from_raw(raw))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
+    alone = _alone(raw)
     assert [m.seq for m in got] == [1, *(m.seq for m in alone), 2] and len(errors) == 1 - len(alone)
     for a, b in zip(got[1:-1], alone):
         assert a.session_id == b.session_id

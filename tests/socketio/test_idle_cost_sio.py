@@ -12,26 +12,17 @@ import trio
 import trio.testing
 
 from tests.support.gateway import running_gateway, test_settings
+from kdc_trio.metrics import trio_tasks
 from tests.support.raw_ws import Closed, RawWS
 
 SIO = "/socket.io/?EIO=4&transport=websocket"
-
-
-def _tasks() -> list[trio.lowlevel.Task]:
-    out, stack = [], [trio.lowlevel.current_root_task()]
-    while stack:
-        t = stack.pop()
-        out.append(t)
-        for n in t.child_nurseries:
-            stack.extend(n.child_tasks)
-    return out
 
 
 def _connection_tasks() -> dict[str, int]:
     """Tasks a connection may hold, by name (what the previous design had per socket included)."""
     names = ("_run_connection", "_ws_reader", "_session_task", "_namespace_task", "_watch_client", "watch")
     counts: dict[str, int] = {}
-    for t in _tasks():
+    for t in trio_tasks():
         short = t.name.rsplit(".", 1)[-1]
         if short in names:
             counts[short] = counts.get(short, 0) + 1
