@@ -15,7 +15,15 @@ import trio
 from kdc_trio.errors import Unavailable
 from kdc_trio.redis.url import RedisURL
 
-READ_SIZE = 256 * 1024
+# One network read. Not larger: a relaying gateway makes a few objects per pub/sub message of a
+# read (its payload, its RelayMessage, its data's bytes, its SSE bytes), all freed once the
+# read's events are written. From a 256 KiB read that is ~1.5 MB of small objects at once, which
+# CPython's allocator takes from fresh 1 MiB arenas and hands back to the kernel when they empty:
+# every read then paid ~140 page faults (zeroed pages), and the cyclic collector walked the
+# read's messages while they were alive. From 64 KiB reads the arenas stay in use: relay receive
+# (bench/redis_relay_rate.py, gateway pinned to one core) 0.53-0.85 -> 0.34-0.36 CPU s/100k
+# events, minor faults 75,000 -> ~100 per 400k events; 32 KiB and 128 KiB measured worse.
+READ_SIZE = 64 * 1024
 # hiredis' reader moves what it has not parsed yet to the front of its buffer each time a reply is
 # taken past its first KiB of parsed bytes: fed a whole 256 KiB read, a stream of small replies
 # (pub/sub messages of ~300 B) pays a move of the read's remainder every few replies, ~30 times
