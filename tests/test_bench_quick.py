@@ -132,6 +132,26 @@ def test_through_redis(tmp_path):
     assert_equal_work(report)
 
 
+def test_relay_rate(tmp_path):
+    """bench/redis_relay_rate.py: both bare subscribers and the gateway receive every message,
+    and each ratio is the median of the runs' own ratios (interleaved runs)."""
+    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
+        if services_required():
+            pytest.fail("redis-server and redis-benchmark are needed for bench/redis_relay_rate.py")
+        pytest.skip("redis-server and redis-benchmark are needed for bench/redis_relay_rate.py")
+    out = run_in_group([sys.executable, "bench/redis_relay_rate.py", "--n", "3000", "--runs", "2", "--out",
+                        str(tmp_path)], RUN_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [path] = tmp_path.glob("redis-relay-*.json")
+    report = json.loads(path.read_text())
+    runs = [report[k] for k in ("bare_hiredis_msgs_per_s", "bare_tuned_hiredis_msgs_per_s", "gateway_sse_events_per_s")]
+    assert all(len(r) == 2 and min(r) > 0 for r in runs), report
+    for key, bare in (("ratio_gateway_to_bare", runs[0]), ("ratio_gateway_to_bare_tuned", runs[1])):
+        per_run = sorted(g / b for g, b in zip(runs[2], bare))
+        assert report[key] == pytest.approx(sum(per_run) / 2), (key, report)
+    assert "gateway / bare tuned" in out.stdout
+
+
 def test_kdc_with_server_workers(tmp_path):
     """`--workers 2`: kdc-trio as two processes on one port through the run's Redis."""
     out = run_in_group([sys.executable, "bench/run.py", "stream", "--quick", "--targets", "kdc-sse,kdc-sio",
