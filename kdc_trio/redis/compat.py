@@ -110,7 +110,7 @@ class CompatClient:
 
 
 class CompatPubSub:
-    def __init__(self, url: str, *, on_batch: Callable[[list[tuple[bytes, bytes]]], None],
+    def __init__(self, url: str, *, on_batch: Callable[[dict[Any, list[Any]]], None],
                  on_reconnect: Callable[[], None] | None = None, confirm_timeout: float = 10.0,
                  backoff_max: float = 5.0, ping_interval: float = 5.0, ping_timeout: float = 3.0,
                  on_gap: Callable[[], None] | None = None) -> None:
@@ -246,7 +246,8 @@ class CompatPubSub:
                         log.info("Redis pub/sub (compat) disconnect: %s", exc)
 
     def _dispatch(self, msgs: list[dict]) -> None:
-        batch = []
+        batch: dict[Any, list[Any]] = {}  # as PubSub's: channel -> its messages' data, in order
+        n = 0
         confirmed = False
         for m in msgs:
             kind = m["type"]
@@ -257,7 +258,8 @@ class CompatPubSub:
                 self._pongs += 1
                 self._pong.unpark_all()
             elif kind == "message" and name in self.wanted:
-                batch.append((channel, m["data"]))
+                batch.setdefault(channel, []).append(m["data"])
+                n += 1
             elif kind == "subscribe":
                 self._confirmed.add(name)
                 confirmed = True
@@ -269,6 +271,6 @@ class CompatPubSub:
                 if self.on_reconnect is not None:
                     self.on_reconnect()
         if batch:
-            self.received += len(batch)
+            self.received += n
             self.batches += 1
             self.on_batch(batch)

@@ -5,8 +5,9 @@
   one UNSUBSCRIBE carrying many channels, so churn from many sessions shares round trips.
   `subscribe()` returns once the server confirmed (bounded by `confirm_timeout`).
 - The reader hands messages on in batches: everything parsed from one network read goes to
-  `on_batch(list[(channel, data)])` in one call — never one await per message. `on_batch`
-  must not block (the relay only moves messages into bounded buffers).
+  `on_batch({channel: [data, ...]})` in one call — never one await per message; each channel's
+  messages in the order they came (channels as Redis names them, bytes), no object per message
+  beyond its data. `on_batch` must not block (the relay only moves messages into bounded buffers).
 - A lost connection is survived: `on_gap()` is called at once (before any message of the next
   connection is handed on, so the owner can hold them), then reconnect with capped exponential
   backoff and full jitter, re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged
@@ -43,7 +44,8 @@ from kdc_trio.redis.url import RedisURL, SentinelURL
 
 log = logging.getLogger("kdc_trio.redis.pubsub")
 
-Batch = list[tuple[bytes, bytes]]
+# One read's messages: channel (as Redis sent it) -> its messages' data, in the order they came.
+Batch = dict[bytes, list[bytes]]
 # Channels per SUBSCRIBE/UNSUBSCRIBE command: keeps one command's size sane.
 CHUNK = 1000
 
@@ -279,16 +281,27 @@ class PubSub(WantedChannels):
     async def _reader(self, conn: Connection) -> None:
         reader = conn.reader
         verbs = self.verbs
+        message = verbs.message
         while True:
             data = await conn.receive()
             self.reads += 1
-            batch: Batch = []
+            batch: Batch = {}
+            n = 0
+            channel: Any = None  # the channel of the message before, and its list in `batch`
+            datas: list[bytes] = []
             confirmed = False
             pongs = self._pongs
             size = len(data)
             for offset in range(0, size, FEED_SIZE):  # in pieces: see FEED_SIZE
                 reader.feed(data, offset, min(FEED_SIZE, size - offset))
                 while (reply := reader.gets()) is not False:
+                    if type(reply) is list and reply[0] == message:  # the hot path: no other test
+                        if reply[1] != channel:
+                            channel = reply[1]
+                            datas = batch.get(channel) or batch.setdefault(channel, [])
+                        datas.append(reply[2])
+                        n += 1
+                        continue
                     if isinstance(reply, RedisError):
                         self._error_reply(reply)
                         continue
@@ -296,9 +309,7 @@ class PubSub(WantedChannels):
                         self._pongs += 1
                         continue
                     kind = reply[0]
-                    if kind == verbs.message:
-                        batch.append((reply[1], reply[2]))
-                    elif kind == verbs.subscribed:
+                    if kind == verbs.subscribed:
                         self._confirmed.add(reply[1].decode())
                         confirmed = True
                     elif kind == verbs.unsubscribed:
@@ -310,6 +321,6 @@ class PubSub(WantedChannels):
             if confirmed:
                 self._confirm.unpark_all()
             if batch:
-                self.received += len(batch)
+                self.received += n
                 self.batches += 1
                 self.on_batch(batch)

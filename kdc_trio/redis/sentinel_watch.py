@@ -83,7 +83,7 @@ class SentinelWatch:
 
     def _on_batch(self, batch: Batch) -> None:
         name = self.connector.url.master
-        for channel, data in batch:
+        for channel, data in ((c, d) for c, datas in batch.items() for d in datas):
             parts = data.decode("utf-8", "replace").split()
             if channel == SWITCH.encode() and len(parts) == 5 and parts[0] == name and parts[4].isdigit():
                 self.switches += 1

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import socket
-from operator import itemgetter
 from typing import Any, Callable, Collection, Protocol
 
 import trio
@@ -28,7 +27,6 @@ ReconnectHook = Callable[[Collection[str] | None], None]
 # Channel names whose text on_batch keeps (bytes -> str), not decoded per message: one per
 # subscribed session; past this many it starts over.
 CHANNEL_NAMES = 65_536
-_first, _second = itemgetter(0), itemgetter(1)
 
 
 class PubSubLike(Protocol):
@@ -102,44 +100,33 @@ class ServiceCommunicator:
         self._gap_hooks.append(hook)
 
     # ---- from the pub/sub connection ----------------------------------------------------------
-    def on_batch(self, batch: list[tuple[bytes | str, bytes | str]]) -> None:
-        if len(batch) > 1:  # a read of one channel (one session's stream): its payloads in C loops
-            channel_raw = batch[0][0]
-            if batch[-1][0] == channel_raw and len(set(map(_first, batch))) == 1:
-                channel = self._names.get(channel_raw) if type(channel_raw) is bytes else None
-                if channel is not None and channel in self._raw and channel in self._listeners:
-                    self._listeners[channel](list(map(_second, batch)))
-                    return
-        per_channel: dict[str, list[Any]] = {}
+    def on_batch(self, batch: dict[Any, list[Any]]) -> None:
+        """One read's messages, per channel (kdc_trio.redis.pubsub.Batch): each listened channel's
+        go to its listener in one call, as published (`raw`) or decoded from JSON."""
         names = self._names
-        last_raw: Any = None
-        last: list[Any] | None = None  # the list of the previous message's channel (runs share it)
-        for channel_raw, payload in batch:
-            if channel_raw == last_raw and last is not None:
-                last.append(payload)
-                continue
+        for channel_raw, payloads in batch.items():
             channel = names.get(channel_raw) if type(channel_raw) is bytes else None
             if channel is None:
                 channel = text(channel_raw)
-                if len(names) >= CHANNEL_NAMES:
-                    names.clear()
-                names[channel_raw] = channel  # type: ignore[index]
-            last_raw, last = channel_raw, None
-            if channel not in self._listeners:
-                continue  # unsubscribed while the message was in flight
+                if type(channel_raw) is bytes:
+                    if len(names) >= CHANNEL_NAMES:
+                        names.clear()
+                    names[channel_raw] = channel
+            listener = self._listeners.get(channel)
+            if listener is None:
+                continue  # unsubscribed while its messages were in flight
             if channel in self._raw:
-                last = per_channel.setdefault(channel, [])
-                last.append(payload)
+                listener(payloads)
                 continue
-            try:
-                obj = json.loads(payload)
-            except ValueError as exc:
-                self.undecodable += 1
-                log.warning("undecodable message on %s dropped: %s", channel, exc)
-                continue
-            per_channel.setdefault(channel, []).append(obj)
-        for channel, objs in per_channel.items():
-            self._listeners[channel](objs)
+            objs = []
+            for payload in payloads:
+                try:
+                    objs.append(json.loads(payload))
+                except ValueError as exc:
+                    self.undecodable += 1
+                    log.warning("undecodable message on %s dropped: %s", channel, exc)
+            if objs:
+                listener(objs)
 
     def on_gap(self, channels: Collection[str] | None = None) -> None:
         """Pub/sub stopped delivering `channels` (None: every channel); a reconnect follows."""

@@ -25,7 +25,7 @@ from tests.support.delivery import count
 from tests.support.gateway import running_gateway, test_settings
 from tests.support.processes import spawn
 from tests.support.redis_sentinel import MASTER_NAME, Sentinel, redis_sentinel
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, messages
 from tests.support.sse_client import open_stream, open_stream_and_post
 
 # From the kill to a command answered by the new master: ~1 s until the master is down for the
@@ -48,7 +48,7 @@ async def test_commands_and_pubsub_follow_the_master_through_a_failover():
         client = RedisClient(setup.url, connect_timeout=2.0, command_timeout=2.0)
         got: list[bytes] = []
         reconnects: list[float] = []
-        pubsub = PubSub(setup.url, on_batch=lambda b: got.extend(d for _, d in b),
+        pubsub = PubSub(setup.url, on_batch=lambda b: got.extend(d for _, d in messages(b)),
                         on_reconnect=lambda: reconnects.append(time.monotonic()), connect_timeout=2.0,
                         backoff_max=0.2, ping_interval=0.5, ping_timeout=0.5)
         async with trio.open_nursery() as nursery:
@@ -94,7 +94,7 @@ async def test_a_manual_failover_moves_every_connection_off_the_live_old_master_
         connector = SentinelConnector(parse_sentinel_url(setup.url))
         client = RedisClient(connector, connect_timeout=5.0, command_timeout=5.0)
         got: list[bytes] = []
-        pubsub = PubSub(connector, on_batch=lambda b: got.extend(d for _, d in b), backoff_max=0.2)
+        pubsub = PubSub(connector, on_batch=lambda b: got.extend(d for _, d in messages(b)), backoff_max=0.2)
         watch = SentinelWatch(connector)
         writes: list[tuple[int, int]] = []  # (index, the connector's epoch when the write started)
         failed = 0

@@ -62,11 +62,21 @@ async def test_one_message_is_decoded_once_for_all_local_connections_of_a_sessio
 
 def test_a_batch_of_one_channel_and_a_mixed_one_reach_each_listener_in_order():
     service = ServiceCommunicator(None, host_id="h")  # type: ignore[arg-type]
-    got: dict[str, list] = {"a": [], "b": []}
-    service._listeners = {"a": got["a"].extend, "b": got["b"].extend}
+    got: dict[str, list] = {"a": [], "b": [], "j": []}
+    calls: list[str] = []
+
+    def listener(name: str):
+        return lambda msgs: (calls.append(name), got[name].extend(msgs))
+
+    service._listeners = {name: listener(name) for name in got}
     service._raw = {"a", "b"}
-    service.on_batch([(b"a", b"1")])  # learns the name
-    service.on_batch([(b"a", b"%d" % i) for i in range(2, 6)])  # one channel: the fast way
-    service.on_batch([(b"a", b"6"), (b"b", b"x"), (b"a", b"7"), (b"c", b"unsubscribed"), (b"b", b"y")])
-    service.on_batch([(b"b", b"z"), (b"a", b"8"), (b"b", b"w")])  # first and last equal, not all
-    assert got == {"a": [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8"], "b": [b"x", b"y", b"z", b"w"]}
+    service.on_batch({b"a": [b"1"]})  # learns the name
+    service.on_batch({b"a": [b"%d" % i for i in range(2, 6)]})  # one channel: one call, as it came
+    service.on_batch({b"a": [b"6", b"7"], b"c": [b"unsubscribed"], b"b": [b"x", b"y"]})
+    service.on_batch({b"b": [b"z", b"w"], "a": [b"8"]})  # a channel named by text (the compat backend)
+    service.on_batch({b"j": [b'{"n":1}', b"not json", b'{"n":2}']})  # not raw: decoded, the bad one dropped
+    service.on_batch({b"j": [b"not json either"]})  # nothing left: no call
+    assert got == {"a": [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8"], "b": [b"x", b"y", b"z", b"w"],
+                   "j": [{"n": 1}, {"n": 2}]}
+    assert calls == ["a", "a", "a", "b", "b", "a", "j"], "one call per channel per batch"
+    assert service.undecodable == 2

@@ -13,6 +13,7 @@ from kdc_trio.redis.cluster import ClusterClient
 from kdc_trio.redis.sharded_pubsub import ShardedPubSub
 from kdc_trio.redis.slots import key_slot
 from tests.support.redis_cluster import RedisCluster, command, redis_cluster
+from tests.support.redis_server import messages
 
 
 class Sink:
@@ -23,7 +24,7 @@ class Sink:
 
     def on_batch(self, batch) -> None:
         self.batches += 1
-        self.messages.extend((c.decode(), d) for c, d in batch)
+        self.messages.extend((c.decode(), d) for c, d in messages(batch))
 
     def on_reconnect(self, channels) -> None:
         self.recovered.append(set(channels))

@@ -82,3 +82,9 @@ def redis_server(*extra_args: str) -> Iterator[RedisServer]:
     finally:
         server.kill()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def messages(batch: dict) -> list[tuple]:
+    """A pub/sub batch (kdc_trio.redis.pubsub.Batch: channel -> its data, in order) as
+    (channel, data) pairs, channel by channel."""
+    return [(channel, data) for channel, datas in batch.items() for data in datas]
