@@ -137,6 +137,7 @@ class CompatPubSub:
         self.pings_missed = 0
         self.received = 0
         self.batches = 0
+        self.reads = 0  # reads that brought anything (the pinger: bytes since the PING keep it alive)
 
     async def subscribe(self, *channels: str) -> None:
         added = [c for c in channels if c not in self.wanted]
@@ -220,14 +221,19 @@ class CompatPubSub:
                 await trio.sleep(delay)
                 continue
             backoff.reset()
+            if msgs:
+                self.reads += 1
             self._dispatch(msgs)
 
     async def _pinger(self) -> None:
         """PING every interval; no PONG in time → drop the connection: the next read re-makes it
-        (redis-py re-subscribes) and the gap is told through `on_reconnect`."""
+        (redis-py re-subscribes) and the gap is told through `on_reconnect`. As PubSub's pinger: a
+        late PONG after a stall is taken first (one checkpoint), and messages read since the PING
+        keep the connection alive (the PONG is queued behind a backlog we are still reading)."""
         while True:
             await trio.sleep(self.ping_interval)
             seen = self._pongs
+            reads = self.reads
             with trio.move_on_after(self.ping_timeout):
                 try:
                     await aio(self._ps.ping)()
@@ -236,6 +242,10 @@ class CompatPubSub:
                     continue  # the read loop is already reconnecting
                 while self._pongs == seen:
                     await self._pong.park()
+            if self._pongs == seen:
+                await trio.lowlevel.checkpoint()  # the reader may take a PONG that came during a stall
+            if self._pongs == seen and self.reads != reads:
+                continue  # alive: the PONG waits behind messages not read yet
             if self._pongs == seen and self._ps.connection is not None:
                 self.pings_missed += 1
                 log.warning("Redis pub/sub (compat): no PONG within %ss; dropping the connection", self.ping_timeout)
