@@ -54,7 +54,7 @@ class _Events:
 
 
 class PipelinedPoster(Poster):
-    __slots__ = ("window", "pending", "error", "_change", "_open", "_yield", "_max_per_call")
+    __slots__ = ("window", "pending", "error", "_error_tb", "_change", "_open", "_yield", "_max_per_call")
 
     def __init__(self, bus: "RedisBus", window: int, max_per_call: int) -> None:
         super().__init__(bus)
@@ -62,13 +62,14 @@ class PipelinedPoster(Poster):
         self._max_per_call = max(1, max_per_call)
         self.pending = 0      # posted, not yet answered
         self.error: BaseException | None = None
+        self._error_tb: Any = None  # the error's traceback as it failed (see _raise)
         self._change: trio.Event | None = None
         self._open: dict[SessionKey, _Events] = {}  # per session: this poster's call still unsent
         self._yield = YieldBudget()
 
     async def post(self, key: SessionKey, *, event: str, data: dict, target_sid: str | None = None) -> int | None:
         if self.error is not None:
-            raise self.error
+            self._raise(self.error)
         bus: RedisBus = self.bus  # type: ignore[assignment]
         if not bus.publisher.running:  # not started, or stopping: publish and wait, as Poster does
             await self._drain()
@@ -76,7 +77,7 @@ class PipelinedPoster(Poster):
         while self.pending >= self.window:
             await self._wait()
             if self.error is not None:
-                raise self.error
+                self._raise(self.error)
         body = bus.encode_body(data)
         events = self._open.get(key)
         call = None if events is None else events.call
@@ -103,7 +104,13 @@ class PipelinedPoster(Poster):
         await trio.lowlevel.checkpoint()
         error, self.error = self.error, None  # told once: a poster that raised can be used again
         if error is not None:
-            raise error
+            self._raise(error)
+
+    def _raise(self, error: BaseException) -> None:
+        """Raise the stored error (the same object each time, as the contract says) with its
+        traceback as it failed: raised as it is, every raise would add its frames to the one
+        before's, and a producer that catches and posts on would grow it without bound."""
+        raise error.with_traceback(self._error_tb)
 
     async def _drain(self) -> None:
         while self.pending:
@@ -135,6 +142,7 @@ class PipelinedPoster(Poster):
             self.bus.published += n  # type: ignore[attr-defined]
         elif self.error is None:
             self.error = error
+            self._error_tb = error.__traceback__
         if self._change is not None:
             self._change.set()
             self._change = None

@@ -5,6 +5,7 @@ bounds what is unconfirmed; a stopped batcher falls back to waiting publishes.""
 from __future__ import annotations
 
 import json
+import traceback
 from contextlib import AsyncExitStack
 
 import pytest
@@ -87,6 +88,13 @@ async def test_a_redis_failure_reaches_the_producer_and_later_events_wait_for_it
                         await poster.post(KEY, event="chat_delta", data={"n": i})
                         await trio.sleep(0.001)
             assert unavailable(caught.value), caught.value
+            depths = []
+            for _ in range(20):  # a producer that catches and posts on: the same error, its traceback not growing
+                with pytest.raises(Exception) as more:
+                    await poster.post(KEY, event="chat_delta", data={"n": "more"})
+                assert more.value is caught.value
+                depths.append(len(list(traceback.walk_tb(more.value.__traceback__))))
+            assert len(set(depths)) == 1, depths
             # told at the next post; flush tells it again until the owner has seen it there
             with pytest.raises(Exception) as again:
                 await poster.flush()
