@@ -41,7 +41,21 @@ class RedisClient:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """Borrow a connection (opened on demand); broken ones are closed, not returned."""
-        async with self._slots:
+        conn = await self._take()
+        try:
+            yield conn
+        finally:
+            await self._give_back(conn)
+
+    async def _take(self) -> Connection:
+        """A slot and a connection in it. A free slot and an idle connection are taken without a
+        scheduler pass (trio's Semaphore would yield even then): the exchange that follows
+        reads a reply, which is the checkpoint."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
             conn = self._idle.pop() if self._idle else None
             while conn is not None and self.connector.stale(conn):  # opened before a master switch
                 await conn.aclose()
@@ -49,13 +63,19 @@ class RedisClient:
             if conn is None:
                 conn = await self.connector.open(timeout=self.connect_timeout)
                 self.opened += 1
-            try:
-                yield conn
-            finally:
-                if conn.broken or self.connector.stale(conn):
-                    await conn.aclose()
-                else:
-                    self._idle.append(conn)
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _give_back(self, conn: Connection) -> None:
+        try:
+            if conn.broken or self.connector.stale(conn):
+                await conn.aclose()
+            else:
+                self._idle.append(conn)
+        finally:
+            self._slots.release()
 
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
         """One command; an error reply raises RedisError, a lost connection RedisConnectionError."""
@@ -76,9 +96,11 @@ class RedisClient:
         if not commands:
             return []
         limit = self.command_timeout if timeout is None else timeout
-        with trio.move_on_after(limit) as deadline:
+        # A bare CancelScope: trio.move_on_after's wrapper costs more than the exchange's Python.
+        with trio.CancelScope(deadline=trio.current_time() + limit) as deadline:
             for attempt in (1, 2):
-                async with self.connection() as conn:
+                conn = await self._take()
+                try:
                     reused = conn.exchanges > 0
                     conn.exchanges += 1
                     try:
@@ -91,6 +113,8 @@ class RedisClient:
                             return replies
                         conn.broken = True
                         self.demoted += 1
+                finally:
+                    await self._give_back(conn)
                 await self._drop_idle()
         if deadline.cancelled_caught:
             raise RedisTimeoutError(f"no reply from Redis within {limit}s ({commands[0][0]!s})")
