@@ -6,7 +6,6 @@ its reply stream is out of step, so it is closed and never reused.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from typing import Any, Sequence
 
@@ -15,6 +14,7 @@ import trio
 
 from kdc_trio.errors import Unavailable
 from kdc_trio.redis.url import RedisURL
+from kdc_trio.util.raw_socket import raw_socket
 
 # One network read. Not larger: a relaying gateway makes a few objects per pub/sub message of a
 # read (its payload, its RelayMessage, its data's bytes, its SSE bytes), all freed once the
@@ -75,17 +75,10 @@ async def open_stream(url: RedisURL, timeout: float) -> trio.abc.Stream:
         raise RedisConnectFailed(f"cannot connect to {url!r}: {exc or type(exc).__name__}") from None
 
 
-def _raw_socket(stream: object) -> socket.socket | None:
-    """The stdlib socket under a plain trio SocketStream (TCP or Unix; trio keeps it non-blocking),
-    else None (TLS, a test's memory stream)."""
-    raw = getattr(getattr(stream, "socket", None), "_sock", None)
-    return raw if isinstance(raw, socket.socket) else None
-
-
 class Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self._sock = _raw_socket(stream)
+        self._sock = raw_socket(stream)
         self.reader = hiredis.Reader(replyError=RedisError)
         self.broken = False
         self.exchanges = 0  # completed or attempted exchanges (the pool retries only reused ones)

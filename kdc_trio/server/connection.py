@@ -23,7 +23,8 @@ from kdc_trio.server.budget import BUDGET_ERROR, BodyBudget
 from kdc_trio.server.hangup import HangupWatch
 from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import Headers, HTTPError, Request
-from kdc_trio.server.wire import Wire, _raw_socket
+from kdc_trio.server.wire import Wire
+from kdc_trio.util.raw_socket import raw_socket
 
 if TYPE_CHECKING:
     from kdc_trio.config import Settings
@@ -227,11 +228,11 @@ class Exchange:
         (EOF, reset, or more than MAX_STRAY_BYTES sent); False when it cannot, and the caller
         waits with `wait_client_gone` in a task of its own. Undone by `unwatch_hangup`."""
         hangups = self._conn.hangups
-        return hangups is not None and hangups.watch(_raw_socket(self._conn.stream), on_gone)
+        return hangups is not None and hangups.watch(raw_socket(self._conn.stream), on_gone)
 
     def unwatch_hangup(self) -> None:
         hangups = self._conn.hangups
-        sock = _raw_socket(self._conn.stream)
+        sock = raw_socket(self._conn.stream)
         if hangups is not None and sock is not None:
             hangups.unwatch(sock)
 

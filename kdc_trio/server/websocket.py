@@ -20,7 +20,7 @@ from wsproto.frame_protocol import CloseReason
 
 from kdc_trio.server.io import RECV_SIZE, ClientGone
 from kdc_trio.server.request import HTTPError, Request
-from kdc_trio.server.wire import _raw_socket
+from kdc_trio.util.raw_socket import raw_socket
 from protocol.wsframe import data_frame
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class WebSocket:
         `receive_nowait`. False when it cannot (TLS, a memory stream): read with `receive`.
         Undone by `unnotify`, before the socket is closed."""
         hangups = self._conn.hangups
-        if hangups is None or not hangups.notify(_raw_socket(self._conn.stream), self._readable):
+        if hangups is None or not hangups.notify(raw_socket(self._conn.stream), self._readable):
             return False
         self._on_readable = on_readable
         self.readable = True  # what arrived with the handshake, or meanwhile: read it once
@@ -201,7 +201,7 @@ class WebSocket:
     def unnotify(self) -> None:
         if self._on_readable is not None:
             self._on_readable = None
-            sock = _raw_socket(self._conn.stream)
+            sock = raw_socket(self._conn.stream)
             if sock is not None:
                 self._conn.hangups.unwatch(sock)  # type: ignore[union-attr]
 
@@ -225,7 +225,7 @@ class WebSocket:
                 raise self.closed
             if not self.readable:
                 return None
-            sock = _raw_socket(self._conn.stream)
+            sock = raw_socket(self._conn.stream)
             try:
                 data = sock.recv(RECV_SIZE)  # type: ignore[union-attr]
             except (BlockingIOError, InterruptedError):

@@ -20,12 +20,12 @@ stream): without one `can_write_now()` is always False and everything goes throu
 
 from __future__ import annotations
 
-import socket
 from typing import Callable
 
 import trio
 
 from kdc_trio.server.io import ClientGone, WriteDeadline
+from kdc_trio.util.raw_socket import raw_socket
 
 # The write deadline covers each piece of this size of a write, not the whole write: a client
 # that keeps reading, only slower than its backlog drains (a fan-out burst to a slow reader), is
@@ -35,18 +35,12 @@ from kdc_trio.server.io import ClientGone, WriteDeadline
 PROGRESS_BYTES = 64 << 10
 
 
-def _raw_socket(stream: object) -> socket.socket | None:
-    """The stdlib socket under a trio SocketStream (trio keeps it non-blocking), else None."""
-    raw = getattr(getattr(stream, "socket", None), "_sock", None)
-    return raw if isinstance(raw, socket.socket) else None
-
-
 class Wire:
     __slots__ = ("_stream", "_sock", "timeout", "_busy", "pending", "on_pending", "written_through")
 
     def __init__(self, stream: trio.abc.SendStream, timeout: float, *, write_through: bool = True) -> None:
         self._stream = stream
-        self._sock = _raw_socket(stream) if write_through else None
+        self._sock = raw_socket(stream) if write_through else None
         self.timeout = timeout
         self._busy = False  # a `send` is under way (it may be parked on a full socket)
         self.pending: bytes | None = None  # what a write-through could not send; `send` sends it first
