@@ -38,17 +38,9 @@ class RedisClient:
         self.opened = 0
         self.demoted = 0  # exchanges answered -READONLY (tried again on a fresh connection)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Borrow a connection (opened on demand); broken ones are closed, not returned."""
-        conn = await self._take()
-        try:
-            yield conn
-        finally:
-            await self._give_back(conn)
-
     async def _take(self) -> Connection:
-        """A slot and a connection in it. A free slot and an idle connection are taken without a
+        """Borrow a slot and a connection in it (opened on demand; `_give_back` returns it, or
+        closes it when broken). A free slot and an idle connection are taken without a
         scheduler pass (trio's Semaphore would yield even then): the exchange that follows
         reads a reply, which is the checkpoint."""
         try:
