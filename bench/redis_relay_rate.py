@@ -152,6 +152,8 @@ def bare_subscriber_rate(port: int, n: int, size: int, kind: str = "bare") -> fl
             raise RuntimeError("the bare hiredis subscriber did not say ready")
         publish(port, "bench", wire("s", size), n)
         result = json.loads(reader.line(f"{n} messages received", RUN_TIMEOUT_S))
+        if result.get("received", 0) < n:  # it stops at n; fewer: Redis closed on it
+            raise RuntimeError(f"the bare subscriber received {result.get('received', 0)} of {n}")
     finally:
         if sub.poll() is None:
             sub.kill()

@@ -88,8 +88,13 @@ class RedisClient:
         if not commands:
             return []
         limit = self.command_timeout if timeout is None else timeout
+        if limit < 0:
+            raise ValueError(f"timeout must be non-negative, not {limit}")
         # A bare CancelScope: trio.move_on_after's wrapper costs more than the exchange's Python.
         with trio.CancelScope(deadline=trio.current_time() + limit) as deadline:
+            # Nothing else before the first send checks: a caller already cancelled, or whose
+            # deadline has passed, must not have its commands run (no scheduler pass taken).
+            await trio.lowlevel.checkpoint_if_cancelled()
             for attempt in (1, 2):
                 conn = await self._take()
                 try:

@@ -25,6 +25,7 @@ import trio
 import trio_asyncio
 
 from kdc_trio.redis.connection import RedisConnectionError, RedisError, RedisTimeoutError
+from kdc_trio.redis.pubsub import pong_missed
 from kdc_trio.redis.retry import Backoff
 
 log = logging.getLogger("kdc_trio.redis.compat")
@@ -227,9 +228,8 @@ class CompatPubSub:
 
     async def _pinger(self) -> None:
         """PING every interval; no PONG in time → drop the connection: the next read re-makes it
-        (redis-py re-subscribes) and the gap is told through `on_reconnect`. As PubSub's pinger: a
-        late PONG after a stall is taken first (one checkpoint), and messages read since the PING
-        keep the connection alive (the PONG is queued behind a backlog we are still reading)."""
+        (redis-py re-subscribes) and the gap is told through `on_reconnect`. Judged as PubSub's
+        pinger judges (`pong_missed`: a stall, a backlog)."""
         while True:
             await trio.sleep(self.ping_interval)
             seen = self._pongs
@@ -242,11 +242,7 @@ class CompatPubSub:
                     continue  # the read loop is already reconnecting
                 while self._pongs == seen:
                     await self._pong.park()
-            if self._pongs == seen:
-                await trio.lowlevel.checkpoint()  # the reader may take a PONG that came during a stall
-            if self._pongs == seen and self.reads != reads:
-                continue  # alive: the PONG waits behind messages not read yet
-            if self._pongs == seen and self._ps.connection is not None:
+            if await pong_missed(self, seen, reads) and self._ps.connection is not None:
                 self.pings_missed += 1
                 log.warning("Redis pub/sub (compat): no PONG within %ss; dropping the connection", self.ping_timeout)
                 with trio.move_on_after(self.ping_timeout):

@@ -120,7 +120,7 @@ class Connection:
                 raise RedisConnectionError(f"connection lost while sending: {exc}") from None
             if n == len(data):
                 return
-            data = data[n:]
+            data = memoryview(data)[n:]  # type: ignore[assignment]
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -7,7 +7,7 @@
 - The reader hands messages on in batches: everything parsed from one network read goes to
   `on_batch({channel: [data, ...]})` in one call — never one await per message; each channel's
   messages in the order they came (channels as Redis names them, bytes), no object per message
-  beyond its data. `on_batch` must not block (the relay only moves messages into bounded buffers).
+  beyond its data. The order across channels within one read is not kept. `on_batch` must not block (the relay only moves messages into bounded buffers).
 - A lost connection is survived: `on_gap()` is called at once (before any message of the next
   connection is handed on, so the owner can hold them), then reconnect with capped exponential
   backoff and full jitter, re-SUBSCRIBE everything wanted *now*, count the gap (`gaps`, logged
@@ -46,6 +46,23 @@ log = logging.getLogger("kdc_trio.redis.pubsub")
 
 # One read's messages: channel (as Redis sent it) -> its messages' data, in the order they came.
 Batch = dict[bytes, list[bytes]]
+async def pong_missed(pubsub: Any, seen: int, reads: int) -> bool:
+    """After a pinger's wait for the PONG of its PING (taken when the connection had counted
+    `seen` PONGs and `reads` reads): whether the PING counts as missed. Both backends' pingers.
+
+    - The deadline may have passed while this whole process was stalled (a GC pause, a busy box)
+      and the PONG arrived meanwhile: trio then wakes the reader (its socket is readable) and the
+      pinger (its deadline passed) in the same batch, in either order. One checkpoint lets the
+      reader take what is in the socket first.
+    - No PONG yet, but messages came since the PING: the connection is alive, its PONG is queued
+      behind messages this process has not read yet (a backlog longer than the ping timeout, e.g.
+      a burst relayed slower than Redis took it). Dropping the connection would lose that
+      backlog; the next PING asks again."""
+    if pubsub._pongs == seen:
+        await trio.lowlevel.checkpoint()
+    return pubsub._pongs == seen and pubsub.reads == reads
+
+
 # Channels per SUBSCRIBE/UNSUBSCRIBE command: keeps one command's size sane.
 CHUNK = 1000
 
@@ -234,19 +251,7 @@ class PubSub(WantedChannels):
             with trio.move_on_after(self.ping_timeout):
                 while self._pongs == seen:
                     await self._pong.park()
-            if self._pongs == seen:
-                # The deadline may have passed while this whole process was stalled (a GC pause, a
-                # busy box) and the PONG arrived meanwhile: trio then wakes the reader (its socket
-                # is readable) and this task (its deadline passed) in the same batch, in either
-                # order. One checkpoint lets the reader take what is in the socket before we judge.
-                await trio.lowlevel.checkpoint()
-            if self._pongs == seen and self.reads != reads:
-                # No PONG yet, but bytes came: the connection is alive, the PONG is queued behind
-                # messages this process has not read yet (a backlog longer than ping_timeout, e.g.
-                # a burst relayed slower than Redis took it). Dropping the connection would lose
-                # that backlog; the next PING asks again.
-                continue
-            if self._pongs == seen:
+            if await pong_missed(self, seen, reads):
                 self.pings_missed += 1
                 raise RedisConnectionError(f"no PONG within {self.ping_timeout}s: the connection is half-open "
                                            "or Redis is stalled")

@@ -35,6 +35,7 @@ SWITCH = "+switch-master"  # "<master> <old ip> <old port> <new ip> <new port>"
 PROMOTING = "+failover-state-send-slaveof-noone"  # "slave <ip:port> <ip> <port> @ <master> <ip> <port>"
 ABORTED = "-failover-abort-slave-timeout"  # "master <master> <ip> <port>"
 CHANNELS = (SWITCH, PROMOTING, ABORTED)
+_SWITCH, _PROMOTING, _ABORTED = (c.encode() for c in CHANNELS)  # as a pub/sub batch names them
 
 
 class SentinelWatch:
@@ -82,13 +83,22 @@ class SentinelWatch:
         self._recheck.set()
 
     def _on_batch(self, batch: Batch) -> None:
+        """A batch keeps each channel's order, not the order across channels (redis/pubsub.py):
+        when one read tells several kinds of event, aborts are taken first, then promotions, then
+        switches. So a read that holds an abort and a promotion ends holding (bounded by
+        `failover_hold`; writes to a master being replaced are what is lost otherwise), and a
+        switch, the last word of a failover, is always taken last."""
         name = self.connector.url.master
-        for channel, data in ((c, d) for c, datas in batch.items() for d in datas):
+        for data in batch.get(_ABORTED, ()):
             parts = data.decode("utf-8", "replace").split()
-            if channel == SWITCH.encode() and len(parts) == 5 and parts[0] == name and parts[4].isdigit():
+            if len(parts) >= 2 and parts[1] == name:
+                self.connector.end_hold()
+        for data in batch.get(_PROMOTING, ()):
+            parts = data.decode("utf-8", "replace").split()
+            if len(parts) == 8 and parts[5] == name:
+                self.connector.hold_for_failover()
+        for data in batch.get(_SWITCH, ()):
+            parts = data.decode("utf-8", "replace").split()
+            if len(parts) == 5 and parts[0] == name and parts[4].isdigit():
                 self.switches += 1
                 self.connector.switch_to((parts[3], int(parts[4])))
-            elif channel == PROMOTING.encode() and len(parts) == 8 and parts[5] == name:
-                self.connector.hold_for_failover()
-            elif channel == ABORTED.encode() and len(parts) >= 2 and parts[1] == name:
-                self.connector.end_hold()

@@ -104,7 +104,8 @@ class PipelinedPoster(Poster):
         await trio.lowlevel.checkpoint()
         error, self.error = self.error, None  # told once: a poster that raised can be used again
         if error is not None:
-            self._raise(error)
+            tb, self._error_tb = self._error_tb, None  # not kept (its frames' locals) once told
+            raise error.with_traceback(tb)
 
     def _raise(self, error: BaseException) -> None:
         """Raise the stored error (the same object each time, as the contract says) with its

@@ -264,3 +264,26 @@ async def test_requests_while_redis_is_down_get_503_and_the_gateway_serves_after
             with trio.fail_after(20):
                 while (await client.get("/api/session")).status_code != 200:
                     await trio.sleep(0.1)
+
+
+async def test_a_caller_cancelled_or_out_of_time_before_sending_runs_nothing():
+    """The first send is a non-blocking send on the raw socket and a free pool slot is taken
+    without a scheduler pass: neither checks for cancellation, so the pipeline does before it
+    sends. A caller already cancelled, or whose deadline has passed, must not have its command
+    run in Redis (a retry would run it twice), nor spend the pooled connection."""
+    from kdc_trio.redis.connection import RedisTimeoutError
+
+    with redis_server() as srv:
+        client = RedisClient(srv.url)
+        await client.execute("SET", "k", "0")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.execute("INCR", "k")
+        assert scope.cancelled_caught
+        with pytest.raises(RedisTimeoutError):
+            await client.execute("INCR", "k", timeout=0)
+        with pytest.raises(ValueError):
+            await client.execute("INCR", "k", timeout=-1)
+        assert await client.execute("GET", "k") == b"0", "none of the three INCRs ran"
+        assert client.opened == 1, "and the pooled connection was not spent on them"
+        await client.aclose()

@@ -78,3 +78,25 @@ def test_the_compat_backend_refuses_a_sentinel_url_with_the_reason():
     assert isinstance(client.connector, SentinelConnector) and watch is not None
     assert read_client.connector is client.connector is pubsub(on_batch=print).connector, "one connector a process"
     assert _clients(test_settings(redis_url="redis://h:6379/0"))[3] is None, "no watch without Sentinel"
+
+
+async def test_the_watch_takes_a_reads_failover_events_aborts_then_promotions_then_switches():
+    """A pub/sub batch keeps each channel's order, not the order across channels: the watch
+    takes aborts, then promotions, then switches. A read telling an abort and a promotion ends
+    holding (bounded by failover_hold): a failover may be under way, and writes to a master
+    being replaced are what would be lost. A switch is the last word."""
+    from kdc_trio.redis.sentinel import SentinelConnector
+    from kdc_trio.redis.sentinel_watch import ABORTED, PROMOTING, SWITCH, SentinelWatch
+
+    connector = SentinelConnector(parse_sentinel_url("redis+sentinel://s1/mymaster"))
+    connector.master = ("10.0.0.1", 6379)
+    watch = SentinelWatch(connector)
+    promoting = b"slave 10.0.0.2:6379 10.0.0.2 6379 @ mymaster 10.0.0.1 6379"
+    aborted = b"master mymaster 10.0.0.1 6379"
+    # promoting (failover 1), aborted (failover 1), promoting (failover 2): one read, grouped per channel
+    watch._on_batch({PROMOTING.encode(): [promoting, promoting], ABORTED.encode(): [aborted]})
+    assert connector._hold_until > 0, "held: the second failover may be under way"
+    watch._on_batch({SWITCH.encode(): [b"mymaster 10.0.0.1 6379 10.0.0.2 6379"], PROMOTING.encode(): [promoting]})
+    assert connector._hold_until == 0 and connector.master == ("10.0.0.2", 6379), "the switch is taken last"
+    watch._on_batch({ABORTED.encode(): [b"master othermaster 10.0.0.9 6379"]})  # another master's: ignored
+    assert connector.master == ("10.0.0.2", 6379) and watch.switches == 1
