@@ -31,6 +31,11 @@ async def test_messages_carry_the_publisher_host_id_and_arrive_in_batches():
                 while sum(map(len, got)) < 201:
                     await trio.sleep(0.01)
             await listener.unlisten("svc")
+            # unlisten does not wait for Redis (the UNSUBSCRIBE goes with the writer's next batch),
+            # and a command on another connection may overtake it: Redis says when it is done
+            with trio.fail_after(5):
+                while (await client.execute("PUBSUB", "NUMSUB", "svc"))[1]:
+                    await trio.sleep(0.01)
             assert await speaker.publish("svc", {"n": 201}) == 0, "unlisten unsubscribed"
             nursery.cancel_scope.cancel()
         flat = [m for batch in got for m in batch]
