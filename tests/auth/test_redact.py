@@ -81,7 +81,10 @@ def test_redact_function() -> None:
 
 
 def test_install_log_redaction_redacts_every_logger(caplog) -> None:
+    # As it found them: a gateway started earlier in this process may have installed it already,
+    # and its factory reads `_installed` (clearing it left that factory failing on every record).
     original = logging.getLogRecordFactory()
+    installed = list(redact_mod._installed)
     try:
         install_log_redaction()
         install_log_redaction()  # idempotent
@@ -91,4 +94,4 @@ def test_install_log_redaction_redacts_every_logger(caplog) -> None:
         assert TOKEN not in text and OPAQUE not in text and REDACTED in text
     finally:
         logging.setLogRecordFactory(original)
-        redact_mod._installed.clear()
+        redact_mod._installed[:] = installed
