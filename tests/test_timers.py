@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from kdc_trio.util.timers import Alarm, Timers
+from kdc_trio.util.timers import COMPACT_AT, Alarm, Timers
 
 
 @pytest.fixture
@@ -119,3 +119,110 @@ async def test_a_stopped_timer_calls_its_alarms_early_and_refuses_new_ones(clock
         timer_nursery.cancel_scope.cancel()
     assert calls == [1]
     assert not timers.set_alarm(Alarm(lambda: None), trio.current_time() + 1)
+
+
+def _dead_entries(timers: Timers) -> int:
+    """Heap entries the timer will skip (counted by hand, to check the timer's own count)."""
+    seen: set[int] = set()
+    dead = 0
+    for at, _, owner in timers._heap:
+        if type(owner) is Alarm:
+            if owner._at == at and id(owner) not in seen:
+                seen.add(id(owner))
+            else:
+                dead += 1
+        elif owner.task is None:
+            dead += 1
+    return dead
+
+
+async def test_cancelled_alarms_do_not_pile_up_in_the_heap(clock):
+    """Connection churn: each connection's alarm (a token's hour) is cancelled a moment later.
+    The heap stays within twice the live alarms plus COMPACT_AT, and the live ones still ring."""
+    timers = Timers(resolution=0.01)
+    calls: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        t0 = trio.current_time()
+        keep = []
+        for i in range(20_000):
+            alarm = Alarm(lambda i=i: calls.append(i))
+            timers.set_alarm(alarm, t0 + 3600 + i % 100)
+            if i % 100 == 0:
+                keep.append(i)
+            else:
+                Timers.cancel_alarm(alarm)
+            assert len(timers._heap) <= 2 * len(keep) + COMPACT_AT
+        assert timers.compactions > 0
+        assert timers._dead == _dead_entries(timers)
+        await trio.sleep(3700)
+        assert sorted(calls) == keep, "every live alarm rang, no cancelled one"
+        assert not timers._heap and timers._dead == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_sleepers_do_not_pile_up_in_the_heap(clock):
+    timers = Timers(resolution=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        woke = []
+
+        async def long_sleeper() -> None:
+            await timers.sleep(1000)
+            woke.append(trio.current_time())
+
+        nursery.start_soon(long_sleeper)
+        for _ in range(3000):
+            with trio.move_on_after(0.001):
+                await timers.sleep(3600)
+            assert len(timers._heap) <= 2 + COMPACT_AT
+        assert timers.compactions > 0 and timers._dead == _dead_entries(timers)
+        await trio.sleep(1000)
+        assert woke and woke[0] >= 1000, "the sleeper left in the heap still wakes at its time"
+        nursery.cancel_scope.cancel()
+
+
+async def test_alarms_ring_once_at_their_due_through_moves_cancels_and_rebuilds(clock):
+    """Random sets (later, earlier), cancels and re-sets of many alarms, with rebuilds between:
+    each alarm rings exactly once per due it last had, at that due on the grid, never when
+    cancelled; the timer's dead-entry count matches the heap's."""
+    import random
+
+    rng = random.Random(7)
+    timers = Timers(resolution=0.01)
+    rang: dict[int, list[float]] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timers.run)
+        alarms = [Alarm(lambda i=i: rang.setdefault(i, []).append(trio.current_time())) for i in range(400)]
+        expected: dict[int, float | None] = {}
+
+        async def check_rings(seconds: float, step: object) -> None:
+            before = {i: len(v) for i, v in rang.items()}
+            await trio.sleep(seconds)
+            for i, v in rang.items():
+                for at in v[before.get(i, 0):]:
+                    assert expected[i] is not None and at == pytest.approx(expected[i], abs=1e-9), (step, i)
+                    expected[i] = None  # rang: no second call for that due
+
+        for step in range(20):
+            now = trio.current_time()
+            for _ in range(600):
+                i = rng.randrange(len(alarms))
+                alarm = alarms[i]
+                if rng.random() < 0.3:
+                    Timers.cancel_alarm(alarm)
+                    expected[i] = None
+                else:
+                    if alarm.callback is None:  # cancelled: made anew, as a connection would
+                        alarm.callback = lambda i=i: rang.setdefault(i, []).append(trio.current_time())
+                    due = now + rng.choice([0.5, 1.0, 2.0, 5.0]) + rng.randrange(100) / 1000
+                    timers.set_alarm(alarm, due)
+                    expected[i] = max(due, math.ceil(due / 0.01) * 0.01)
+            assert timers._dead == _dead_entries(timers)
+            await check_rings(0.3, step)
+            assert timers._dead == _dead_entries(timers)
+        await check_rings(10, "end")
+        assert all(v is None for v in expected.values()), "every alarm left set rang"
+        assert not timers._heap and timers._dead == 0
+        assert timers.compactions > 0
+        nursery.cancel_scope.cancel()

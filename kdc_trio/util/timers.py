@@ -16,6 +16,12 @@ An `Alarm` is a callback instead of a sleeping task: an idle SSE stream's heartb
 writers park on their outboxes with no cancel scope of their own; the timer wakes one only when
 its heartbeat is due). Moving an alarm later (activity on the stream) costs no heap entry: the
 entry, when it comes due, finds the later due and goes back in the heap once.
+
+What leaves early (a cancelled sleeper, a cancelled alarm, an alarm moved earlier) leaves its heap
+entry behind, skipped when it comes due. Such entries are counted, and once they are more than
+half the heap (and at least `COMPACT_AT`) the heap is rebuilt without them: a token-expiry alarm
+of a connection that closed after a second would otherwise stay in the heap for the token's
+hour, and connection churn would grow the heap by its rate times that hour.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from kdc_trio.util.per_run import PerRun
 log = logging.getLogger("kdc_trio.timers")
 
 RESOLUTION_S = 0.001
+# Dead heap entries (see the module's doc) tolerated before a rebuild is considered: a rebuild is
+# O(heap), paid once per at least this many cancellations (and never while most entries live).
+COMPACT_AT = 256
 
 
 class _Sleeper:
@@ -46,12 +55,13 @@ class Alarm:
     """`callback()` once `due` passes, when set with `Timers.set_alarm`; `Timers.cancel_alarm`
     drops it. Holds at most one live heap entry however often it is moved later."""
 
-    __slots__ = ("due", "callback", "_at")
+    __slots__ = ("due", "callback", "_at", "_timers")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.due = math.inf
         self.callback: Callable[[], None] | None = callback
         self._at = math.inf  # the time its live heap entry comes due (inf: none)
+        self._timers: Timers | None = None  # whose heap holds that entry
 
 
 class Timers(PerRun):
@@ -63,6 +73,8 @@ class Timers(PerRun):
         self.running = False
         self.wakeups = 0  # timer wake-ups (each serves every sleeper then due)
         self.served = 0   # sleeps served
+        self._dead = 0    # heap entries that will be skipped when due (see the module's doc)
+        self.compactions = 0
 
     @classmethod
     def shared(cls) -> "Timers":
@@ -89,6 +101,7 @@ class Timers(PerRun):
 
         def abort(_: object) -> trio.lowlevel.Abort:
             sleeper.task = None  # cancelled: its heap entry is skipped when it comes due
+            self._note_dead()
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -101,8 +114,12 @@ class Timers(PerRun):
         alarm.due = due
         at = max(due, math.ceil(due / self.resolution) * self.resolution)
         if at < alarm._at:  # earlier than its entry (or none yet): a new entry; the old one is skipped
+            superseded, old = alarm._at != math.inf, alarm._timers
             alarm._at = at
+            alarm._timers = self
             heapq.heappush(self._heap, (at, next(self._order), alarm))
+            if superseded:  # counted once the heap says so (a rebuild now keeps the new entry only)
+                old._note_dead()  # type: ignore[union-attr]
             scope = self._scope
             if scope is not None and at < scope.deadline:
                 scope.deadline = at
@@ -110,12 +127,39 @@ class Timers(PerRun):
 
     @staticmethod
     def cancel_alarm(alarm: Alarm) -> None:
-        """No call; its entry is dropped when it comes due."""
+        """No call; its entry is skipped when it comes due, or dropped by the next rebuild."""
         alarm.due = math.inf
         alarm.callback = None
+        if alarm._at != math.inf:
+            alarm._at = math.inf
+            alarm._timers._note_dead()  # type: ignore[union-attr]
+
+    def _note_dead(self) -> None:
+        """One more heap entry left behind; rebuild the heap once they are most of it."""
+        self._dead += 1
+        heap = self._heap
+        if self._dead >= COMPACT_AT and 2 * self._dead > len(heap):
+            kept: list[tuple[float, int, _Sleeper | Alarm]] = []
+            alarms: set[int] = set()  # an alarm cancelled and set again for the same time: one entry
+            for entry in heap:
+                at, _, owner = entry
+                if type(owner) is Alarm:
+                    if owner._at == at and id(owner) not in alarms:
+                        alarms.add(id(owner))
+                        kept.append(entry)
+                elif owner.task is not None:
+                    kept.append(entry)
+            heap[:] = kept
+            heapq.heapify(heap)
+            self._dead = 0
+            self.compactions += 1
+            scope = self._scope
+            if scope is not None:  # the first entry may now be later: the timer sleeps until it
+                scope.deadline = heap[0][0] if heap else math.inf
 
     def _ring(self, alarm: Alarm, at: float, now: float) -> None:
-        if at != alarm._at:  # superseded by an earlier entry
+        if at != alarm._at:  # superseded by an earlier entry, or cancelled
+            self._dead -= 1
             return
         alarm._at = math.inf
         if alarm.callback is None or alarm.due == math.inf:
@@ -150,9 +194,12 @@ class Timers(PerRun):
                         trio.lowlevel.reschedule(sleeper.task)
                         sleeper.task = None
                         self.served += 1
+                    else:
+                        self._dead -= 1
         finally:
             self.running = False
             self._scope = None
+            self._dead = 0
             while heap:
                 sleeper = heapq.heappop(heap)[2]
                 if type(sleeper) is Alarm:  # called early, as a sleeper is woken: set_alarm now says False

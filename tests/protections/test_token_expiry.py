@@ -223,3 +223,29 @@ async def test_sse_refresh_refuses_bad_requests_precisely():
             ok = await client.post(url, headers={"cookie": f"__Secure-LATC={tok('fay')}"})
             assert ok.status_code == 200 and ok.json()["ok"] is True, "a cookie is a token source too"
             nursery.cancel_scope.cancel()
+
+
+async def test_closed_streams_leave_no_token_alarms_behind():
+    """Connection churn with hour-long tokens: each closed stream's token alarm (an hour away)
+    leaves the process timer's heap, not when its hour is up (util/timers.py: rebuilt once its
+    dead entries are most of it). Real streams through the gateway, opened and dropped."""
+    from kdc_trio.util.timers import COMPACT_AT, Timers
+
+    token = tok("churner", 3600)
+    async with running_gateway(settings()) as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        timers = Timers.shared()
+        for i in range(3 * COMPACT_AT):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(f"GET /sse/stream?stream_id=churn{i} HTTP/1.1\r\nHost: x\r\n"
+                                  f"Authorization: Bearer {token}\r\n\r\n".encode())
+            got = b""
+            with trio.fail_after(10):
+                while b"event: ready" not in got:
+                    got += await stream.receive_some(65536)
+            assert b"token_deadline" in got, "the stream has a token deadline (its alarm is set)"
+            await stream.aclose()
+        await trio.sleep(0.5)  # the gateway sees the last streams go
+        # each live stream holds at most its heartbeat and its token alarm; the rest were rebuilt away
+        assert timers.compactions > 0
+        assert len(timers._heap) <= COMPACT_AT + 2 * 10, len(timers._heap)
