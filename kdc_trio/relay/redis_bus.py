@@ -59,8 +59,10 @@ log = logging.getLogger("kdc_trio.redis_bus")
 #
 # Bounds, as in memory (relay/session_log.py): the session's log keeps at most `size` events and
 # `share` bytes (oldest out first, the newest always kept); all logs together keep at most
-# `budget` bytes, and past it the largest logs lose their oldest events first, down to 90 % of the
-# budget. Logs whose TTL passed are forgotten from the accounting (up to 16, on every call that
+# `budget` bytes, and past it the largest logs lose their oldest events first, down to the
+# budget, at most twice the call's bytes + 64 KiB per call: the call that crosses the budget
+# frees about what it added, never a tenth of the budget at once (that took one script call
+# hundreds of ms, during which Redis served nobody: every relay stalled). Logs whose TTL passed are forgotten from the accounting (up to 16, on every call that
 # crosses a multiple of 16 in seq and whenever over the budget). Cost: ~23 us of Redis CPU for a
 # call with one event; a call with many events shares the seq, accounting and trimming steps
 # (see `MAX_EVENTS_PER_CALL`). The largest log's key is found in the sizes zset, not passed in
@@ -82,6 +84,7 @@ for i = 1, k do
   msgs[i] = msg
   n = n + #msg
 end
+local added = n
 local log, sizes, touched, total = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl, cap, share, budget = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local len = redis.call('RPUSH', log, unpack(msgs))
@@ -115,19 +118,22 @@ if math.floor(last / 16) ~= math.floor((first - 1) / 16) or t > budget then  -- 
     redis.call('ZREM', touched, key)
     redis.call('DEL', key)
   end
-  if t > budget then  -- the largest logs lose their oldest events first, down to 90 %
-    local target = budget - math.floor(budget / 10)
-    while t > target do
+  if t > budget then  -- the largest logs lose their oldest events first, down to the budget,
+    -- freeing at most twice this call's bytes + 64 KiB (whole events) in this call
+    local quota = 2 * added + 65536
+    local freed = 0
+    while t > budget and freed < quota do
       local top = redis.call('ZREVRANGE', sizes, 0, 1, 'WITHSCORES')
       if #top == 0 then t = 0 break end
       local key, b = top[1], tonumber(top[2])
       local below = tonumber(top[4]) or 0
       repeat
         local old = redis.call('LPOP', key)
-        if not old then t = t - b b = 0 break end
+        if not old then t = t - b freed = freed + b b = 0 break end
         b = b - #old
         t = t - #old
-      until b < below or t <= target
+        freed = freed + #old
+      until b < below or t <= budget or freed >= quota
       if b > 0 then
         redis.call('ZADD', sizes, b, key)
       else

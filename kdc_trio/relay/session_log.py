@@ -6,8 +6,11 @@ dict, no encodings) is appended to the session's log, for replay after a reconne
 - per session: `size` events and `session_bytes` bytes; past either, the oldest go first (the
   newest event is always kept, whatever its size);
 - per process: `budget_bytes` over all logs; past it, eviction takes from the *largest* logs
-  first (down to 90 % of the budget, so a scan is paid once per tenth of the budget), so one
-  session's flood never evicts another session's smaller log;
+  first, so one session's flood never evicts another session's smaller log. An eviction round
+  ranks the logs once (one scan per tenth of the budget) and frees down to 90 % of the budget,
+  spread over the appends that follow: each frees at most `EVICT_STEP_BYTES` more than twice its
+  own bytes, so the total stays within the budget and no append stalls the event loop (freeing
+  a tenth of a 256 MiB budget at once took 88 ms with 10,000 sessions);
 - `max_sessions` logs (least recently written go first) and `ttl_s` without a write.
 
 A reader whose resume point is no longer held is told, never skipped silently: `LogSlice.gap`
@@ -32,8 +35,10 @@ from protocol import envelope
 # numbers and the deque slot (tracemalloc: ~180 on CPython 3.11; tests/gateway/test_session_log_bounds.py
 # measures it).
 ENTRY_OVERHEAD = 200
-# Over the process budget, eviction frees down to budget - budget // EVICT_FRACTION.
+# Over the process budget, an eviction round frees down to budget - budget // EVICT_FRACTION, at
+# most 2 × the append's bytes + EVICT_STEP_BYTES (whole entries) per append.
 EVICT_FRACTION = 10
+EVICT_STEP_BYTES = 64 * 1024
 GAP_TYPE = "stream.gap"
 
 
@@ -105,6 +110,9 @@ class SessionLogs:
         self.issued = 0  # sequences handed out, all sessions
         self.dropped_logs = 0
         self.evicted_entries = 0
+        # An eviction round's logs by size (largest first), ranked once when the round began;
+        # None between rounds. Entries go stale as logs change: re-ranked when met.
+        self._evicting: list[tuple[int, int, _Log]] | None = None
 
     def _log(self, key: SessionKey) -> _Log:
         log = self._logs.get(key)
@@ -145,24 +153,37 @@ class SessionLogs:
         while len(log.entries) > 1 and (len(log.entries) > self.size or log.bytes > self.session_bytes):
             self.bytes -= log.pop_oldest()
             self.evicted_entries += 1
-        if self.bytes > self.budget_bytes:
-            self._evict_largest_first()
+        if self._evicting is not None or self.bytes > self.budget_bytes:
+            self._evict_largest_first(2 * n + EVICT_STEP_BYTES)
         return msg
 
-    def _evict_largest_first(self) -> None:
+    def _evict_largest_first(self, quota: int) -> None:
+        """One step of an eviction round (see the module's doc): free at most `quota` bytes (whole
+        entries: the last one may pass it), largest logs first, towards 90 % of the budget."""
         target = self.budget_bytes - self.budget_bytes // EVICT_FRACTION
-        heap = [(-log.bytes, i, log) for i, log in enumerate(self._logs.values()) if log.entries]
-        heapq.heapify(heap)
-        while heap and self.bytes > target:
-            _, i, log = heapq.heappop(heap)
+        heap = self._evicting
+        if heap is None:  # a round begins: rank the logs once
+            heap = self._evicting = [(-log.bytes, i, log) for i, log in enumerate(self._logs.values()) if log.entries]
+            heapq.heapify(heap)
+        freed = 0
+        while heap and self.bytes > target and freed < quota:
+            ranked, i, log = heapq.heappop(heap)
+            if -ranked != log.bytes:  # grew, shrank or was cleared since it was ranked
+                if log.entries:
+                    heapq.heappush(heap, (-log.bytes, i, log))
+                continue
             below = -heap[0][0] if heap else 0
             while log.entries:  # at least one, then level it with the next largest
-                self.bytes -= log.pop_oldest()
+                n = log.pop_oldest()
+                self.bytes -= n
+                freed += n
                 self.evicted_entries += 1
-                if log.bytes < below or self.bytes <= target:
+                if log.bytes < below or self.bytes <= target or freed >= quota:
                     break
             if log.entries:
                 heapq.heappush(heap, (-log.bytes, i, log))
+        if not heap or self.bytes <= target:
+            self._evicting = None  # the round is over (its logs' references go with it)
 
     def last_seq(self, key: SessionKey) -> int:
         log = self._logs.get(key)
