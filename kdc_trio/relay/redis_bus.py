@@ -62,8 +62,9 @@ log = logging.getLogger("kdc_trio.redis_bus")
 # `budget` bytes, and past it the largest logs lose their oldest events first, down to the
 # budget, at most twice the call's bytes + 64 KiB per call: the call that crosses the budget
 # frees about what it added, never a tenth of the budget at once (that took one script call
-# hundreds of ms, during which Redis served nobody: every relay stalled). Logs whose TTL passed are forgotten from the accounting (up to 16, on every call that
-# crosses a multiple of 16 in seq and whenever over the budget). Cost: ~23 us of Redis CPU for a
+# hundreds of ms, during which Redis served nobody: every relay stalled). Logs whose TTL passed
+# are forgotten from the accounting (up to 16, on every call that crosses a multiple of 16 in
+# seq and whenever over the budget). Cost: ~23 us of Redis CPU for a
 # call with one event; a call with many events shares the seq, accounting and trimming steps
 # (see `MAX_EVENTS_PER_CALL`). The largest log's key is found in the sizes zset, not passed in
 # KEYS, so every key the script touches must be in one slot under Redis Cluster: the session's seq

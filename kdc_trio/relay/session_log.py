@@ -10,7 +10,7 @@ dict, no encodings) is appended to the session's log, for replay after a reconne
   ranks the logs once (one scan per tenth of the budget) and frees down to 90 % of the budget,
   spread over the appends that follow: each frees at most `EVICT_STEP_BYTES` more than twice its
   own bytes, so the total stays within the budget and no append stalls the event loop (freeing
-  a tenth of a 256 MiB budget at once took 88 ms with 10,000 sessions);
+  a tenth of a 256 MiB budget at once took 69-88 ms with 10,000 sessions);
 - `max_sessions` logs (least recently written go first) and `ttl_s` without a write.
 
 A reader whose resume point is no longer held is told, never skipped silently: `LogSlice.gap`
