@@ -53,10 +53,15 @@ def _info(port: int, section: str) -> dict[str, str]:
 
 
 class Node:
-    def __init__(self, server: RedisServer, bus_port: int) -> None:
+    def __init__(self, server: RedisServer) -> None:
         self.server = server
-        self.bus_port = bus_port
         self.id = ""
+
+    @property
+    def bus_port(self) -> int:
+        port = self.server.extra_port("--cluster-port")
+        assert port is not None
+        return port
 
     @property
     def port(self) -> int:
@@ -89,7 +94,7 @@ class RedisCluster:
                                  # replicas attach at once, and show in CLUSTER SLOTS/SHARDS
                                  # once their offset moved (the master PINGs them every period)
                                  "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
-            self.nodes.append(Node(server, bus))
+            self.nodes.append(Node(server))
         # Node i < masters is master i; replica j of master i is nodes[masters + i * replicas + j].
         self.master_count = masters
         self.replica_count = replicas

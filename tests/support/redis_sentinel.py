@@ -75,10 +75,11 @@ class Sentinel:
 class SentinelSetup:
     def __init__(self, sentinels: int = 3) -> None:
         self.master = RedisServer()
-        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replica = RedisServer()
         self.sentinels: list[Sentinel] = []
         try:
-            self.master.start()
+            self.master.start()  # first: its port is known once it runs (RedisServer.start)
+            self.replica.extra = ["--replicaof", "127.0.0.1", str(self.master.port)]
             self.replica.start()
             for _ in range(sentinels):
                 self.sentinels.append(Sentinel(self.master.port))

@@ -34,6 +34,12 @@ def redis_server_binary() -> str:
     return path
 
 
+# Starts of a new server on fresh ports when one it was given was taken (see RedisServer.start).
+PORT_ATTEMPTS = 5
+# Extra arguments whose value is a port of the server's own (picked again with the main port).
+PORT_FLAGS = {"--cluster-port"}
+
+
 class RedisServer:
     def __init__(self, *extra_args: str) -> None:
         self.binary = redis_server_binary()
@@ -41,26 +47,52 @@ class RedisServer:
         self.extra = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix="kdc-redis-")
         self.proc: subprocess.Popen | None = None
+        self.started = False  # once: a restart keeps its ports
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """Start (or restart, on the same ports) and wait until it answers. `free_port` cannot
+        reserve a port: between picking and binding, another process's connection may take it
+        as its ephemeral port, and redis-server then exits at once. On a first start its ports
+        are picked again then (up to PORT_ATTEMPTS times); a restart keeps its ports, as the
+        clients that follow it expect."""
+        for _ in range(1 if self.started else PORT_ATTEMPTS):
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.dir, *self.extra],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._answers():
+                self.started = True
+                return
+            if self.proc.poll() is None:  # running and silent: not a port it lost
+                break
+            self.proc = None  # exited at once: a port it needed was taken meanwhile
+            if not self.started:
+                self.port = free_port()
+                self.extra = [str(free_port()) if flag in PORT_FLAGS else a
+                              for flag, a in zip([None, *self.extra], self.extra)]
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _answers(self) -> bool:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return False
+
+    def extra_port(self, flag: str) -> int | None:
+        """The port given with `flag` in the extra arguments (e.g. `--cluster-port`), as started."""
+        return next((int(a) for f, a in zip(self.extra, self.extra[1:]) if f == flag), None)
 
     def kill(self) -> None:
         if self.proc is not None:
