@@ -67,7 +67,8 @@ class RedisServer:
             if self._answers():
                 self.started = True
                 return
-            if self.proc.poll() is None:  # running and silent: not a port it lost
+            if self.proc.poll() is None:  # running and silent: not a port it lost; not left running
+                self.kill()
                 break
             self.proc = None  # exited at once: a port it needed was taken meanwhile
             if not self.started:
