@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -28,6 +29,12 @@ async def _watch_signals(gw, scope: trio.CancelScope) -> None:
             gw.drain()
 
 
+def _settle_heap(settings: Settings) -> None:
+    frozen = heap.settle(young=settings.gc_young_threshold)
+    log.info("start-up heap settled: %d objects frozen; young generation collected every %d allocations",
+             frozen, gc.get_threshold()[0])
+
+
 async def serve(settings: Settings, *, with_worker: bool = True, port_file: str | None = None) -> None:
     from kdc_trio.gateway import open_gateway
 
@@ -41,7 +48,7 @@ async def serve(settings: Settings, *, with_worker: bool = True, port_file: str 
                 nursery.cancel_scope.cancel()  # drained: stop watching for signals too
 
             ports = await nursery.start(run_gateway)
-            log.info("start-up heap settled: %d objects frozen", heap.settle())
+            _settle_heap(settings)
             print(f"kdc-trio listening on http://{settings.host}:{ports[0]}  (bus: {gw.bus.name})", flush=True)
             if port_file:
                 with open(port_file, "w") as f:
@@ -108,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             async def worker() -> None:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(run_worker, settings)
-                    log.info("start-up heap settled: %d objects frozen; young generation collected every %d",
-                             heap.settle(young=heap.WORKER_YOUNG_THRESHOLD), heap.WORKER_YOUNG_THRESHOLD)
+                    _settle_heap(settings)
 
             trio.run(worker)
     except BundleLoadError as exc:

@@ -88,6 +88,10 @@ class Settings:
         "The relay writes events to an idle connection's socket itself, once the producers running now have "
         "yielded (what they emitted meanwhile shares one non-blocking send); what does not fit goes to the "
         "connection's writer, under KDC_WRITE_TIMEOUT_S; 0 = every event through the writer")
+    gc_young_threshold: int = setting(
+        "KDC_GC_YOUNG_THRESHOLD", 10_000, int,
+        "`kdc-trio serve` and `kdc-trio worker`: net allocations between young garbage collections, set once "
+        "start-up is done (CPython's default: 700; 0 or less = leave the interpreter's)")
     shutdown_grace_s: float = setting(
         "KDC_SHUTDOWN_GRACE_S", 5.0, float, "On SIGINT/SIGTERM: time streams get to end before they are cancelled")
     reuse_port: bool = setting(

@@ -12,27 +12,27 @@ untracked log entries (relay/session_log.py).
 Called by the CLI (`kdc-trio serve`, `kdc-trio worker`) once the process is ready; an embedding
 application decides for its own process (kdc_trio.embed does not call it).
 
-A worker also collects its young generation less often (`WORKER_YOUNG_THRESHOLD`): a producer
-through Redis keeps each event's envelope (a few dicts) alive until Redis answers its call, so at
-CPython's default (700 net allocations) a young collection ran every ~80 events and walked the
-envelopes in flight, then passed them to the older generations to be walked again: ~1.3 us of a
-worker's ~13 us per streamed event. With 10,000 most envelopes are gone before a collection
-comes; a young collection walks at most that many live objects (well under a millisecond).
+Both also collect their young generation less often (`KDC_GC_YOUNG_THRESHOLD`, default 10,000
+net allocations instead of CPython's 700). Events in flight (an envelope until Redis answers the
+producer's call, a frame until the socket takes it) are then mostly gone before a young collection
+comes, so they are neither walked by it nor promoted to the older generations, where each survivor
+counts towards the next full collection. A full collection walks every connection's objects
+(~110 per SSE stream): 25-50 ms at 600-800 sessions, every ~2 s at CPython's default in bench
+`many`; with 10,000 none came in a 5-s rung, and a young collection walks at most that many
+objects (2-4 ms here). In a worker, a young collection at 700 ran every ~80 events and cost ~1.3 us
+of its ~13 us per streamed event.
 """
 
 from __future__ import annotations
 
 import gc
 
-# Net allocations between young-generation collections in `kdc-trio worker` (CPython: 700).
-WORKER_YOUNG_THRESHOLD = 10_000
-
 
 def settle(*, young: int | None = None) -> int:
     """Collect, then freeze what is alive; returns how many objects are now frozen. With
-    `young`, the young generation is collected every `young` net allocations from now on."""
+    `young` (> 0), the young generation is collected every `young` net allocations from now on."""
     gc.collect()
     gc.freeze()
-    if young is not None:
+    if young is not None and young > 0:
         gc.set_threshold(young, *gc.get_threshold()[1:])
     return gc.get_freeze_count()
