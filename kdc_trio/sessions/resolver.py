@@ -25,6 +25,7 @@ view with those tenant/project; the stored session is unchanged). Never a 403 fo
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import replace
 from typing import Sequence
 
@@ -32,6 +33,18 @@ from kdc_trio.auth.identity import Identity
 from kdc_trio.errors import ClientError
 from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.sessions.store import SessionStore
+
+# A request that changes nothing in its session but its last-seen time rewrites it (and so
+# refreshes its TTL) at most this often: a chat turn does not cost a session write through Redis
+# when the stream that carries its events was opened seconds ago. A TTL measured from the last
+# write is then at most this much shorter than one measured from the last request.
+SEEN_REFRESH_S = 60.0
+
+
+def seen_refresh_s(store: SessionStore) -> float:
+    """The refresh interval for this store: SEEN_REFRESH_S, or 1 % of a shorter TTL."""
+    return min(SEEN_REFRESH_S, store.ttl_s / 100)
+
 
 # Session ids clients may send: bounded length, URL/channel-safe characters only.
 MAX_SESSION_ID_LEN = 128
@@ -110,10 +123,10 @@ def _fits(session: Session, identity: Identity | None) -> bool:
 
 async def _reuse(store: SessionStore, session: Session, identity: Identity | None, tenant: str | None,
                  project: str | None) -> Session:
-    if identity is not None:
-        session = _with_identity(session, identity)
-    session = session.seen()
-    await store.put(session)
+    updated = _with_identity(session, identity) if identity is not None else session
+    if updated != session or time.time() - session.last_seen >= seen_refresh_s(store):
+        session = updated.seen()
+        await store.put(session)
     if (tenant or session.tenant, project or session.project) != (session.tenant, session.project):
         session = replace(session, tenant=tenant or session.tenant, project=project or session.project)
     return session

@@ -42,6 +42,8 @@ class RecoveryRecord(NamedTuple):
 
 
 class SessionStore(ABC):
+    ttl_s: float  # a session not written for this long is gone
+
     @abstractmethod
     async def get(self, session_id: str) -> Session | None: ...
 

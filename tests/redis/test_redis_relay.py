@@ -115,3 +115,28 @@ async def test_a_client_back_within_the_linger_causes_no_unsubscribe_subscribe_p
             assert await command_calls(redis, "unsubscribe") == 1
             assert gw.relay.subscriptions_started == 1
         await redis.aclose()
+
+
+async def test_a_chat_post_on_a_fresh_stream_does_not_rewrite_the_session():
+    """The stream's open wrote the session moments ago: the turn's post reads it and moves on
+    (kdc_trio/sessions/resolver.py, SEEN_REFRESH_S); its only session write was a full rewrite
+    (MULTI, DEL, HSET, EXPIRE, EXEC) on every post."""
+    with redis_server() as srv:
+        redis = RedisClient(srv.url)
+        settings = test_settings(redis_url=srv.url)
+        async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+            async with trio.open_nursery() as nursery:
+                st = await open_stream(nursery, client, "/sse/stream?stream_id=s1")
+                sid = st.ready["session_id"]
+                key = f"{settings.redis_prefix}:session:{sid}"
+                stored = await redis.execute("HGETALL", key)
+                await redis.execute("CONFIG", "RESETSTAT")
+                r = await client.post(f"/sse/chat?stream_id=s1&user_session_id={sid}",
+                                      json={"message": {"text": "no rewrite"}})
+                assert r.status_code == 202, r.text
+                await st.wait_event("chat_complete", timeout=20)
+                assert await command_calls(redis, "hgetall") >= 1, "the post did read the session"
+                assert await command_calls(redis, "multi") == 0
+                assert await redis.execute("HGETALL", key) == stored
+                nursery.cancel_scope.cancel()
+        await redis.aclose()

@@ -12,8 +12,10 @@ from kdc_trio.processor.queue import QueueFull
 from kdc_trio.processor.redis_conv_status import RedisConvStatusStore
 from kdc_trio.processor.redis_queue import RedisTurnQueue
 from kdc_trio.processor.turn import Turn
+from kdc_trio.auth.identity import Identity
 from kdc_trio.sessions.model import Session, UserType
 from kdc_trio.sessions.redis_store import RedisSessionStore
+from kdc_trio.sessions.resolver import resolve_session, seen_refresh_s
 from kdc_trio.redis.cluster import ClusterClient
 from tests.redis.backends import BACKENDS
 from tests.support.redis_cluster import cluster3  # noqa: F401  (the fixture)
@@ -155,3 +157,28 @@ async def test_a_running_turn_is_not_reclaimed_while_its_worker_renews_the_lease
             pytest.fail("a turn with a live worker was taken over")
         nursery.cancel_scope.cancel()
     assert thief.reclaimed == 0
+
+
+async def test_a_session_seen_moments_ago_is_not_rewritten_by_the_next_request(redis):
+    """`resolve_session` rewrites a reused session (refreshing its TTL) only when something in it
+    changes or its last write is older than the refresh interval (1 % of the TTL here: 1 s)."""
+    store = RedisSessionStore(redis, prefix="t", ttl_s=100)
+    assert seen_refresh_s(store) == 1.0
+    made = await resolve_session(store, session_id=None, identity=None, tenant=None, project=None)
+    stored = await store.get(made.session_id)
+    await redis.execute("EXPIRE", f"t:session:{made.session_id}", 50)
+    again = await resolve_session(store, session_id=made.session_id, identity=None, tenant=None, project=None)
+    assert again == stored, "nothing changed: the same session, not written again"
+    assert await redis.execute("TTL", f"t:session:{made.session_id}") <= 50
+    # a token's holder takes the anonymous session over: written at once
+    alice = Identity(subject="alice", username="Alice", email=None, roles=("user",), user_type=UserType.REGISTERED)
+    upgraded = await resolve_session(store, session_id=made.session_id, identity=alice, tenant=None, project=None)
+    assert (await store.get(made.session_id)).user_id == "alice" == upgraded.user_id
+    assert await redis.execute("TTL", f"t:session:{made.session_id}") > 90
+    await redis.execute("EXPIRE", f"t:session:{made.session_id}", 50)
+    await trio.sleep(1.1)
+    # past the refresh interval: last seen and the TTL are written again
+    later = await resolve_session(store, session_id=made.session_id, identity=alice, tenant=None, project=None)
+    assert later.last_seen > upgraded.last_seen
+    assert (await store.get(made.session_id)).last_seen == later.last_seen
+    assert await redis.execute("TTL", f"t:session:{made.session_id}") > 90
