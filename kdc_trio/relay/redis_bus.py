@@ -151,8 +151,9 @@ return last
 # Events of one session one script call carries at most: bounds the call's arguments (Lua's
 # `unpack` of the log push) and how long Redis runs it (~ a few us per event).
 MAX_EVENTS_PER_CALL = 256
-# (session, event, target) heads whose text a publishing process keeps (RedisBus.event_head):
-# a few per running turn; past this many the cache starts over (an encode each, not a leak).
+# (session, event, target) heads whose text a publishing process keeps (RedisBus.event_head),
+# and sessions whose script KEYS it keeps (RedisBus.script_keys): a few per running turn; past
+# this many a cache starts over (an encode each, not a leak).
 HEAD_CACHE = 4096
 
 # KEYS: seq key, log key. ARGV (optional): a floor for the seq and the seq key's TTL s. Returns
@@ -224,6 +225,7 @@ class RedisBus(Bus):
         self._read_again: set[str] = set()  # reconnected while it read: it reads once more
         self._nursery: trio.Nursery | None = None
         self._heads: dict[tuple[str, str, str | None], tuple[str, str]] = {}  # see event_head
+        self._script_keys: dict[SessionKey, tuple[str, ...]] = {}  # see script_keys
         self.publisher = ScriptBatcher(redis, PUBLISH)  # concurrent producers share round trips
         self.published = 0
         self.received = 0
@@ -275,7 +277,7 @@ class RedisBus(Bus):
         return PipelinedPoster(self, window, MAX_EVENTS_PER_CALL)
 
     def publish_script_args(self, key: SessionKey, *, event: str, data: dict,
-                            target_sid: str | None = None) -> tuple[list[str], list]:
+                            target_sid: str | None = None) -> tuple[tuple[str, ...], list]:
         """KEYS and ARGV of the PUBLISH script for one event."""
         return self.script_keys(key), [*self.script_fixed_args(key), self.event_head(key, event, target_sid),
                                        self.encode_body(data)]
@@ -300,8 +302,16 @@ class RedisBus(Bus):
         body = dumpb({k: v for k, v in data.items() if k != "seq"} if "seq" in data else data)
         return b"}}" if body == b"{}" else b"," + body[1:] + b"}"
 
-    def script_keys(self, key: SessionKey) -> list[str]:
-        return [self._seq_key(key), self._log_key(key), *self._accounting_keys(key)]
+    def script_keys(self, key: SessionKey) -> tuple[str, ...]:
+        """The PUBLISH script's KEYS for a session, cached per session as `_heads` (bounded by
+        HEAD_CACHE): building them (two hash tags, five strings) was ~2.4 us of a worker's
+        per-event work, once per event when each event is its own call (paced producers)."""
+        keys = self._script_keys.get(key)
+        if keys is None:
+            if len(self._script_keys) >= HEAD_CACHE:
+                self._script_keys.clear()
+            keys = self._script_keys[key] = (self._seq_key(key), self._log_key(key), *self._accounting_keys(key))
+        return keys
 
     def script_fixed_args(self, key: SessionKey) -> list:
         """The PUBLISH script's arguments before its events (see PUBLISH)."""
