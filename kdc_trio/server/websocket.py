@@ -167,7 +167,7 @@ class WebSocket:
             raise
 
     # ---- write-through (server/wire.py): the relay's own call, never blocks -------------------
-    def set_on_pending(self, wake) -> None:
+    def set_on_pending(self, wake: Callable[[], None] | None) -> None:
         """What wakes the task that writes this WebSocket when a write-through leaves bytes."""
         self._conn.wire.on_pending = wake
 
@@ -217,12 +217,12 @@ class WebSocket:
         owes the peer are left for `flush_replies`."""
         while True:
             if self.closed:
-                raise self.closed
+                raise self._closed_error()
             msg = self._next_buffered()
             if msg is not None:
                 return msg
             if self.closed:
-                raise self.closed
+                raise self._closed_error()
             if not self.readable:
                 return None
             sock = raw_socket(self._conn.stream)
@@ -241,24 +241,33 @@ class WebSocket:
         while True:
             if self.closed:
                 await self.flush_replies()
-                raise self.closed
+                raise self._closed_error()
             msg = self._next_buffered()
             if self._replies or self._close_reply:
                 await self.flush_replies()
             if msg is not None:
                 return msg
             if self.closed:
-                raise self.closed
+                raise self._closed_error()
             try:
                 data = await self._conn.stream.receive_some(RECV_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             self._feed(data)
 
+    def _closed_error(self) -> WebSocketClosed:
+        """A fresh exception for the close (`self.closed` is never raised itself: raised, it would
+        hold a traceback whose frames hold this WebSocket, which holds it: a reference cycle
+        that kept every Socket.IO connection closed by its peer, its socket and its state, until
+        a full garbage collection)."""
+        closed = self.closed
+        assert closed is not None
+        return WebSocketClosed(closed.code, closed.reason)
+
     def _feed(self, data: bytes) -> None:
         if not data:
             self.closed = WebSocketClosed(1006, "connection lost")
-            raise self.closed
+            raise self._closed_error()
         ws = self._wsproto()
         ws.receive_data(data)
         self._events = ws.events()
