@@ -40,14 +40,18 @@ def plot(reports: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    placed: list[tuple[float, int]] = []
     for rep in reports:
         redis = bool(rep.get("redis"))
         for name, us, sessions in points(rep):
             color = COLORS.get(name, "black")
             ax.scatter([us], [sessions], s=60, color=color if not redis else "white", edgecolors=color,
                        linewidths=2, marker="s" if redis else "o", zorder=3)
+            # a label near an earlier point's goes below it, then further down (no overlaps)
+            near = sum(1 for x, y in placed if abs(x - us) / max(x, us) < 0.25 and y == sessions)
+            placed.append((us, sessions))
             ax.annotate(f"{name}{' (Redis)' if redis else ''}", (us, sessions), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
+                        xytext=(6, 4 - 12 * near), fontsize=8)
     rate = next((r["params"]["rate"] for r in reports), 20)
     ax.set_xscale("log")
     ax.set_xlabel("server CPU µs per delivered event (log)")
