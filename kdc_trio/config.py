@@ -164,7 +164,9 @@ class Settings:
     # --- tenancy and sessions -------------------------------------------------------------
     default_tenant: str = setting("KDC_DEFAULT_TENANT", "home", doc="Tenant when a client names none")
     default_project: str = setting("KDC_DEFAULT_PROJECT", "demo", doc="Project when a client names none")
-    session_ttl_s: int = setting("KDC_SESSION_TTL_S", 86400, int, "Session lifetime since last activity (a request that changes nothing in its session rewrites it, "
+    session_ttl_s: int = setting(
+        "KDC_SESSION_TTL_S", 86400, int,
+        "Session lifetime since last activity (a request that changes nothing in its session rewrites it, "
         "refreshing this, at most once a minute or once per 1 % of it)")
     memory_max_sessions: int = setting(
         "KDC_MEMORY_MAX_SESSIONS", 200_000, int,

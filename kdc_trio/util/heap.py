@@ -17,8 +17,9 @@ net allocations instead of CPython's 700). Events in flight (an envelope until R
 producer's call, a frame until the socket takes it) are then mostly gone before a young collection
 comes, so they are neither walked by it nor promoted to the older generations, where each survivor
 counts towards the next full collection. A full collection walks every connection's objects
-(~110 per SSE stream): 25-50 ms at 600-800 sessions, every ~2 s at CPython's default in bench
-`many`; with 10,000 none came in a 5-s rung, and a young collection walks at most that many
+(~110 per streaming SSE session, its running turn included; ~65 per idle stream): 25-50 ms at
+600-800 sessions, every ~2 s at CPython's default in bench `many`; with 10,000 none came in a
+5-s rung, and a young collection walks at most that many
 objects (2-4 ms here). In a worker, a young collection at 700 ran every ~80 events and cost ~1.3 us
 of its ~13 us per streamed event.
 """
