@@ -23,6 +23,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from kdc_trio.util.gc_pauses import GcPauses
+
 if TYPE_CHECKING:
     from kdc_trio.relay.message import RelayMessage
 
@@ -53,6 +55,7 @@ class GatewayMetrics:
             "kdc_turn_duration_seconds", "A turn's run time in a worker, by outcome", ["outcome"],
             buckets=TURN_BUCKETS, registry=self.registry)
         self._turn_children = {o: self.turn_duration.labels(outcome=o) for o in TURN_OUTCOMES}
+        self.registry.register(_GcPauseCollector(GcPauses.installed()))
         self.turns = {o: 0 for o in TURN_OUTCOMES}
 
     def observe_batch(self, batch: "list[RelayMessage]") -> None:
@@ -92,11 +95,32 @@ class DeliveryHistogram(Collector):
         self.sum += total
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
-        cumulative, acc = [], 0
-        for bound, n in zip([*map(floatToGoString, self.bounds), "+Inf"], self.counts):
-            acc += n
-            cumulative.append((bound, acc))
-        yield HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.sum)
+        yield HistogramMetricFamily(self.name, self.doc, buckets=_cumulative(self.bounds, self.counts),
+                                    sum_value=self.sum)
+
+
+def _cumulative(bounds: list[float], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (the last above every bound) as Prometheus' cumulative buckets."""
+    out, acc = [], 0
+    for bound, n in zip([*map(floatToGoString, bounds), "+Inf"], counts):
+        acc += n
+        out.append((bound, acc))
+    return out
+
+
+class _GcPauseCollector(Collector):
+    """`kdc_gc_pause_seconds{generation}`: the process's collector pauses (util/gc_pauses.py)."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self.pauses = pauses
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        p = self.pauses
+        family = HistogramMetricFamily("kdc_gc_pause_seconds", "Time the garbage collector stopped this process, "
+                                       "per collection, by generation (2: a full collection)", labels=["generation"])
+        for generation in range(3):
+            family.add_metric([str(generation)], _cumulative(p.bounds, p.counts[generation]), p.sums[generation])
+        yield family
 
 
 def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> CounterMetricFamily:

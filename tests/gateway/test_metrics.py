@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -107,3 +108,23 @@ def test_the_delivery_histogram_exposes_what_prometheus_client_would():
     assert keep[0] == keep[1] and len(keep[0]) == len(DELIVERY_BUCKETS) + 2
     sums = [float(next(ln for ln in lines if ln.startswith("kdc_x_seconds_sum")).split()[1]) for lines in rendered]
     assert abs(sums[0] - sums[1]) < 1e-9, sums  # float sums in another order
+
+
+async def test_metrics_show_the_collectors_pauses_by_generation():
+    """`kdc_gc_pause_seconds{generation}` counts every collection of the process, full ones
+    (generation 2) included: one forced here between two scrapes shows up, with its time."""
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        before = _samples((await client.get("/metrics")).text)
+        garbage = [[] for _ in range(50_000)]
+        for a, b in zip(garbage, garbage[1:]):
+            a.append(b)
+            b.append(a)  # cycles: only the collector frees them
+        del garbage, a, b
+        gc.collect()
+        after = _samples((await client.get("/metrics")).text)
+    full = (("generation", "2"),)
+    assert after[("kdc_gc_pause_seconds_count", full)] >= before[("kdc_gc_pause_seconds_count", full)] + 1
+    assert after[("kdc_gc_pause_seconds_sum", full)] > before[("kdc_gc_pause_seconds_sum", full)]
+    assert after[("kdc_gc_pause_seconds_bucket", (*full, ("le", "+Inf")))] == after[("kdc_gc_pause_seconds_count", full)]
+    for generation in ("0", "1"):
+        assert ("kdc_gc_pause_seconds_count", (("generation", generation),)) in after
