@@ -303,8 +303,8 @@ class RedisBus(Bus):
         return b"}}" if body == b"{}" else b"," + body[1:] + b"}"
 
     def script_keys(self, key: SessionKey) -> tuple[str, ...]:
-        """The PUBLISH script's KEYS for a session, cached per session as `_heads` (bounded by
-        HEAD_CACHE): building them (two hash tags, five strings) was ~2.4 us of a worker's
+        """The PUBLISH script's KEYS for a session, cached per session like the event heads
+        (bounded by HEAD_CACHE): building them (two hash tags, five strings) was ~2.4 us of a worker's
         per-event work, once per event when each event is its own call (paced producers)."""
         keys = self._script_keys.get(key)
         if keys is None:

@@ -369,6 +369,10 @@ class HTTPConnection:
                 ok = await self._run_exchange(request, ex, rid)
             finally:
                 ex.release_body()
+                # What the exchange's handler set to wake its writer (a stream's outbox, a
+                # WebSocket's Engine.IO socket) ends with it: kept, it would hold the handler's
+                # objects, which hold this connection, in a reference cycle.
+                self.wire.on_pending = None
             request = ex = None
             if not ok:
                 return

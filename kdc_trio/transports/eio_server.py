@@ -340,7 +340,6 @@ class EIOServer:
         finally:
             if notified:
                 ws.unnotify()
-            ws.set_on_pending(None)  # the wire held the socket, which holds the WebSocket: a cycle
             sock.close("connection ended", send_close_packet=False)
             self._end(sock)
             self._forget(sock)
@@ -399,16 +398,13 @@ class EIOServer:
         parks on the socket's queue, and a read, a frame to send, the app's output, the
         heartbeat or the close wakes it. Elsewhere a reader task reads beside it."""
         ws.set_on_pending(sock.wake)  # a write-through's rest: the writer below sends it
-        try:
-            if ws.notify(sock.wake):
-                try:
-                    await self._ws_loop(sock, ws)
-                finally:
-                    ws.unnotify()
-            else:
-                await self._ws_loop_with_reader(sock, ws)
-        finally:
-            ws.set_on_pending(None)  # as in _open_websocket: no cycle left behind
+        if ws.notify(sock.wake):
+            try:
+                await self._ws_loop(sock, ws)
+            finally:
+                ws.unnotify()
+        else:
+            await self._ws_loop_with_reader(sock, ws)
 
     async def _ws_loop_with_reader(self, sock: EIOSocket, ws: WebSocket) -> None:
         async with trio.open_nursery() as nursery:

@@ -271,8 +271,7 @@ async def _write_loop(ex: Exchange, outbox: Outbox, heartbeat: float) -> None:
                      str(exc))
     finally:
         Timers.cancel_alarm(alarm)
-        outbox.write_through = None
-        wire.on_pending = None
+        outbox.write_through = None  # (the connection clears `wire.on_pending` when the exchange ends)
 
 
 # ---- POST /sse/chat -----------------------------------------------------------------------

@@ -44,6 +44,6 @@ class GcPauses:
             self._start = time.perf_counter()
             return
         pause = time.perf_counter() - self._start
-        generation = min(max(int(info.get("generation", 2)), 0), 2)
+        generation = info["generation"]  # 0, 1 or 2
         self.counts[generation][bisect_left(self.bounds, pause)] += 1
         self.sums[generation] += pause
