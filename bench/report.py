@@ -29,13 +29,27 @@ COLUMNS["many"] = COLUMNS["stream"][:3] + [("lag_p99_ms", "lag p99 ms", "{:.1f}"
                                             ("sessions", "C", "{}"), ("bytes_per_event", "B/event", "{:.0f}")]
 
 
+# Through a single Redis (`--redis`): the separate worker's CPU and Redis's own per delivered
+# event, beside the gateway's (a peer's one process is gateway and producer).
+THROUGH_REDIS = [("worker_cpu_us_per_event", "worker µs/event", "{:.1f}"),
+                 ("redis_cpu_us_per_event", "Redis µs/event", "{:.1f}")]
+
+
+def columns(report: dict) -> list[tuple[str, str, str]]:
+    cols = COLUMNS[report["workload"]]
+    if not report.get("redis") or report["workload"] not in ("stream", "fan-out", "many"):
+        return cols
+    at = next(i for i, (k, _, _) in enumerate(cols) if k == "gateway_cpu_us_per_event") + 1
+    return cols[:at] + THROUGH_REDIS + cols[at:]
+
+
 def _fmt(fmt: str, v) -> str:
     return "-" if v is None else fmt.format(v)
 
 
 def print_table(report: dict) -> None:
     w = report["workload"]
-    cols = COLUMNS[w]
+    cols = columns(report)
     print(f"\n{w}{' (redis)' if report['redis'] else ''}: median of {report['runs']} run(s), "
           f"params {{{', '.join(f'{k}={v}' for k, v in report['params'].items() if k != 'quick')}}}")
     print(f"{'target':<15}" + "".join(f"{h:>14}" for _, h, _ in cols) + "  notes")
@@ -98,7 +112,7 @@ def write_png(report: dict, path: Path) -> None:
 def markdown_table(report: dict) -> str:
     """The report as a Markdown table (for the README's Performance section)."""
     w = report["workload"]
-    cols = COLUMNS[w]
+    cols = columns(report)
     shown = {"stream": ("n", "size"), "fan-out": ("n", "size", "k"), "many": ("c", "rate", "duration", "size"),
              "idle": ("c",), "churn": ("clients", "duration")}[w]
     head = f"**{w}{' via Redis' if report['redis'] else ''}** (" + ", ".join(

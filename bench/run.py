@@ -27,6 +27,10 @@ Through Redis (`--redis`, `--redis-cluster`, `--workers`) kdc-trio runs as `serv
 one `kdc-trio worker` that runs the bench bundle, so `gw µs/event` (the gateway's CPU per delivered
 event) is the gateway's own cost; `CPU s/100k` and `CPU %` add the worker's. A peer's one process
 is both. `--in-gateway-worker` keeps the producers in the gateway process, as before.
+Joined to a single Redis, the tables add the worker's and Redis's own CPU per delivered event, and
+the report counts the messages published on Redis (`redis_published`): every target's events pass
+through it (the Node peer emits to the session's room there, which its redis adapter publishes;
+a socket's own `emit` would skip Redis).
 """
 
 from __future__ import annotations

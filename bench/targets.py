@@ -109,6 +109,7 @@ class Running:
             ensure_node_peer()
         raise_file_limit()  # soft to hard, inherited by the server (and the load generators) started after
         self.target = target
+        self.redis_url = redis_url
         self.port = free_port()
         self.worker: subprocess.Popen | None = None
         self.worker_ps: psutil.Process | None = None
@@ -148,6 +149,21 @@ class Running:
         except psutil.NoSuchProcess:
             return 0.0
         return t.user + t.system if t else 0.0
+
+    def redis_counters(self) -> tuple[float, int] | None:
+        """The single Redis the server is joined to: its CPU seconds and the messages published on
+        it (PUBLISH and SPUBLISH calls, scripts' included); None without one or under Redis
+        Cluster (the run reports each master's)."""
+        if not self.redis_url or not self.redis_url.startswith("redis://"):
+            return None
+        import redis
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            cpu, stats = client.info("cpu"), client.info("commandstats")
+        finally:
+            client.close()
+        published = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("publish", "spublish"))
+        return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), published
 
     def cpu_s(self) -> float:
         """CPU of the server: the gateway (its supervisor and processes under `--workers N`);

@@ -109,15 +109,20 @@ def _split(total: int, per: int = PER_PROCESS) -> list[int]:
 
 
 class Cpu:
-    """CPU seconds of the gateway and of a separate producer worker over a measurement."""
+    """CPU seconds of the gateway, of a separate producer worker and of the single Redis every
+    target is joined to (`--redis`; None otherwise) over a measurement, and the messages
+    published on that Redis meanwhile (equal work: every target's events pass through it)."""
 
     def __init__(self, running: Running) -> None:
         self.running = running
-        self.gw0, self.worker0 = running.cpu_s(), running.worker_cpu_s()
+        self.gw0, self.worker0, self.redis0 = running.cpu_s(), running.worker_cpu_s(), running.redis_counters()
 
     def stop(self) -> "Cpu":
         self.gateway = self.running.cpu_s() - self.gw0
         self.worker = self.running.worker_cpu_s() - self.worker0
+        redis1 = self.running.redis_counters()
+        self.redis, self.redis_published = (None, None) if redis1 is None or self.redis0 is None else \
+            (redis1[0] - self.redis0[0], redis1[1] - self.redis0[1])
         self.total = self.gateway + self.worker
         return self
 
@@ -154,6 +159,9 @@ def _summary(results: list[dict], cpu: Cpu, running: Running, expected: int) -> 
             "server_cpu_s_per_100k": cpu.total / deliveries * 1e5 if deliveries else None,
             "gateway_cpu_us_per_event": cpu.gateway / deliveries * 1e6 if deliveries else None,
             "worker_cpu_s": cpu.worker, "separate_worker": running.worker is not None,
+            "worker_cpu_us_per_event": cpu.worker / deliveries * 1e6 if deliveries and running.worker else None,
+            "redis_cpu_us_per_event": cpu.redis / deliveries * 1e6 if deliveries and cpu.redis is not None else None,
+            "redis_published": cpu.redis_published,
             "server_rss_mb": running.rss_mb(), "client_cpu_bound": any(r["cpu_bound"] for r in results)}
 
 

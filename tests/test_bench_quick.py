@@ -129,6 +129,10 @@ def test_through_redis(tmp_path):
     assert report["redis_limit"]["redis_benchmark_publish_per_s"] > 0
     for name, res in report["targets"].items():
         assert res["median"]["complete"], (name, res["median"])
+        # equal work: every target's events pass through Redis (a socket.io peer's own `emit`
+        # would not: its redis adapter publishes only what goes to a room)
+        assert res["median"]["redis_published"] >= res["median"]["expected"], (name, res["median"])
+        assert res["median"]["redis_cpu_us_per_event"] > 0, (name, res["median"])
     assert_equal_work(report)
 
 

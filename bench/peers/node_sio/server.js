@@ -2,7 +2,10 @@
 // node server.js <port> [redis-url]
 // A client joins the room of its session (auth.session, else a new 24-character id, as kdc-trio
 // makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast}}}
-// makes the server emit n `chat_delta` events, to the socket or to the session's room. Each is the
+// makes the server emit n `chat_delta` events, to the socket or to the session's room. Joined to
+// Redis, every event goes to the session's room: the redis adapter then publishes it (a socket's own
+// `emit` never reaches Redis, so a run "through Redis" would do no Redis work at all, where
+// kdc-trio's events all pass through Redis). The room holds the socket: delivery is the same. Each is the
 // KDCube envelope kdc-trio emits: built per event from ../chat_delta.json (written by
 // `python3 -m bench.peers.template` from protocol/envelope.py) with the fields kdc-trio fills per
 // event (timestamp, ts, delta.text = "<time_ns>|" + filler to size, index, idx, seq).
@@ -56,7 +59,7 @@ io.on("connection", (socket) => {
     let spec = {};
     try { spec = JSON.parse(payload.message.text); } catch (e) {}
     const n = spec.n ?? 100, size = spec.size ?? 100, rate = spec.rate ?? 0;
-    const target = spec.broadcast ? io.to(session) : socket;
+    const target = spec.broadcast || redisUrl ? io.to(session) : socket;
     const turn = { session, requestId: newId("req"), conversationId: newId("conv"), turnId: newId("turn") };
     const interval = rate > 0 ? 1000 / rate : 0;
     const start = Date.now();
