@@ -52,7 +52,8 @@ def print_table(report: dict) -> None:
     cols = columns(report)
     print(f"\n{w}{' (redis)' if report['redis'] else ''}: median of {report['runs']} run(s), "
           f"params {{{', '.join(f'{k}={v}' for k, v in report['params'].items() if k != 'quick')}}}")
-    print(f"{'target':<15}" + "".join(f"{h:>14}" for _, h, _ in cols) + "  notes")
+    widths = [max(14, len(h) + 2) for _, h, _ in cols]
+    print(f"{'target':<15}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(cols, widths)) + "  notes")
     for name, res in report["targets"].items():
         m = res["median"]
         notes = []
@@ -60,7 +61,8 @@ def print_table(report: dict) -> None:
             notes.append("client-bound")
         if m.get("complete") is False:
             notes.append(f"incomplete {m['deliveries']}/{m['expected']}")
-        print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>14}" for k, _, f in cols) + "  " + ", ".join(notes))
+        print(f"{name:<15}" + "".join(f"{_fmt(f, m.get(k)):>{w}}" for (k, _, f), w in zip(cols, widths))
+              + "  " + ", ".join(notes))
     for name, why in report.get("failed", {}).items():
         print(f"{name:<15} FAILED: {why}")
     for line in ratios(report):

@@ -10,7 +10,10 @@ protocol, and writes `<out>/<workload>-<timestamp>.json` and `.png`. `--redis` s
 redis-server for the run and joins every target to it (kdc-trio's RedisBus, socket.io's
 redis-adapter, python-socketio's AsyncRedisManager, sse-starlette over redis.asyncio pub/sub).
 `many` climbs a ladder of session counts (100, 150, 200, 300, 400, 600, 800, …) and reports the highest C×R whose p99 latency and p99
-schedule lag (each event's due time, first + i/R, to its arrival) stay under 50 ms. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
+schedule lag (each event's due time, first + i/R, to its arrival) stay under 50 ms. Its C sessions' first events are
+spread evenly over one period 1/R (each trigger carries a `phase`, which every target's producer waits before its first
+event): independent sessions are not in step, and an SSE turn (an HTTP POST) and a Socket.IO one (a WebSocket
+message) would otherwise start at different paces. Every run (and every rung) starts its server afresh. `--workers N` runs kdc-trio as
 `serve --workers N` (N processes on one port, joined through the run's Redis, so it implies
 `--redis`); CPU and RSS are then summed over the supervisor and its workers. Numbers marked `client-bound` came from a load generator that used >80% of a core.
 `--redis-cluster N` starts an N-master Redis Cluster instead (tests/support/redis_cluster.py, the

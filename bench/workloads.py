@@ -108,6 +108,10 @@ def _split(total: int, per: int = PER_PROCESS) -> list[int]:
     return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
 
 
+# How long the measurement waits for a peer's last PUBLISHes to reach Redis before counting them.
+PUBLISH_SETTLE_S = 0.3
+
+
 class Cpu:
     """CPU seconds of the gateway, of a separate producer worker and of the single Redis every
     target is joined to (`--redis`; None otherwise) over a measurement, and the messages
@@ -121,8 +125,13 @@ class Cpu:
         self.gateway = self.running.cpu_s() - self.gw0
         self.worker = self.running.worker_cpu_s() - self.worker0
         redis1 = self.running.redis_counters()
-        self.redis, self.redis_published = (None, None) if redis1 is None or self.redis0 is None else \
-            (redis1[0] - self.redis0[0], redis1[1] - self.redis0[1])
+        self.redis = self.redis_published = None
+        if redis1 is not None and self.redis0 is not None:
+            self.redis = redis1[0] - self.redis0[0]
+            # A peer may deliver locally before its PUBLISHes reach Redis (socket.io's redis
+            # adapter publishes without waiting): count them once they have landed.
+            time.sleep(PUBLISH_SETTLE_S)
+            self.redis_published = self.running.redis_counters()[1] - self.redis0[1]
         self.total = self.gateway + self.worker
         return self
 
@@ -194,9 +203,14 @@ def fanout(running: Running, *, n: int, size: int, k: int, gen_timeout: float = 
 def many(running: Running, *, c: int, rate: float, duration: float, size: int, **_) -> dict:
     per = int(rate * duration)
     with generators() as gens:
+        first = 0
         for m in _split(c):
+            # the sessions' first events spread evenly over one period (`phase`): independent
+            # sessions are not in step, and the targets' triggers arrive at different paces (an
+            # SSE turn is an HTTP POST, a Socket.IO one a WebSocket message)
             gens.append(Gen(running, connections=m, trigger={"n": per, "size": size, "rate": rate}, trigger_all=True,
-                            expect=per, timeout=duration * 4 + 30))
+                            spread={"first": first, "of": c}, expect=per, timeout=duration * 4 + 30))
+            first += m
         for g in gens:
             g.ready()
         results, wall, cpu = _measure(running, gens)

@@ -5,7 +5,10 @@
 Spec: {"proto": "sse"|"sio", "flavor": "kdc"|"peer", "base": "http://127.0.0.1:P",
        "connections": C, "session": id or null, "trigger": {n,size,rate,broadcast} or null,
        "trigger_all": bool, "expect": events per connection, "timeout": s, "mode": "count"|"idle"|"churn",
-       "duration": s (churn), "open_concurrency": handshakes in flight (64)}
+       "duration": s (churn), "open_concurrency": handshakes in flight (64),
+       "spread": {"first": i, "of": C} or null (paced triggers: each connection's trigger gets a
+       `phase`, the seconds before its first event, so the C sessions' events are spread evenly
+       over one period instead of all due at once)}
 
 Protocol on stdio: prints `{"ready": true, "session": …}` once every connection is open, waits for
 `go` on stdin, sends the trigger(s), counts `chat_delta` deliveries until each connection has
@@ -216,6 +219,14 @@ class SIOConn:
 
 # ---- modes --------------------------------------------------------------------------------------
 
+def trigger_for(trig: dict, spread: dict | None, index: int) -> dict:
+    """Connection `index`'s trigger: with `spread` {"first", "of"} and a paced trigger, its first
+    event comes (first + index) / of of a period after the trigger (`phase`, seconds)."""
+    if not spread or not trig.get("rate"):
+        return trig
+    return {**trig, "phase": round((spread["first"] + index) / spread["of"] / trig["rate"], 6)}
+
+
 async def main(spec: dict) -> None:
     cls = SSEConn if spec["proto"] == "sse" else SIOConn
     stats = Stats()
@@ -254,7 +265,7 @@ async def main(spec: dict) -> None:
             stats.interval_ns = int(1e9 / trig["rate"])
         with trio.move_on_after(spec.get("timeout", 60)):  # a server that stalls still gets a result
             for c in (conns if spec.get("trigger_all") else conns[:1] if trig else []):
-                await c.trigger(trig)
+                await c.trigger(trigger_for(trig, spec.get("spread"), c.index))
             await stats.done.wait()
         wall = (stats.last or time.perf_counter()) - start
         cpu = time.process_time() - cpu0

@@ -14,6 +14,19 @@ _seqs: dict[str, int] = {}  # session → last sequence number (kdc-trio's relay
 _second: tuple[int, str] = (-1, "")
 
 
+# The longest wait before a turn's first event (the trigger's `phase`), as kdc-trio's bench bundle.
+MAX_PHASE_S = 60.0
+
+
+def phase_of(spec: dict) -> float:
+    """Seconds to wait before the turn's first event: `many` spreads its sessions' first events
+    over one period (bench/workloads.py), as independent sessions' are."""
+    try:
+        return min(MAX_PHASE_S, max(0.0, float(spec.get("phase", 0))))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(18)  # 24 characters, as kdc-trio's
 

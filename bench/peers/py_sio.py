@@ -3,7 +3,7 @@
     python3 bench/peers/py_sio.py <port> [redis-url]
 
 A client joins the room of its session (auth.session, else a new 24-character id, as kdc-trio
-makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast}}}
+makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast, phase}}}
 makes the server emit n `chat_delta` events to the socket or the session's room: kdc-trio's
 envelope, built per event from chat_delta.json (bench/peers/fill.py; text "<time_ns>|" + filler).
 With a Redis URL the rooms go through `AsyncRedisManager`.
@@ -19,7 +19,7 @@ import time
 import socketio
 import uvicorn
 
-from bench.peers.fill import Turn, chat_delta, filler, new_session_id
+from bench.peers.fill import Turn, chat_delta, filler, new_session_id, phase_of
 
 port = int(sys.argv[1])
 redis_url = sys.argv[2] if len(sys.argv) > 2 else None
@@ -53,6 +53,7 @@ async def chat_message(sid, payload):
     to = sessions.get(sid, sid) if spec.get("broadcast") else sid
     interval = 1 / rate if rate > 0 else 0
     turn = Turn(sessions.get(sid, sid))
+    await asyncio.sleep(phase_of(spec))
     start = time.monotonic()
     for i in range(n):
         await sio.emit("chat_delta", chat_delta(turn, filler(size), i), to=to)

@@ -3,7 +3,7 @@
     python3 bench/peers/sse_starlette_peer.py <port> [redis-url]
 
 GET /sse/stream?stream_id=…[&session=…] opens a stream (first event `ready` {session_id});
-POST /sse/chat?stream_id=…&session=… with {"message": {"text": JSON {n, size, rate, broadcast}}}
+POST /sse/chat?stream_id=…&session=… with {"message": {"text": JSON {n, size, rate, broadcast, phase}}}
 makes the server emit n `chat_delta` events (kdc-trio's envelope, built per event from
 chat_delta.json by bench/peers/fill.py; text "<time_ns>|" + filler; the SSE `id:` its seq, as
 kdc-trio's) to that stream or to every stream of the session. With a Redis URL events go through one redis.asyncio pub/sub
@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.peers.fill import Turn, chat_delta, filler, new_session_id
+from bench.peers.fill import Turn, chat_delta, filler, new_session_id, phase_of
 
 port = int(sys.argv[1])
 redis_url = sys.argv[2] if len(sys.argv) > 2 else None
@@ -79,6 +79,7 @@ async def produce(session: str, stream_id: str, spec: dict) -> None:
     broadcast = bool(spec.get("broadcast"))
     interval = 1 / rate if rate > 0 else 0
     turn = Turn(session)
+    await asyncio.sleep(phase_of(spec))
     start = time.monotonic()
     for i in range(n + 1):
         if i < n:

@@ -1,8 +1,9 @@
 // bench peer: socket.io 4.x doing what kdc-trio's bench bundle does.
 // node server.js <port> [redis-url]
 // A client joins the room of its session (auth.session, else a new 24-character id, as kdc-trio
-// makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast}}}
-// makes the server emit n `chat_delta` events, to the socket or to the session's room. Joined to
+// makes one) and gets `session_info`; `chat_message` {message: {text: JSON {n, size, rate, broadcast, phase}}}
+// makes the server emit n `chat_delta` events, the first `phase` seconds after the message (`many`
+// spreads its sessions' first events over one period), to the socket or to the session's room. Joined to
 // Redis, every event goes to the session's room: the redis adapter then publishes it (a socket's own
 // `emit` never reaches Redis, so a run "through Redis" would do no Redis work at all, where
 // kdc-trio's events all pass through Redis). The room holds the socket: delivery is the same. Each is the
@@ -62,6 +63,8 @@ io.on("connection", (socket) => {
     const target = spec.broadcast || redisUrl ? io.to(session) : socket;
     const turn = { session, requestId: newId("req"), conversationId: newId("conv"), turnId: newId("turn") };
     const interval = rate > 0 ? 1000 / rate : 0;
+    const phase = Math.min(60, Math.max(0, Number(spec.phase) || 0)); // s before the first event
+    if (phase > 0) await new Promise((r) => setTimeout(r, phase * 1000));
     const start = Date.now();
     for (let i = 0; i < n; i++) {
       const head = nsClock() + "|";
