@@ -171,14 +171,14 @@ def encode_event_line(event: str) -> bytes:
         raise LocalProtocolError(f"SSE event name is not encodable as UTF-8: {exc}") from None
 
 
-def encode_json_event(event_line: bytes, id: int | None, data: bytes) -> bytes:  # noqa: A002
+def encode_json_event(event_line: bytes, id: int | None, data: bytes, *, plain: bool = False) -> bytes:  # noqa: A002
     """`encode_event` for data that is already UTF-8 bytes (a relayed event's JSON as it came off
     the wire): one format, no decode and no re-encode. `event_line` is `encode_event_line(name)`.
     As `encode_event`, a `data` with line breaks gets a `data:` line per line. The caller vouches
-    that `data` is valid UTF-8."""
+    that `data` is valid UTF-8, and with `plain` that it holds no line break (it is not looked for)."""
     # `find`, not `in`: `b"\n" in x` first tries the needle as an integer, and that failed
     # attempt (an exception made and dropped) costs more than the whole format.
-    if data.find(b"\n") >= 0 or data.find(b"\r") >= 0:
+    if not plain and (data.find(b"\n") >= 0 or data.find(b"\r") >= 0):
         data = b"\ndata: ".join(_LINE_BREAK_B.split(data))
     if id is None:
         return b"%bdata: %b\n\n" % (event_line, data)

@@ -77,6 +77,9 @@ _fixed_match_b = _FIXED_B.match
 # NUL, its first byte): match i is message i, and every message is ours in the fixed layout.
 # Its head's strings are taken as `"[^"]*"` (a cheaper loop than _NOESC's class): a head is
 # checked against _FIXED_B once, when it is first seen (`_head`).
+# A batch without a raw line break (what our publishers encode never has: JSON escapes them in
+# strings, and orjson writes no whitespace) is found so by two scans of the whole read, and its
+# messages' SSE `data:` lines then need no scan for one each (`_nl`).
 _LOOSE = rb'"[^"]*"'
 _FIXED_ALL = re.compile(rb'\x00\{"seq":(\d{1,18})(,"fmt":"kdc2","event":' + _LOOSE + rb',"target_sid":(?:null|' + _LOOSE
                         + rb'),"session_id":' + _LOOSE + rb',"timestamp":)(-?\d[\d.eE+-]*),"host_id":' + _NOESC
@@ -126,8 +129,8 @@ class RelayMessage:
     Either `data` or its JSON text is known; the other is made on first use, at most once.
     """
 
-    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_jb", "_eb", "_sse",
-                 "_sio", "_sio_off", "_ws", "_ws_off")
+    __slots__ = ("session_id", "target_sid", "event", "_data", "timestamp", "seq", "_json", "_jb", "_eb", "_nl",
+                 "_sse", "_sio", "_sio_off", "_ws", "_ws_off")
 
     def __init__(self, *, session_id: str, event: str, data: dict | None, seq: int, timestamp: float,
                  target_sid: str | None = None, data_json: str | None = None) -> None:
@@ -140,6 +143,7 @@ class RelayMessage:
         self._json = data_json
         self._jb: bytes | None = None  # the data's JSON as it came off the wire (UTF-8), when read from it
         self._eb: bytes | None = None  # the event's SSE line (protocol.sse.encode_event_line), beside _jb
+        self._nl = True  # _jb may hold a line break (False: from_raws found none in its whole read)
         self._sse: bytes | None = None
         self._sio: str | None = None
         self._sio_off: str | None = None
@@ -170,7 +174,7 @@ class RelayMessage:
         if self._sse is None:
             if self._jb is not None:  # the bytes as they came: no decode, no re-encode
                 self._sse = encode_json_event(self._eb, self.seq if self.resumable else None,  # type: ignore[arg-type]
-                                              self._jb)
+                                              self._jb, plain=not self._nl)
             else:
                 self._sse = encode_event(event=self.event, id=self.seq if self.resumable else None,
                                          data=self.data_json())
@@ -220,6 +224,7 @@ class RelayMessage:
                 new = object.__new__
                 out = []
                 append = out.append
+                nl = blob.find(b"\n") >= 0 or blob.find(b"\r") >= 0  # `find`: see encode_json_event
                 try:
                     for seq, head, stamp, data in zip(parts[1::5], parts[2::5], parts[3::5], parts[4::5]):
                         msg = new(cls)
@@ -228,6 +233,7 @@ class RelayMessage:
                         msg.timestamp = float(stamp)
                         msg.seq = int(seq)
                         msg._jb = data
+                        msg._nl = nl
                         append(msg)
                     return out
                 except (ValueError, KeyError, TypeError, AttributeError, LocalProtocolError):
@@ -254,6 +260,7 @@ class RelayMessage:
                 msg.timestamp = float(stamp)
                 msg.seq = int(seq)
                 msg._jb = raw[m.end():-1]
+                msg._nl = True
                 append(msg)
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, LocalProtocolError) as exc:
                 on_error(exc)

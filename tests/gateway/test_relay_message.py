@@ -8,6 +8,7 @@ import json
 import pytest
 
 from kdc_trio.relay.message import DATA_LAST, RelayMessage
+from protocol.sse import encode_event
 
 
 def test_our_layout_keeps_the_data_text_verbatim():
@@ -125,6 +126,23 @@ def test_a_batch_reads_as_each_message_alone_would():
         _same(m, RelayMessage.from_raw(raw))
     assert got[3].sse_bytes().startswith(b"event: chat_delta\ndata: "), "seq 0: no id line"
     assert got[1].sse_bytes().startswith(b"event: chat_delta\nid: 2\ndata: {")
+
+
+@pytest.mark.parametrize("breaks", ["\n", "\r\n", "\r"])
+def test_raw_line_breaks_in_the_data_get_a_data_line_each_in_a_batch_too(breaks):
+    """A read without a raw line break lets its messages' SSE skip the scan for one; a message with
+    one between its JSON tokens (a publisher that pretty-prints) in a read with others still gets
+    a `data:` line per line."""
+    pretty = _fixed(2, data=f'{breaks}"type":"chat.delta",{breaks}"n":1}}')
+    raws = [_fixed(1), pretty, _fixed(3)]
+    got = RelayMessage.from_raws(raws, pytest.fail)
+    assert [m.seq for m in got] == [1, 2, 3]
+    for m, raw in zip(got, raws):
+        _same(m, RelayMessage.from_raw(raw))
+    block = got[1].sse_bytes()
+    assert block.endswith(b"\n\n") and b"\r" not in block
+    assert block.count(b"\ndata: ") == 3 and got[1].data == {"seq": 2, "type": "chat.delta", "n": 1}
+    assert got[0].sse_bytes() == encode_event(event="chat_delta", id=1, data=got[0].data_json())
 
 
 def test_a_batch_of_ours_keeps_every_message_and_its_order():
