@@ -32,8 +32,12 @@ def spec_of(text: str) -> tuple[int, int, float, bool, float]:
         spec = json.loads(text) if text.strip().startswith("{") else {}
     except ValueError:
         spec = {}
+    try:  # as the Python peers read it (bench/peers/fill.py): what is not a number is no wait
+        phase = min(MAX_PHASE_S, max(0.0, float(spec.get("phase", 0))))
+    except (TypeError, ValueError):
+        phase = 0.0
     return (int(spec.get("n", 100)), int(spec.get("size", 100)), float(spec.get("rate", 0)),
-            bool(spec.get("broadcast", False)), min(MAX_PHASE_S, max(0.0, float(spec.get("phase", 0)))))
+            bool(spec.get("broadcast", False)), phase)
 
 
 class BenchBundle:
